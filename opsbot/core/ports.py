@@ -1,0 +1,178 @@
+"""The small interfaces that keep adapters swappable (Atlantis keeps its VCS behind one like these).
+
+Commands and the dispatcher see only these Protocols; `app.py` picks the implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from opsbot.core.model import Approval, Change, PullRequest, Request, RequestState, Transition
+
+
+class Forge(Protocol):
+    """Where pull requests live: the local git forge, or GitHub."""
+
+    name: str
+
+    def repo_path(self) -> str:
+        """A local checkout or mirror to read manifests from (fresh enough to plan on)."""
+        ...
+
+    def refresh(self) -> None:
+        """Bring the local copy up to date with the remote (no-op for the local forge)."""
+        ...
+
+    def open_pr(self, change: Change, branch: str, message: str, body: str, labels: Sequence[str]) -> PullRequest:
+        """Commit the change on `branch` from `change.base_sha` and open a PR; idempotent per branch."""
+        ...
+
+    def find_open_pr(self, branch: str) -> PullRequest | None: ...
+
+    def get_pr(self, number: int) -> PullRequest: ...
+
+    def merge_pr(self, number: int, message: str) -> PullRequest:
+        """Merge, or raise CommandError saying what blocks it (reviews, checks, conflicts)."""
+        ...
+
+    def close_pr(self, number: int, comment: str = "") -> PullRequest: ...
+
+    def comment(self, number: int, body: str) -> None: ...
+
+    def list_prs(self, state: str = "open") -> list[PullRequest]: ...
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    intent_key: str
+    command: str
+    verb: str
+    app: str
+    env: str
+    requester: str
+    forge: str
+    branch: str
+    base_branch: str
+    base_sha: str
+    title: str
+    summary: str
+    fields: list[dict[str, Any]]
+    approvals_needed: int = 0
+    channel: str = ""
+    thread_ts: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    next_at: datetime
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    source: str
+    key: str
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+class Store(Protocol):
+    """Requests with their audit trail, approvals, and the inbox/outbox that make intake durable.
+
+    Implementations: SQLite (default) and PostgreSQL, tested by one shared suite.
+    """
+
+    # requests ---------------------------------------------------------------------------------
+    def create_request(self, new: NewRequest) -> Request:
+        """Insert a proposed request and its first transition; the id is generated here."""
+        ...
+
+    def get_request(self, request_id: str) -> Request | None: ...
+
+    def find_open_request(self, intent_key: str) -> Request | None:
+        """The open (proposed/approved) request for this intent key, if any."""
+        ...
+
+    def find_request_by_pr(self, forge: str, pr_number: int) -> Request | None: ...
+
+    def find_request_by_branch(self, branch: str) -> Request | None: ...
+
+    def list_requests(
+        self,
+        *,
+        states: Sequence[RequestState] | None = None,
+        app: str | None = None,
+        env: str | None = None,
+        limit: int = 50,
+    ) -> list[Request]:
+        """Newest first."""
+        ...
+
+    def update_request(self, request_id: str, **fields: Any) -> Request:
+        """Set non-state fields (pr_number, pr_url, head_sha, channel, thread_ts, ...)."""
+        ...
+
+    def transition(
+        self,
+        request_id: str,
+        to_state: RequestState,
+        actor: str,
+        detail: str = "",
+        **fields: Any,
+    ) -> Request | None:
+        """Move to `to_state` atomically if TRANSITIONS allows it from the current state.
+
+        Returns the updated request, or None when the move is not allowed (already there, or a
+        final state): that is how redeliveries and double clicks become no-ops.
+        """
+        ...
+
+    def transitions(self, request_id: str) -> list[Transition]: ...
+
+    # approvals --------------------------------------------------------------------------------
+    def add_approval(self, request_id: str, approver: str, source: str) -> bool:
+        """False when this approver already approved this request."""
+        ...
+
+    def approvals(self, request_id: str) -> list[Approval]: ...
+
+    # inbox (webhook and event intake) -------------------------------------------------------------
+    def inbox_add(self, source: str, key: str, payload: dict[str, Any]) -> bool:
+        """Store an inbound event before acknowledging it; False when the key was seen before."""
+        ...
+
+    def inbox_pending(self, limit: int = 100) -> list[InboxItem]: ...
+
+    def inbox_done(self, item_id: int) -> None: ...
+
+    # outbox (posts to chat) ---------------------------------------------------------------------
+    def outbox_add(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
+        """Queue a post; False when one with this key exists already (never post twice)."""
+        ...
+
+    def outbox_due(self, now: datetime, limit: int = 50) -> list[OutboxItem]: ...
+
+    def outbox_done(self, item_id: int, result: dict[str, Any] | None = None) -> None: ...
+
+    def outbox_retry(self, item_id: int, next_at: datetime, error: str) -> None: ...
+
+    def outbox_result(self, key: str) -> dict[str, Any] | None:
+        """The result stored when an item was posted (e.g. the message ts), or None."""
+        ...
+
+    # key/value (mirror freshness, cached user groups, thread of a request) -------------------------
+    def kv_get(self, key: str) -> str | None: ...
+
+    def kv_set(self, key: str, value: str) -> None: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
