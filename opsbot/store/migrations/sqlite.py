@@ -1,0 +1,114 @@
+"""SQLite schema. Times are ISO-8601 UTC text with microseconds, so text order is time order."""
+
+from __future__ import annotations
+
+from opsbot.store.migrations import Migration, check_sequence
+
+SCHEMA_VERSION_DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+) STRICT
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "requests, transitions, approvals, inbox, outbox, kv",
+        (
+            """
+            CREATE TABLE requests (
+                id               INTEGER PRIMARY KEY AUTOINCREMENT,
+                intent_key       TEXT NOT NULL,
+                command          TEXT NOT NULL,
+                verb             TEXT NOT NULL,
+                app              TEXT NOT NULL DEFAULT '',
+                env              TEXT NOT NULL DEFAULT '',
+                requester        TEXT NOT NULL,
+                state            TEXT NOT NULL,
+                forge            TEXT NOT NULL DEFAULT 'local',
+                branch           TEXT NOT NULL DEFAULT '',
+                base_branch      TEXT NOT NULL DEFAULT '',
+                base_sha         TEXT NOT NULL DEFAULT '',
+                head_sha         TEXT NOT NULL DEFAULT '',
+                pr_number        INTEGER,
+                pr_url           TEXT NOT NULL DEFAULT '',
+                merge_sha        TEXT NOT NULL DEFAULT '',
+                title            TEXT NOT NULL DEFAULT '',
+                summary          TEXT NOT NULL DEFAULT '',
+                channel          TEXT NOT NULL DEFAULT '',
+                thread_ts        TEXT NOT NULL DEFAULT '',
+                fields           TEXT NOT NULL DEFAULT '[]',
+                approvals_needed INTEGER NOT NULL DEFAULT 0,
+                created_at       TEXT NOT NULL,
+                updated_at       TEXT NOT NULL,
+                merged_at        TEXT,
+                deployed_at      TEXT
+            ) STRICT
+            """,
+            "CREATE INDEX requests_intent_state ON requests (intent_key, state)",
+            "CREATE INDEX requests_pr ON requests (forge, pr_number)",
+            "CREATE INDEX requests_branch ON requests (branch)",
+            "CREATE INDEX requests_app_env ON requests (app, env)",
+            "CREATE INDEX requests_state ON requests (state)",
+            """
+            CREATE TABLE transitions (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                request_id INTEGER NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+                from_state TEXT,
+                to_state   TEXT NOT NULL,
+                actor      TEXT NOT NULL,
+                detail     TEXT NOT NULL DEFAULT '',
+                at         TEXT NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX transitions_request ON transitions (request_id, id)",
+            """
+            CREATE TABLE approvals (
+                request_id INTEGER NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+                approver   TEXT NOT NULL,
+                source     TEXT NOT NULL,
+                at         TEXT NOT NULL,
+                PRIMARY KEY (request_id, approver)
+            ) STRICT
+            """,
+            """
+            CREATE TABLE inbox (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                source      TEXT NOT NULL,
+                key         TEXT NOT NULL,
+                payload     TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                done_at     TEXT,
+                UNIQUE (source, key)
+            ) STRICT
+            """,
+            "CREATE INDEX inbox_pending ON inbox (id) WHERE done_at IS NULL",
+            """
+            CREATE TABLE outbox (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                key        TEXT NOT NULL UNIQUE,
+                kind       TEXT NOT NULL,
+                payload    TEXT NOT NULL,
+                attempts   INTEGER NOT NULL DEFAULT 0,
+                next_at    TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                done_at    TEXT,
+                result     TEXT,
+                last_error TEXT NOT NULL DEFAULT ''
+            ) STRICT
+            """,
+            "CREATE INDEX outbox_due ON outbox (next_at, id) WHERE done_at IS NULL",
+            """
+            CREATE TABLE kv (
+                key        TEXT PRIMARY KEY,
+                value      TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            ) STRICT
+            """,
+        ),
+    ),
+)
+
+check_sequence(MIGRATIONS)
