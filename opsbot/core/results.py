@@ -116,3 +116,20 @@ class RequestUpdate(Result):
         if self.request:
             out.update({"request": self.request.id, "state": str(self.request.state), "event": self.event})
         return out
+
+
+@dataclass(frozen=True)
+class Failure(Result):
+    """The command did not happen. `reference` is set for unexpected errors (details in the log)."""
+
+    message: str = ""
+    reference: str = ""
+    denied: bool = False
+
+    def text(self) -> str:
+        if self.reference:
+            return f"Something went wrong on opsbot's side (reference {self.reference}). Nothing was changed."
+        return self.message
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": self.text(), "denied": self.denied, "reference": self.reference or None}

@@ -1,0 +1,118 @@
+"""Composition root: settings -> forge, repo, store, requests, dispatcher. Adapters meet only here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from commands import REGISTRY
+from opsbot.core.authz import GroupMembers
+from opsbot.core.context import Context
+from opsbot.core.dispatcher import Dispatcher
+from opsbot.core.model import Actor, Request, Thread
+from opsbot.core.ports import Forge, Store
+from opsbot.core.requests import Notify, Requests
+from opsbot.core.results import Result
+from opsbot.errors import ConfigError
+from opsbot.manifests.gitrepo import GitRepo
+from opsbot.manifests.planner import PlanOptions, Planner
+from opsbot.settings import Settings
+from opsbot.store import open_store
+
+
+def make_forge(settings: Settings) -> Forge:
+    if settings.forge == "github":
+        from opsbot.forge.github import GitHubForge
+
+        return GitHubForge(settings)  # type: ignore[no-any-return]
+    from opsbot.forge.local import LocalForge
+
+    return LocalForge(settings.repo)
+
+
+def database_url(settings: Settings, forge: Forge) -> str:
+    if settings.database_url:
+        return settings.database_url
+    state = getattr(forge, "state", None)
+    if settings.forge == "local" and isinstance(state, Path) and settings.state_dir == ".opsbot-state":
+        return f"sqlite:///{state / 'opsbot.db'}"
+    return settings.resolved_database_url
+
+
+class Opsbot:
+    """One bot: what `opsbot run`, `opsbot serve` and the console all drive."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        forge: Forge | None = None,
+        store: Store | None = None,
+        notify: Notify | None = None,
+        group_members: GroupMembers | None = None,
+    ) -> None:
+        self.settings = settings
+        self.forge = forge or make_forge(settings)
+        self.repo = GitRepo(self.forge.repo_path())
+        self.store = store or open_store(database_url(settings, self.forge))
+        self._notify_hooks: list[Notify] = [notify] if notify else []
+        self.requests = Requests(self.store, self.forge, notify=self._notify, parse=lambda t: REGISTRY.parse(t)[1])
+        self.dispatcher = Dispatcher(REGISTRY, self.context, group_members)
+        self._planners: dict[str, Planner] = {}
+        self._lock = threading.Lock()
+
+    def on_transition(self, hook: Notify) -> None:
+        self._notify_hooks.append(hook)
+
+    def _notify(self, request: Request, event: str, facts: dict[str, Any]) -> None:
+        for hook in self._notify_hooks:
+            hook(request, event, facts)
+
+    def planner_for(self, ref: str) -> Planner:
+        """Planners are cached per commit: a warm bot re-uses the index, renders and parsed files."""
+        sha = self.repo.resolve(ref)
+        with self._lock:
+            planner = self._planners.get(sha)
+            if planner is None or planner.index.base_ref != ref:
+                planner = Planner(self.repo, ref, PlanOptions(self.settings.kubernetes_version, self.settings.max_replicas))
+                if len(self._planners) > 8:
+                    self._planners.pop(next(iter(self._planners)))
+                self._planners[sha] = planner
+            return planner
+
+    def context(self, actor: Actor, thread: Thread | None, text: str, apply: bool) -> Context:
+        return Context(
+            settings=self.settings,
+            repo=self.repo,
+            actor=actor,
+            command_text=text,
+            forge=self.forge,
+            store=self.store,
+            requests=self.requests,
+            thread=thread,
+            apply=apply,
+            planner_for=self.planner_for,
+        )
+
+    def handle(self, text: str, actor: Actor, thread: Thread | None = None, *, apply: bool = True) -> Result:
+        if apply:
+            refresh = getattr(self.forge, "refresh_if_stale", None)
+            if callable(refresh):
+                refresh()
+        return self.dispatcher.handle(text, actor, thread, apply=apply)
+
+    def close(self) -> None:
+        self.repo.close()
+        self.store.close()
+
+
+def build(settings: Settings, **kwargs: Any) -> Opsbot:
+    try:
+        return Opsbot(settings, **kwargs)
+    except ConfigError:
+        raise
+
+
+Factory = Callable[[Settings], Opsbot]
