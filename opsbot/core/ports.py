@@ -180,3 +180,16 @@ class Store(Protocol):
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class ChatPoster(Protocol):
+    """What the outbox worker needs from a chat platform (Slack implements it in opsbot.chat.slack)."""
+
+    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
+                   thread_ts: str | None = None) -> str:
+        """Post a message; return its ts. Raise TemporaryError (retry) or PermanentError."""
+        ...
+
+    async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None: ...
+
+    async def ephemeral(self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None: ...

@@ -119,10 +119,17 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
     if unknown:
         raise ConfigError(f"{CONFIG_FILE}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
     helm = _helm_keys(raw.get("helm"), "helm")
-    envs_raw = raw.get("environments") or {}
-    if not isinstance(envs_raw, dict) or not envs_raw:
+    envs_raw = raw.get("environments")
+    if envs_raw is not None and (not isinstance(envs_raw, dict) or not envs_raw):
         raise ConfigError(f"{CONFIG_FILE}: `environments` must map env names to settings")
     envs: dict[str, EnvConfig] = {}
+    if envs_raw is None:
+        # Only apps/clusters pinned: environments are still discovered (or there are none).
+        try:
+            envs = dict(discover(snapshot).envs) if snapshot is not None else {}
+        except ConfigError:
+            envs = {}
+        envs_raw = {}
     for name, spec in envs_raw.items():
         where = f"{CONFIG_FILE}: environments.{name}"
         if not isinstance(spec, dict):

@@ -381,13 +381,52 @@ def substitute(text: str, variables: dict[str, str]) -> tuple[str, set[str], set
         var, default = m.group(1), m.group(2)
         used.add(var)
         if var in variables:
-            return variables[var]
+            value = variables[var]
+            whole = _whole_scalar(text, m)
+            if whole and default is not None and _yaml_type(value) != _yaml_type(default):
+                raise CommandError(
+                    f'{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, but the template '
+                    f"expects {_yaml_type(default)} (default {default})."
+                )
+            if whole and default is None and _yaml_type(value) != "text":
+                raise CommandError(
+                    f'{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, not text; the template '
+                    "would change its type. Quote the placeholder in the template or pick another value."
+                )
+            return value
         if default is not None:
             return default
         missing.add(var)
         return m.group(0)
 
     return _VAR.sub(repl, text), missing, used
+
+
+def _whole_scalar(text: str, m: re.Match[str]) -> bool:
+    """True when the placeholder is the entire plain value on its line (`key: ${VAR}`)."""
+    line_start = text.rfind("\n", 0, m.start()) + 1
+    line_end = text.find("\n", m.end())
+    before = text[line_start : m.start()].rstrip()
+    after = text[m.end() : len(text) if line_end < 0 else line_end].split("#", 1)[0].strip()
+    return (before.endswith(":") or before.endswith("-")) and not after
+
+
+def _yaml_type(value: str) -> str:
+    import yaml
+
+    try:
+        v = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return "text"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "a number"
+    if isinstance(v, float):
+        return "a decimal number"
+    if v is None:
+        return "null"
+    return "text"
 
 
 def _check_tag(tag: str) -> None:

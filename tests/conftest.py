@@ -1,0 +1,20 @@
+"""Shared test setup: the doubles' fixture plugins and the sample-repo builder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.repos import make_repo
+
+pytest_plugins = [
+    "tests.plugins.postgres",
+    "tests.plugins.slack",
+]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    """The sample fleet (kustomize overlays) as a fresh Git repo with history."""
+    return make_repo("fleet", tmp_path / "fleet")
