@@ -11,6 +11,7 @@ from tests.repos import make_repo
 pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.slack",
+    "tests.plugins.github",
 ]
 
 
