@@ -50,11 +50,13 @@ def run(intent: Intent, ctx: Context) -> Result:
                 raise
             found = True
             version = current_version(t, keys.tag)
-            hpa = t.hpa()
-            scale = (
-                f"autoscaled {hpa['spec'].get('minReplicas', 1)}-{hpa['spec'].get('maxReplicas')}"
-                if hpa else f"{current_replicas(t, keys.replicas)} replicas"
-            )
+            hpas = t.hpas()
+            if len(hpas) > 1:
+                scale = f"⚠️ {len(hpas)} autoscalers target it ({', '.join(h['metadata']['name'] for h in hpas)})"
+            elif hpas:
+                scale = f"autoscaled {hpas[0]['spec'].get('minReplicas', 1)}-{hpas[0]['spec'].get('maxReplicas')}"
+            else:
+                scale = f"{current_replicas(t, keys.replicas)} replicas"
             lines.append(f"{env.name}: {version.describe()} · {scale}")
             data["envs"][env.name] = {"version": version.describe(), "scale": scale}  # type: ignore[index]
         if not found:

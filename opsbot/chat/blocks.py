@@ -479,3 +479,19 @@ def error_message(text: str, *, hint: str = "") -> Rendered:
 def internal_error_message(reference: str) -> Rendered:
     """Anything that is not a CommandError: no details to the user, a reference to find the logs."""
     return _single(texts.generic_error(reference))
+
+
+def with_note(rendered: Rendered, line: str) -> Rendered:
+    """`rendered` plus one context line (mrkdwn from `texts`, e.g. a link to the request's thread).
+
+    The note replaces the last block when the message is already at Slack's block limit, so adding
+    a link can never turn an accepted message into `invalid_blocks`.
+    """
+    out = list(rendered["blocks"])[: MAX_BLOCKS - 1]
+    out.append(_context([line]))
+    return {"text": rendered["text"], "blocks": out}
+
+
+def notice(line: str) -> Rendered:
+    """One line of mrkdwn already built (and escaped) by `opsbot.chat.texts`, as a message."""
+    return _single(line)

@@ -377,3 +377,62 @@ def error(text: str, hint: str = "") -> str:
 def generic_error(reference: str) -> str:
     return (f"⚠️ Something went wrong on our side and nothing was changed. "
             f"Please try again; if it keeps failing, tell the opsbot admins reference `{escape(reference)}`.")
+
+
+# -------------------------------------------------------------------------------------------- Slack transport
+
+
+def working(command: str) -> str:
+    """The immediate answer to `/ops ...`: Slack wants one within 3 s, and the work takes longer."""
+    shown = clip(" ".join(command.split()), 200)
+    return f"⏳ Working on `{escape(shown)}`…" if shown else "⏳ Working on it…"
+
+
+RESTARTING = "opsbot is restarting. Nothing was changed; try again in a minute."
+
+
+def thread_link(url: str) -> str:
+    """A link to a request's thread (URLs with `<`, `>` or `|` cannot be linked in mrkdwn)."""
+    if not url or any(c in url for c in "<>|"):
+        return "its thread"
+    return f"<{url}|its thread>"
+
+
+def already_open(pr: str, thread_url: str) -> str:
+    """Said instead of a second root when the same change is asked again (same PR, same thread)."""
+    what = pr or "The pull request"
+    return f"📬 {what} is already open for this change; follow it in {thread_link(thread_url)}."
+
+
+def see_thread(thread_url: str) -> str:
+    return f"Follow the request in {thread_link(thread_url)}."
+
+
+def approve_on_github(pr: str) -> str:
+    """approvals_mode=github: the Approve button cannot approve; reviews on GitHub count."""
+    where = pr or "the pull request"
+    return f"👀 Approvals for this request are GitHub reviews: approve on GitHub: {where}. opsbot sees it."
+
+
+def not_in_channel(pr: str) -> str:
+    """Slack said not_in_channel: only a member of the channel can fix it, so say exactly how."""
+    opened = f" {pr} is open." if pr else ""
+    return (f"🙈 I can't post in this channel because I'm not a member of it.{opened} "
+            "Invite me with `/invite @opsbot`, then run the command again to get the request thread.")
+
+
+def cannot_post(error: str, pr: str) -> str:
+    """Any other permanent refusal (channel_not_found, invalid_auth, ...): an admin must act."""
+    opened = f" {pr} is open." if pr else ""
+    return (f"⚠️ Slack refused my message (`{escape(clip(error, 100))}`).{opened} "
+            "Ask the opsbot admins to check the Slack app's setup.")
+
+
+def post_later(pr: str) -> str:
+    """Slack was busy (rate limited, 5xx) for longer than a command can wait."""
+    opened = f" {pr} is open." if pr else ""
+    return (f"⏳ Slack is busy and the request thread could not be posted yet.{opened} "
+            "Run the same command again in a minute to get the thread; nothing is opened twice.")
+
+
+UNKNOWN_BUTTON = "That button is not one opsbot knows any more. Nothing was changed."

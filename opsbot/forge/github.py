@@ -174,6 +174,7 @@ class GitHubForge:
         self.owner, self.repo_name = full_name.split("/", 1)
         self.api_url = settings.github_api_url.rstrip("/")
         self.merge_method = settings.github_merge_method
+        self.base_branch = settings.base_branch
         self.max_age = float(settings.mirror_max_age_seconds)
         self._clock = clock
         self._sleep = sleep
@@ -428,6 +429,7 @@ class GitHubForge:
                 except subprocess.TimeoutExpired:
                     proc, err = None, f"no answer within {self.git_timeout:.0f} s"
                 if proc is not None and proc.returncode == 0:
+                    self._point_head(token)
                     self._fetched_at = self._clock()
                     return
                 markers = ("401", "403", "Authentication failed", "could not read Username", "denied")
@@ -447,6 +449,34 @@ class GitHubForge:
                 log.warning("%s failed: %s; retrying in %.1f s", what, detail, delay)
                 self._sleep(delay)
                 slept += delay
+
+    def _point_head(self, token: str) -> None:
+        """Make the mirror's HEAD name the repository's default branch, as a clone would.
+
+        Why: `git init --bare` points HEAD at whatever `init.defaultBranch` says (often `master`),
+        and `git fetch` never moves it, so planning would look for a branch that does not exist.
+        Asked of GitHub (`ls-remote --symref`) only while HEAD names no fetched branch: on the
+        first fetch, or after the default branch was renamed and the old one pruned.
+        """
+        head = self._git("symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
+        if head and self._git("rev-parse", "--verify", "-q", head, check=False).returncode == 0:
+            return
+        target = f"refs/heads/{self.base_branch}" if self.base_branch else ""
+        if not target:
+            proc = self._git(
+                "ls-remote",
+                "--symref",
+                "origin",
+                "HEAD",
+                env=self._git_env(token),
+                check=False,
+                timeout=self.git_timeout,
+            )
+            for line in proc.stdout.splitlines():
+                if line.startswith("ref: ") and line.endswith("\tHEAD"):
+                    target = line[len("ref: ") :].split("\t", 1)[0]
+        if target and self._git("rev-parse", "--verify", "-q", target, check=False).returncode == 0:
+            self._git("symbolic-ref", "HEAD", target)
 
     def refresh_if_stale(self) -> bool:
         """Fetch when the mirror is older than mirror_max_age_seconds; True when it fetched."""

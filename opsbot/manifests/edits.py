@@ -80,10 +80,10 @@ def exclusive(index: Index, env: EnvConfig, path: str) -> bool:
     return not index.other_envs_reading(env, path)
 
 
-def edit_point(index: Index, t: Target) -> Kustomization | None:
-    """The outermost real kustomization in the app's chain that only this env builds."""
+def edit_point(index: Index, t: Target, chain: list[str] | None = None) -> Kustomization | None:
+    """The outermost real kustomization in the chain (the app's by default) that only this env builds."""
     graph = index.graph(t.snap)
-    for d in t.chain:
+    for d in t.chain if chain is None else chain:
         node = graph.node(d)
         if node.file and exclusive(index, t.env, node.file):
             return node
@@ -274,7 +274,9 @@ def set_image(index: Index, es: EditSet, t: Target, container: str, new_image: s
         raise _no_edit_point(t)
     assert k.file is not None
     ref = parse_image(new_image)
-    sharers = _image_sharers(t, ref.name)
+    # An images: entry applies to what its own kustomization renders, so that is where sharing counts.
+    scope = index.render(t.snap, k.dir) if k.dir != t.root else t.objects
+    sharers = _image_sharers(t, ref.name, scope)
     entries = [e for e in (k.data.get("images") or []) if isinstance(e, dict)]
     entry = next((e for e in entries if e.get("newName", e.get("name")) == ref.name or e.get("name") == ref.name), None)
     if entry is not None:
@@ -326,7 +328,8 @@ def set_hpa_bounds(index: Index, es: EditSet, t: Target, lo: int, hi: int) -> No
         text = set_value(es.text(f), i, ["spec", "minReplicas"], lo)
         es.put(f, set_value(text, i, ["spec", "maxReplicas"], hi))
         return
-    k = edit_point(index, t)
+    # The autoscaler may live elsewhere than the workload (another app's folder, even): edit on its own chain.
+    k = edit_point(index, t, graph.chain_to(t.root, sources[0][0]) if sources else None)
     if k is None:
         raise _no_edit_point(t)
     source = sources[0][2] if sources else None
@@ -393,12 +396,12 @@ def _container_path(t: Target, container: str) -> YPath:
     return ["spec", "template", "spec", "containers", Sel("name", container), "image"]
 
 
-def _image_sharers(t: Target, image_name: str) -> list[str]:
+def _image_sharers(t: Target, image_name: str, objects: list[dict[str, Any]]) -> list[str]:
     me = _rname(t)
     out = []
-    for obj in t.objects:
+    for obj in objects:
         name = str((obj.get("metadata") or {}).get("name", ""))
-        if obj.get("kind") == t.kind and name == me:
+        if obj.get("kind") == t.kind and (name == me or name == t.name):
             continue
         if any(parse_image(str(c.get("image", ""))).name == image_name for c in containers(obj)):
             out.append(name)

@@ -56,17 +56,27 @@ class Target:
     def is_helmrelease(self) -> bool:
         return self.kind == "HelmRelease"
 
-    def hpa(self) -> dict[str, Any] | None:
-        for obj in self.objects if self.layout == "kustomize" else self._plain_objects():
+    def hpas(self) -> list[dict[str, Any]]:
+        """Autoscalers whose scaleTargetRef names this workload (more than one is a repo bug)."""
+        me = self.rendered.get("metadata", {}).get("name")
+        out = []
+        for obj in self.objects:
             if obj.get("kind") != HPA_KIND:
                 continue
             ref = (obj.get("spec") or {}).get("scaleTargetRef") or {}
-            if ref.get("kind") == self.kind and ref.get("name") == self.rendered.get("metadata", {}).get("name"):
-                return obj
-        return None
+            if ref.get("kind") == self.kind and ref.get("name") == me:
+                out.append(obj)
+        return out
 
-    def _plain_objects(self) -> list[dict[str, Any]]:
-        return self.objects
+    def hpa(self) -> dict[str, Any] | None:
+        found = self.hpas()
+        if len(found) > 1:
+            names = ", ".join(sorted(str(h["metadata"]["name"]) for h in found))
+            raise CommandError(
+                f"{self.app} in {self.env.name} is the target of {len(found)} HorizontalPodAutoscalers ({names}); "
+                "they would fight over its replicas. Fix their scaleTargetRef in the repo first."
+            )
+        return found[0] if found else None
 
 
 class Index:

@@ -123,6 +123,13 @@ def _reads_back(text: str, value: Any) -> bool:
     return bool(got == value and type(got) is type(value))
 
 
+# Numbers as YAML 1.2 / go-yaml read them (PyYAML's 1.1 rules miss `1e3`): such text gets quotes.
+_YAML12_NUMBER = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$|^0x[0-9a-fA-F_]+$|^0o[0-7_]+$"
+    r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
+
+
 def render_scalar(value: Any, style: str | None = None) -> str:
     """Text for `value` that YAML 1.1 reads back as the same value and type, in `style` if possible."""
     if isinstance(value, bool):
@@ -134,7 +141,12 @@ def render_scalar(value: Any, style: str | None = None) -> str:
         return "'" + s.replace("'", "''") + "'"
     if style == '"':
         return json.dumps(s, ensure_ascii=False)
-    if _reads_back(s, s) and "#" not in s and not s.startswith(("&", "*", "!", "%", "@", "`")):
+    if (
+        _reads_back(s, s)
+        and not _YAML12_NUMBER.match(s)
+        and "#" not in s
+        and not s.startswith(("&", "*", "!", "%", "@", "`"))
+    ):
         return s
     return json.dumps(s, ensure_ascii=False)
 
@@ -275,6 +287,11 @@ def set_value(text: str, doc: int, path: YPath, value: Any) -> str:
     tag = str(getattr(node.tag, "value", node.tag) or "")
     if tag.startswith("!") and not tag.startswith("!!"):
         raise EditError(f"{path_str(path)} carries a custom tag {tag}")
+    if node.style in ("'", '"') and not isinstance(value, str):
+        raise EditError(
+            f"{path_str(path)} is written as text ({text[node.start_mark.index:node.end_mark.index]}) but "
+            f"{value!r} is a {type(value).__name__}; opsbot will not change its type. Fix the file first."
+        )
     new_text = render_scalar(value, node.style)
     after = text[: node.start_mark.index] + new_text + text[node.end_mark.index :]
     _verify(text, after, doc, path, value)

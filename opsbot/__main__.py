@@ -1,0 +1,7 @@
+"""`python -m opsbot` is the `opsbot` command."""
+
+import sys
+
+from opsbot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""`opsbot serve`: one aiohttp application for Slack, the webhooks, and the health probes.
+
+Why one application on one port (OPSBOT_PORT): a Kubernetes Service, an Ingress and the probes all
+point at the same place, and every inbound route shares the same body limit (`max_body_bytes`,
+enforced by aiohttp's `client_max_size` → 413 before any handler reads the body).
+
+The seam for other parts is `make_app(..., extra_routes=[web.post("/webhooks/github", h), ...])`:
+routes are plain aiohttp RouteDefs, so the GitHub, Flux and Argo CD intakes and /metrics plug in
+without this module knowing them (`Server(settings, extra_routes=...)` for the full process).
+
+Shutdown (SIGTERM from Kubernetes, or SIGINT): /readyz turns 503 so no new traffic is routed here;
+Slack commands and clicks are answered "restarting" instead of run; Socket Mode disconnects (Slack
+sends the next envelopes to another replica or retries them); commands already acknowledged finish;
+the outbox gets a short flush; then the listener closes. Anything still queued in the outbox is
+posted by the next process, since it lives in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from opsbot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DRAINING = web.AppKey("opsbot_draining", dict)
+BOT = web.AppKey("opsbot_bot", object)
+
+#: How long shutdown waits for acknowledged commands, and for the outbox flush.
+COMMAND_GRACE_SECONDS = 20.0
+OUTBOX_FLUSH_SECONDS = 5.0
+
+
+def make_app(
+    bot: Any,
+    settings: Settings,
+    *,
+    slack: Any = None,
+    extra_routes: Iterable[web.AbstractRouteDef] = (),
+) -> web.Application:
+    """The HTTP face of one bot: /healthz, /readyz, /slack/events (when `slack`), and `extra_routes`."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[DRAINING] = {"draining": False}
+    app[BOT] = bot
+
+    async def healthz(request: web.Request) -> web.Response:
+        """Alive: the event loop answers. Nothing else is checked, so a slow database never restarts us."""
+        return web.Response(text="ok")
+
+    async def readyz(request: web.Request) -> web.Response:
+        """Ready: the store answers, and we are not shutting down."""
+        if request.app[DRAINING]["draining"]:
+            return web.Response(status=503, text="shutting down")
+        ok = await asyncio.get_running_loop().run_in_executor(None, bot.store.ping)
+        return web.Response(text="ok") if ok else web.Response(status=503, text="store unavailable")
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if slack is not None:
+        app.add_routes(slack.routes())
+    app.add_routes(list(extra_routes))
+    return app
+
+
+class Server:
+    """The running process: bot, Slack transport, outbox worker, Socket Mode, HTTP listener.
+
+    `serve()` drives it from the command line; tests start it in-process on 127.0.0.1 port 0.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bot: Any = None,
+        host: str = "0.0.0.0",  # a pod listens on all interfaces; tests pass 127.0.0.1
+        port: int | None = None,
+        extra_routes: Iterable[web.AbstractRouteDef] = (),
+        transport_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._bot = bot
+        self.host = host
+        self.requested_port = settings.port if port is None else port
+        self.extra_routes = list(extra_routes)
+        self.transport_factory = transport_factory
+        self.bot: Any = None
+        self.slack: Any = None
+        self.app: web.Application | None = None
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    async def start(self) -> None:
+        from opsbot.app import Opsbot
+
+        self.bot = self._bot or await asyncio.to_thread(Opsbot, self.settings)
+        if self.settings.slack_bot_token:
+            factory = self.transport_factory
+            if factory is None:
+                from opsbot.chat.slack import SlackTransport
+
+                factory = SlackTransport
+            self.slack = factory(self.bot, self.settings, self.bot.store)
+            self._tasks.append(asyncio.create_task(self.slack.worker.run(), name="opsbot-outbox"))
+            if self.settings.slack_app_token:
+                self._tasks.append(asyncio.create_task(self._socket_mode(), name="opsbot-socket-mode"))
+            elif not self.settings.slack_signing_secret:
+                log.error("SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (HTTP mode) nor "
+                          "SLACK_APP_TOKEN (Socket Mode): Slack cannot reach opsbot")
+        else:
+            log.warning("SLACK_BOT_TOKEN is not set: serving webhooks and probes without Slack")
+        self.app = make_app(self.bot, self.settings, slack=self.slack, extra_routes=self.extra_routes)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.requested_port)
+        await site.start()
+        address: Any = self._runner.addresses[0]
+        self.port = int(address[1])
+        log.info("opsbot listening on %s:%d", self.host, self.port)
+
+    async def _socket_mode(self) -> None:
+        try:
+            await self.slack.run_socket_mode()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Socket Mode stopped")
+
+    async def stop(self) -> None:
+        """Graceful: stop taking work, finish what was acknowledged, flush the outbox, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.app is not None:
+            self.app[DRAINING]["draining"] = True
+        if self.slack is not None:
+            self.slack.stop_accepting()
+            self.slack.stop_socket_mode()
+            await self.slack.drain(COMMAND_GRACE_SECONDS)
+            self.slack.worker.stop()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+        if self.slack is not None:
+            await self.slack.worker.flush(OUTBOX_FLUSH_SECONDS)
+            await self.slack.close()
+            self.slack.worker.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.bot is not None and self._bot is None:
+            self.bot.close()
+
+
+async def _main(settings: Settings) -> int:
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        if server.slack is not None:
+            from opsbot.errors import PermanentError, TemporaryError
+
+            try:
+                await server.slack.check_auth()
+            except PermanentError:
+                return 2  # SlackPoster logged which setting is wrong
+            except TemporaryError as exc:
+                log.warning("Slack is not reachable yet (%s); carrying on", exc)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; the exit code is 0 after a graceful shutdown."""
+    logging.getLogger("opsbot").setLevel(settings.log_level.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level.upper())
+    return asyncio.run(_main(settings))

@@ -1,0 +1,169 @@
+"""The CLI contract (DESIGN §3) through a real process: plan, run, prs, merge, init, check, testdrive.
+Bad input of every kind exits non-zero with one line on stderr and leaves the repo untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.repos import make_repo
+
+
+def opsbot(*args: str, cwd: Path | None = None, user: str = "alice") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSBOT_", "GITHUB_", "SLACK_"))}
+    env["OPSBOT_USER"] = user
+    return subprocess.run([sys.executable, "-m", "opsbot", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120, check=False)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def snapshot(repo: Path) -> tuple[str, str, str]:
+    """Branches, HEAD and work-tree state: what 'untouched' means."""
+    return git(repo, "for-each-ref", "--format=%(refname) %(objectname)"), git(repo, "rev-parse", "HEAD"), \
+        git(repo, "status", "--porcelain")
+
+
+def test_plan_json_contract_and_touches_nothing(fleet: Path) -> None:
+    before = snapshot(fleet)
+    p = opsbot("plan", "scale frontend 5 in production", "--repo", str(fleet), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["intent"] == {"verb": "scale", "app": "frontend", "env": "production", "replicas": 5}
+    assert out["files"] == ["overlays/production/kustomization.yaml"]
+    assert "-    count: 3\n+    count: 5\n" in out["diff"]
+    assert out["summary"] == "Scale frontend to 5 replicas in production"
+    assert all(c["ok"] for c in out["checks"]) and len(out["checks"]) == 3
+    assert snapshot(fleet) == before
+
+
+def test_run_opens_a_pr_branch_with_one_commit_then_merge(fleet: Path) -> None:
+    p = opsbot("run", "deploy api 2.4.0 to production", "--repo", str(fleet), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    branch = out["branch"]
+    assert branch.startswith("opsbot/deploy-api-production-")
+    assert out["pr"]["number"] == 1 and out["request"] == "R1"
+    assert git(fleet, "rev-list", "--count", f"main..{branch}").strip() == "1"
+    msg = git(fleet, "log", "-1", "--format=%B", branch)
+    assert "Requested-by: alice" in msg and "Opsbot-Request: R1" in msg
+    assert git(fleet, "diff", "--name-only", "main", branch).split() == sorted(out["files"])
+    assert git(fleet, "status", "--porcelain") == ""
+
+    # the same intent again answers with the open PR
+    again = json.loads(opsbot("run", "deploy api 2.4.0 to production", "--repo", str(fleet), "--json").stdout)
+    assert again["pr"] == {"number": 1, "url": out["pr"]["url"], "existing": True}
+    prs = json.loads(opsbot("prs", "--repo", str(fleet), "--json").stdout)
+    assert [p["number"] for p in prs] == [1]
+
+    m = opsbot("merge", "R1", "--repo", str(fleet), user="bob")
+    assert m.returncode == 0, m.stderr
+    parents = git(fleet, "log", "-1", "--format=%P", "main").split()
+    assert len(parents) == 2 and git(fleet, "rev-parse", branch).strip() in parents
+    assert "image: ghcr.io/acme/api:2.4.0" in (fleet / "overlays/production/api-image-patch.yaml").read_text()
+    merged = json.loads(opsbot("prs", "--repo", str(fleet), "--state", "merged", "--json").stdout)
+    assert merged[0]["request_state"] == "merged"
+
+
+def test_no_change_is_an_answer_not_a_pr(fleet: Path) -> None:
+    p = opsbot("run", "scale frontend 3 in production", "--repo", str(fleet))
+    assert p.returncode == 0
+    assert "already runs 3 replicas" in p.stdout
+    assert "opsbot/" not in git(fleet, "branch", "--list")
+
+
+BAD = [
+    ("scale fronted 5 in production", 'Unknown app "fronted" in production. Did you mean "frontend"?'),
+    ("scale frontend 5 in prodution", 'Unknown environment "prodution". Did you mean "production"?'),
+    ("scale frontend -1 in production", "0 or more"),
+    ("scale frontend 500 in production", "above the maximum of 50"),
+    ("scale frontend yes in production", 'whole number, not "yes"'),
+    ("scale api 4 in production", "HorizontalPodAutoscaler api"),
+    ("deploy frontend 1.2:3 to production", "not a valid image tag"),
+    ("deploy frontend ../../etc to production", "not a valid image tag"),
+    ("create cluster Edge_3", "DNS-1123"),
+    ("create cluster edge-3 worker_machine_count=yes", "boolean"),
+    ("promote frontend from production to production", "two different environments"),
+    ("rollback worker in production", "No earlier version"),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_exits_non_zero_and_leaves_the_repo_untouched(fleet: Path, command: str, message: str) -> None:
+    before = snapshot(fleet)
+    p = opsbot("run", command, "--repo", str(fleet))
+    assert p.returncode != 0
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert p.stdout == ""
+    assert snapshot(fleet) == before
+
+
+def test_a_change_that_breaks_the_build_opens_no_pr(tmp_path: Path) -> None:
+    """A JSON6902 `test` op guards replicas; editing the patch makes kustomize fail: the gate says why."""
+    repo = make_repo("fleet", tmp_path / "r", history=False)
+    overlay = repo / "overlays" / "dev"
+    (overlay / "worker-replicas.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\nspec:\n  replicas: 1\n")
+    (overlay / "guard.yaml").write_text("- op: test\n  path: /spec/replicas\n  value: 1\n")
+    kust = overlay / "kustomization.yaml"
+    text = kust.read_text().replace("replicas:\n  - name: worker\n    count: 1\n", "")
+    text += ("patches:\n  - path: worker-replicas.yaml\n  - path: guard.yaml\n"
+             "    target:\n      kind: Deployment\n      name: worker\n")
+    kust.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "guard worker replicas")
+    before = snapshot(repo)
+    p = opsbot("run", "scale worker 2 in dev", "--repo", str(repo))
+    assert p.returncode != 0
+    assert "failed validation, so no PR was opened" in p.stderr and "kustomize build" in p.stderr
+    assert snapshot(repo) == before
+
+
+def test_init_writes_the_discovered_config_and_check_lints(fleet: Path) -> None:
+    p = opsbot("init", "--repo", str(fleet))
+    assert p.returncode == 0, p.stderr
+    text = (fleet / ".opsbot.yaml").read_text()
+    assert "production:\n    path: overlays/production\n    promote_from: staging\n    approvals: 1" in text
+    assert opsbot("init", "--repo", str(fleet)).returncode == 1  # refuses to overwrite
+    c = opsbot("check", "--repo", str(fleet))
+    assert c.returncode == 0, c.stdout
+    assert "✅ overlays/production: kustomize build" in c.stdout
+    assert "apps: api, cache, frontend, worker" in c.stdout
+
+
+def test_check_reports_a_broken_env(fleet: Path) -> None:
+    (fleet / "overlays" / "staging" / "kustomization.yaml").write_text(
+        "resources:\n  - ../../apps/nothing-here\n")
+    git(fleet, "commit", "-qam", "break staging")
+    c = opsbot("check", "--repo", str(fleet))
+    assert c.returncode == 1
+    assert "❌ overlays/staging" in c.stdout
+
+
+def test_ambiguous_discovery_names_candidates_and_how_to_pin(tmp_path: Path) -> None:
+    repo = make_repo("flux-helmrelease", tmp_path / "r", history=False)
+    (repo / "clusters" / "staging" / "apps.yaml").write_text(
+        (repo / "clusters" / "staging" / "apps.yaml").read_text().replace("./apps/staging", "./apps/production"))
+    git(repo, "commit", "-qam", "point staging cluster at the production apps")
+    p = opsbot("plan", "scale podinfo 2 in staging", "--repo", str(repo))
+    assert p.returncode != 0
+    assert "ambiguous" in p.stderr and "Pin it in .opsbot.yaml" in p.stderr
+
+
+def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> None:
+    p = opsbot("testdrive", "--dir", str(tmp_path / "td"), "--no-input")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "PR #1 opened · request R1 · needs 1 approval(s)" in out
+    assert "four-eyes" in out
+    assert "Merged by <@bob>" in out
+    assert "production: ghcr.io/acme/frontend:1.4.2 · 5 replicas" in out
+    assert git(tmp_path / "td", "log", "-1", "--format=%s").startswith("Scale frontend to 5 replicas")
