@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from commands._shared import no_extras, one_word
 from opsbot.core.context import Context
-from opsbot.core.model import Intent, Request
+from opsbot.core.model import Intent, Request, intent_request
 from opsbot.core.parser import Args
 from opsbot.core.requests import Requests
 from opsbot.errors import CommandError
@@ -19,4 +19,4 @@ def parse_request_ref(args: Args, usage: str) -> str:
 def load(intent: Intent, ctx: Context) -> tuple[Requests, Request]:
     if ctx.requests is None:
         raise CommandError("This needs the request store; use `opsbot run`, the console or Slack.")
-    return ctx.requests, ctx.requests.get(str(getattr(intent, "request")))
+    return ctx.requests, ctx.requests.get(intent_request(intent) or "")

@@ -30,8 +30,9 @@ def plan_and_propose(intent: Intent, ctx: Context) -> Result:
         channel=thread.channel if thread else "",
         thread_ts=(thread.ts or "") if thread else "",
     )
-    return Proposed(intent, change=change, diff=diff, pr=proposal.pr, request=proposal.request,
-                    existing=proposal.existing)
+    return Proposed(
+        intent, change=change, diff=diff, pr=proposal.pr, request=proposal.request, existing=proposal.existing
+    )
 
 
 def one_word(args: Args, what: str, usage: str) -> str:

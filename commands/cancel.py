@@ -22,5 +22,6 @@ def run(intent: Intent, ctx: Context) -> Result:
     return RequestUpdate(intent, request=req, event="closed", message=message)
 
 
-COMMAND = Command("cancel", USAGE, "close a proposed change without merging", parse, run, kind="request",
-                  aliases=("close",))
+COMMAND = Command(
+    "cancel", USAGE, "close a proposed change without merging", parse, run, kind="request", aliases=("close",)
+)

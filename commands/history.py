@@ -32,7 +32,7 @@ def run(intent: Intent, ctx: Context) -> Result:
     for env in envs:
         try:
             t = index.find(intent.app, env.name)
-        except Exception:  # noqa: BLE001 - an env without the app has no history to show
+        except Exception:
             continue
         files = [t.root] if t.layout == "helm" else index.graph(t.snap).closure(t.root)[1]
         log = git(ctx.repo.path, "log", "-n5", "--format=%h %ad %s", "--date=short", t.snap.sha, "--", *files)

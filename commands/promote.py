@@ -19,7 +19,9 @@ def parse(args: Args) -> Intent:
     if target is None:
         raise UsageError(f"Say where to, e.g. `promote {app} to production`.", USAGE)
     source = args.slot("from")
-    return Promote(app, name_word(target, "environment"), name_word(source, "environment") if source else None)
+    return Promote(
+        app, name_word(target, "environment"), name_word(source, "environment") if source else None
+    )
 
 
 def run(intent: Intent, ctx: Context) -> Result:

@@ -26,5 +26,6 @@ def run(intent: Intent, ctx: Context) -> Result:
     return plan_and_propose(intent, ctx)
 
 
-COMMAND = Command("rollback", USAGE, "go back to the previous version from Git history", parse, run,
-                  aliases=("roll-back",))
+COMMAND = Command(
+    "rollback", USAGE, "go back to the previous version from Git history", parse, run, aliases=("roll-back",)
+)

@@ -42,4 +42,6 @@ def run(intent: Intent, ctx: Context) -> Result:
     return plan_and_propose(intent, ctx)
 
 
-COMMAND = Command("scale", USAGE, "set the replica count (or autoscaler bounds) of an app in an env", parse, run)
+COMMAND = Command(
+    "scale", USAGE, "set the replica count (or autoscaler bounds) of an app in an env", parse, run
+)

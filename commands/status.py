@@ -34,7 +34,10 @@ def run(intent: Intent, ctx: Context) -> Result:
         for env in envs:
             where = f"branch {env.branch}" if env.branch else ", ".join(env.paths)
             apps = index.apps_in(env)
-            lines.append(f"{env.name}: {len(apps)} app(s) in {where}" + (f" · approvals {env.approvals}" if env.approvals else ""))
+            lines.append(
+                f"{env.name}: {len(apps)} app(s) in {where}"
+                + (f" · approvals {env.approvals}" if env.approvals else "")
+            )
             data["envs"][env.name] = {"apps": apps}  # type: ignore[index]
     else:
         keys = index.config.helm_keys(intent.app)
@@ -52,9 +55,13 @@ def run(intent: Intent, ctx: Context) -> Result:
             version = current_version(t, keys.tag)
             hpas = t.hpas()
             if len(hpas) > 1:
-                scale = f"⚠️ {len(hpas)} autoscalers target it ({', '.join(h['metadata']['name'] for h in hpas)})"
+                scale = (
+                    f"⚠️ {len(hpas)} autoscalers target it ({', '.join(h['metadata']['name'] for h in hpas)})"
+                )
             elif hpas:
-                scale = f"autoscaled {hpas[0]['spec'].get('minReplicas', 1)}-{hpas[0]['spec'].get('maxReplicas')}"
+                scale = (
+                    f"autoscaled {hpas[0]['spec'].get('minReplicas', 1)}-{hpas[0]['spec'].get('maxReplicas')}"
+                )
             else:
                 scale = f"{current_replicas(t, keys.replicas)} replicas"
             lines.append(f"{env.name}: {version.describe()} · {scale}")
@@ -62,11 +69,14 @@ def run(intent: Intent, ctx: Context) -> Result:
         if not found:
             raise CommandError(f'Unknown app "{intent.app}": no environment has it.')
     if ctx.store is not None:
-        open_reqs = ctx.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], app=intent.app,
-                                            env=intent.env, limit=20)
+        open_reqs = ctx.store.list_requests(
+            states=[RequestState.PROPOSED, RequestState.APPROVED], app=intent.app, env=intent.env, limit=20
+        )
         if open_reqs:
             lines.append("Open requests:")
-            lines += [f"  {r.id} {r.title} · PR #{r.pr_number} · {r.state} · by {r.requester}" for r in open_reqs]
+            lines += [
+                f"  {r.id} {r.title} · PR #{r.pr_number} · {r.state} · by {r.requester}" for r in open_reqs
+            ]
     title = f"Status of {intent.app}" if intent.app else "Environments"
     return Info(intent, title=title, lines=tuple(lines), data=data)
 

@@ -17,7 +17,7 @@ from opsbot.core.requests import Notify, Requests
 from opsbot.core.results import Result
 from opsbot.errors import ConfigError
 from opsbot.manifests.gitrepo import GitRepo
-from opsbot.manifests.planner import PlanOptions, Planner
+from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.settings import Settings
 from opsbot.store import open_store
 
@@ -26,7 +26,7 @@ def make_forge(settings: Settings) -> Forge:
     if settings.forge == "github":
         from opsbot.forge.github import GitHubForge
 
-        return GitHubForge(settings)  # type: ignore[no-any-return]
+        return GitHubForge(settings)
     from opsbot.forge.local import LocalForge
 
     return LocalForge(settings.repo)
@@ -58,7 +58,9 @@ class Opsbot:
         self.repo = GitRepo(self.forge.repo_path())
         self.store = store or open_store(database_url(settings, self.forge))
         self._notify_hooks: list[Notify] = [notify] if notify else []
-        self.requests = Requests(self.store, self.forge, notify=self._notify, parse=lambda t: REGISTRY.parse(t)[1])
+        self.requests = Requests(
+            self.store, self.forge, notify=self._notify, parse=lambda t: REGISTRY.parse(t)[1]
+        )
         self.dispatcher = Dispatcher(REGISTRY, self.context, group_members)
         self._planners: dict[str, Planner] = {}
         self._lock = threading.Lock()
@@ -76,7 +78,9 @@ class Opsbot:
         with self._lock:
             planner = self._planners.get(sha)
             if planner is None or planner.index.base_ref != ref:
-                planner = Planner(self.repo, ref, PlanOptions(self.settings.kubernetes_version, self.settings.max_replicas))
+                planner = Planner(
+                    self.repo, ref, PlanOptions(self.settings.kubernetes_version, self.settings.max_replicas)
+                )
                 if len(self._planners) > 8:
                     self._planners.pop(next(iter(self._planners)))
                 self._planners[sha] = planner

@@ -58,7 +58,7 @@ def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
         print(f"opsbot: {exc}", file=sys.stderr)
         return 2
     if not apply and command.kind == "request":
-        print(f"opsbot: `plan` only computes changes; use `opsbot run \"{args.command}\"`.", file=sys.stderr)
+        print(f'opsbot: `plan` only computes changes; use `opsbot run "{args.command}"`.', file=sys.stderr)
         return 2
     bot = _bot(args)
     try:
@@ -74,16 +74,28 @@ def cmd_prs(args: argparse.Namespace) -> int:
         rows = []
         for pr in prs:
             req = bot.store.find_request_by_pr(bot.forge.name, pr.number)
-            rows.append({"number": pr.number, "state": pr.state, "branch": pr.branch, "base": pr.base_branch,
-                         "title": pr.title, "url": pr.url, "request": req.id if req else None,
-                         "request_state": str(req.state) if req else None, "merge_sha": pr.merge_sha or None})
+            rows.append(
+                {
+                    "number": pr.number,
+                    "state": pr.state,
+                    "branch": pr.branch,
+                    "base": pr.base_branch,
+                    "title": pr.title,
+                    "url": pr.url,
+                    "request": req.id if req else None,
+                    "request_state": str(req.state) if req else None,
+                    "merge_sha": pr.merge_sha or None,
+                }
+            )
         if args.json:
             print(json.dumps(rows, indent=2))
         elif not rows:
             print(f"No {args.state} PRs.")
         else:
             for r in rows:
-                print(f"#{r['number']:<4} {r['state']:<7} {r['request'] or '-':<5} {r['title']}  ({r['branch']})")
+                print(
+                    f"#{r['number']:<4} {r['state']:<7} {r['request'] or '-':<5} {r['title']}  ({r['branch']})"
+                )
         return 0
     finally:
         bot.close()
@@ -121,7 +133,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config: {'.opsbot.yaml' if index.config.from_file else 'discovered (no .opsbot.yaml)'}")
     for env in index.config.envs.values():
         where = f"branch {env.branch}: " if env.branch else ""
-        print(f"env {env.name}: {where}{', '.join(env.paths)}" + (f" (found by {env.found_by})" if not index.config.from_file else ""))
+        print(
+            f"env {env.name}: {where}{', '.join(env.paths)}"
+            + (f" (found by {env.found_by})" if not index.config.from_file else "")
+        )
         snap = index.env_snapshot(env)
         for root in env.paths:
             kind = index.root_kind(snap, root)
@@ -135,8 +150,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             else:
                 print(f"  ✅ {root}: {kind}")
         print(f"  apps: {', '.join(index.apps_in(env)) or 'none'}")
-    shared = [(e.name, p) for e in index.config.envs.values() for p in e.paths
-              if sum(p in o.paths for o in index.config.envs.values()) > 1]
+    shared = [
+        (e.name, p)
+        for e in index.config.envs.values()
+        for p in e.paths
+        if sum(p in o.paths for o in index.config.envs.values()) > 1
+    ]
     for name, p in shared:
         problems += 1
         print(f"❌ {p} is listed by more than one env ({name}); opsbot cannot keep envs apart there.")
@@ -154,13 +173,21 @@ def cmd_testdrive(args: argparse.Namespace) -> int:
     make_sample_repo(dest)
     repo = GitRepo(str(dest))
     (dest / CONFIG_FILE).write_text(render_config(discover(repo.snapshot("main"))))
-    os.system(f"git -C '{dest}' add {CONFIG_FILE} && git -C '{dest}' commit -qm 'Pin opsbot config (opsbot init)'")
+    os.system(
+        f"git -C '{dest}' add {CONFIG_FILE} && git -C '{dest}' commit -qm 'Pin opsbot config (opsbot init)'"
+    )
     repo.close()
     print(f"Sample fleet repo: {dest}  (production needs 1 approval; see {dest / CONFIG_FILE})")
     bot = Opsbot(load_settings(environ={}, repo=str(dest)))
     console = Console(bot)
     interactive = sys.stdin.isatty() and not args.no_input
-    pause = (lambda s: input(f"\n[{s} — press Enter] ")) if interactive else (lambda s: print(f"\n# {s}"))
+
+    def pause(step: str) -> None:
+        if interactive:
+            input(f"\n[{step} — press Enter] ")
+        else:
+            print(f"\n# {step}")
+
     walkthrough(console, pause)
     if interactive:
         print("\nYour turn. Type commands as in Slack (`help`), `/as bob` to switch user, Ctrl-D to quit.")
@@ -183,14 +210,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="opsbot", description="Chat commands become minimal, validated GitOps PRs.")
+    parser = argparse.ArgumentParser(
+        prog="opsbot", description="Chat commands become minimal, validated GitOps PRs."
+    )
     parser.add_argument("--settings", help="settings YAML file (also OPSBOT_SETTINGS_FILE)")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     def repo_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--repo", default=os.environ.get("OPSBOT_REPO", "."), help="manifest repo (default: OPSBOT_REPO or .)")
+        p.add_argument(
+            "--repo",
+            default=os.environ.get("OPSBOT_REPO", "."),
+            help="manifest repo (default: OPSBOT_REPO or .)",
+        )
 
-    for name, helptext in (("plan", "compute and validate a change; touch nothing"), ("run", "plan, then open the PR")):
+    for name, helptext in (
+        ("plan", "compute and validate a change; touch nothing"),
+        ("run", "plan, then open the PR"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("command", help='e.g. "scale frontend 5 in production"')
         repo_arg(p)
@@ -200,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     repo_arg(p)
     p.add_argument("--state", default="open", choices=["open", "merged", "closed", "all"])
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("merge", help="merge a request's PR (same as run \"merge R\")")
+    p = sub.add_parser("merge", help='merge a request\'s PR (same as run "merge R")')
     p.add_argument("ref", help="request id (R7) or PR number")
     repo_arg(p)
     p.add_argument("--json", action="store_true")
@@ -222,8 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args, apply=False)
         if args.cmd == "run":
             return cmd_plan(args, apply=True)
-        handlers = {"prs": cmd_prs, "merge": cmd_merge, "init": cmd_init, "check": cmd_check,
-                    "testdrive": cmd_testdrive, "serve": cmd_serve}
+        handlers = {
+            "prs": cmd_prs,
+            "merge": cmd_merge,
+            "init": cmd_init,
+            "check": cmd_check,
+            "testdrive": cmd_testdrive,
+            "serve": cmd_serve,
+        }
         return handlers[args.cmd](args)
     except (CommandError, ConfigError) as exc:
         print(f"opsbot: {exc}", file=sys.stderr)

@@ -182,7 +182,9 @@ def _parse_rbac(raw: Any) -> RbacSettings:
     members = {}
     for role, who in members_raw.items():
         if role not in {r.name for r in roles}:
-            raise ConfigError(f"rbac.members.{role}: no such role (roles: {', '.join(r.name for r in roles)})")
+            raise ConfigError(
+                f"rbac.members.{role}: no such role (roles: {', '.join(r.name for r in roles)})"
+            )
         members[str(role)] = tuple(str(w) for w in (who or []))
     return RbacSettings(
         roles=tuple(roles),
@@ -213,7 +215,9 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, file: str | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, file: str | None = None, **overrides: Any
+) -> Settings:
     """Settings from (lowest first) defaults, a YAML file, the environment, then explicit overrides."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -257,7 +261,9 @@ def _check(s: Settings) -> None:
     if s.forge == "github":
         if not s.github_repository or "/" not in s.github_repository:
             raise ConfigError("GITHUB_REPOSITORY: set it to owner/name when OPSBOT_FORGE=github")
-        if not s.github_token and not (s.github_app_id and s.github_app_private_key and s.github_app_installation_id):
+        if not s.github_token and not (
+            s.github_app_id and s.github_app_private_key and s.github_app_installation_id
+        ):
             raise ConfigError(
                 "GitHub auth: set GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY + GITHUB_APP_INSTALLATION_ID"
             )

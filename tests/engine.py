@@ -26,10 +26,16 @@ def render_env(index: Index, env_name: str) -> dict[str, Any]:
         kind = index.root_kind(snap, root)
         if kind == "helm":
             chart_dir = str(PurePosixPath(root).parent)
-            defaults = index.docs(snap, f"{chart_dir}/values.yaml") if snap.exists(f"{chart_dir}/values.yaml") else []
+            defaults = (
+                index.docs(snap, f"{chart_dir}/values.yaml")
+                if snap.exists(f"{chart_dir}/values.yaml")
+                else []
+            )
             values = index.docs(snap, root)
-            out[root] = _deep_merge(defaults[0] if defaults and isinstance(defaults[0], dict) else {},
-                                    values[0] if values and isinstance(values[0], dict) else {})
+            out[root] = _deep_merge(
+                defaults[0] if defaults and isinstance(defaults[0], dict) else {},
+                values[0] if values and isinstance(values[0], dict) else {},
+            )
         elif kind == "kustomize":
             out[root] = {_ident(o): o for o in index.render(snap, root)}
         else:

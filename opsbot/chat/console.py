@@ -20,7 +20,14 @@ from opsbot.core.results import Failure, Info, NoChange, Proposed, RequestUpdate
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "fleet"
 
-THREAD_EMOJI = {"approved": "✅", "merged": "🔀", "closed": "🚫", "superseded": "♻️", "deployed": "🚀", "failed": "❌"}
+THREAD_EMOJI = {
+    "approved": "✅",
+    "merged": "🔀",
+    "closed": "🚫",
+    "superseded": "♻️",
+    "deployed": "🚀",
+    "failed": "❌",
+}
 
 
 @dataclass
@@ -57,7 +64,9 @@ def render(result: Result) -> str:
         assert result.change is not None
         lines = [f"opsbot: 📦 {result.change.title}"]
         for f in result.change.fields:
-            lines.append(f"   {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}")
+            lines.append(
+                f"   {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}"
+            )
         lines.append("   " + "  ".join(f"{'✅' if c.ok else '❌'} {c.name}" for c in result.change.checks))
         for n in result.change.notes:
             lines.append(f"   note: {n}")
@@ -66,9 +75,11 @@ def render(result: Result) -> str:
         if result.pr and result.request:
             word = "already open" if result.existing else "opened"
             need = result.request.approvals_needed
-            lines.append(f"   PR #{result.pr.number} {word} · request {result.request.id} · "
-                         f"{'needs ' + str(need) + ' approval(s)' if need else 'ready to merge'} "
-                         f"[Review PR] [Approve] [Merge] [Cancel]")
+            lines.append(
+                f"   PR #{result.pr.number} {word} · request {result.request.id} · "
+                f"{'needs ' + str(need) + ' approval(s)' if need else 'ready to merge'} "
+                f"[Review PR] [Approve] [Merge] [Cancel]"
+            )
         return "\n".join(lines)
     if isinstance(result, RequestUpdate | NoChange):
         return f"opsbot: {result.text()}"

@@ -21,9 +21,9 @@ def roles_of(rbac: RbacSettings, actor: Actor, group_members: GroupMembers | Non
     out: set[str] = set()
     for role, members in rbac.members.items():
         for m in members:
-            if m == actor.id or m == actor.name:
-                out.add(role)
-            elif m.startswith("group:") and group_members is not None and actor.id in set(group_members(m[6:])):
+            if m == actor.id or m == actor.name or (
+                m.startswith("group:") and group_members is not None and actor.id in set(group_members(m[6:]))
+            ):
                 out.add(role)
     return out
 

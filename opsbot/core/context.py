@@ -9,7 +9,7 @@ from opsbot.core.model import Actor, Thread
 from opsbot.core.ports import Forge, Store
 from opsbot.core.requests import Requests
 from opsbot.manifests.gitrepo import GitRepo
-from opsbot.manifests.planner import PlanOptions, Planner
+from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.settings import Settings
 
 
@@ -38,5 +38,7 @@ class Context:
         return Planner(
             self.repo,
             ref,
-            PlanOptions(kubernetes_version=self.settings.kubernetes_version, max_replicas=self.settings.max_replicas),
+            PlanOptions(
+                kubernetes_version=self.settings.kubernetes_version, max_replicas=self.settings.max_replicas
+            ),
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from opsbot.core.authz import GroupMembers, authorize
 from opsbot.core.context import Context
-from opsbot.core.model import Actor, Thread, intent_env
+from opsbot.core.model import Actor, Thread, intent_env, intent_request
 from opsbot.core.registry import Registry
 from opsbot.core.results import Failure, Result
 from opsbot.errors import CommandError, DeniedError
@@ -24,7 +24,9 @@ MakeContext = Callable[[Actor, Thread | None, str, bool], Context]
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry, make_context: MakeContext, group_members: GroupMembers | None = None) -> None:
+    def __init__(
+        self, registry: Registry, make_context: MakeContext, group_members: GroupMembers | None = None
+    ) -> None:
         self.registry = registry
         self.make_context = make_context
         self.group_members = group_members
@@ -34,8 +36,9 @@ class Dispatcher:
             command, intent = self.registry.parse(text)
             ctx = self.make_context(actor, thread, text.strip(), apply)
             env = intent_env(intent)
-            if command.kind == "request" and ctx.requests is not None:
-                env = ctx.requests.get(str(getattr(intent, "request"))).env or None
+            ref = intent_request(intent)
+            if ref is not None and ctx.requests is not None:
+                env = ctx.requests.get(ref).env or None
             authorize(ctx.settings.rbac, actor, command.name, env, self.group_members)
             return command.run(intent, ctx)
         except DeniedError as exc:

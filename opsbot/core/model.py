@@ -160,6 +160,11 @@ def intent_env(intent: Intent) -> str | None:
     return None
 
 
+def intent_request(intent: Intent) -> str | None:
+    """The request an approve/merge/cancel intent names."""
+    return intent.request if isinstance(intent, Approve | Merge | Cancel) else None
+
+
 def intent_app(intent: Intent) -> str | None:
     value = getattr(intent, "app", None)
     return value if isinstance(value, str) else None
@@ -246,7 +251,12 @@ class RequestState(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in (RequestState.DEPLOYED, RequestState.FAILED, RequestState.CLOSED, RequestState.SUPERSEDED)
+        return self in (
+            RequestState.DEPLOYED,
+            RequestState.FAILED,
+            RequestState.CLOSED,
+            RequestState.SUPERSEDED,
+        )
 
 
 #: Which state may follow which: the stores refuse anything else, so a redelivered webhook or a
@@ -377,5 +387,7 @@ class DeployEvent:
     cluster: str = ""
 
     def dedup_key(self) -> str:
-        raw = "|".join([self.source, self.kind, self.namespace, self.name, self.revision, self.outcome, self.reason])
+        raw = "|".join(
+            [self.source, self.kind, self.namespace, self.name, self.revision, self.outcome, self.reason]
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:32]

@@ -35,7 +35,11 @@ class UsageError(CommandError):
     """Wrong words: carries the usage of the command the person meant."""
 
     def __init__(self, message: str, usage: str = "", suggestion: str = "") -> None:
-        hint = " ".join(x for x in (f"Did you mean {suggestion}?" if suggestion else "", f"Usage: {usage}" if usage else "") if x)
+        hint = " ".join(
+            x
+            for x in (f"Did you mean {suggestion}?" if suggestion else "", f"Usage: {usage}" if usage else "")
+            if x
+        )
         super().__init__(message, hint=hint)
         self.usage = usage
         self.suggestion = suggestion
@@ -57,7 +61,9 @@ class Args:
 
 def tokenize(text: str) -> list[str]:
     if len(text) > MAX_COMMAND_LENGTH:
-        raise CommandError(f"That command is {len(text)} characters long; opsbot reads at most {MAX_COMMAND_LENGTH}.")
+        raise CommandError(
+            f"That command is {len(text)} characters long; opsbot reads at most {MAX_COMMAND_LENGTH}."
+        )
     if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
         raise CommandError("That command contains control characters; type it as plain text.")
     # Slack may send typographic quotes and non-breaking spaces from copy-paste.
@@ -76,12 +82,18 @@ def split(text: str, verbs: Sequence[str], *, two_word: Sequence[str] = ()) -> A
     rest = tokens[1:]
     if verb not in verbs:
         near = difflib.get_close_matches(verb, list(verbs), n=1, cutoff=0.6)
-        raise UsageError(
-            f'Unknown command "{tokens[0]}".',
-            usage="",
-            suggestion=f'"{near[0]}"' if near else "",
-        ) if near else CommandError(f'Unknown command "{tokens[0]}". Commands: {", ".join(sorted(verbs))}.',
-                                    hint="Type `help` for the grammar.")
+        raise (
+            UsageError(
+                f'Unknown command "{tokens[0]}".',
+                usage="",
+                suggestion=f'"{near[0]}"' if near else "",
+            )
+            if near
+            else CommandError(
+                f'Unknown command "{tokens[0]}". Commands: {", ".join(sorted(verbs))}.',
+                hint="Type `help` for the grammar.",
+            )
+        )
     args = Args(verb=verb, raw=text)
     i = 0
     while i < len(rest):
@@ -97,7 +109,9 @@ def split(text: str, verbs: Sequence[str], *, two_word: Sequence[str] = ()) -> A
             else:
                 value = tok[2 + len(name) + 1 :]
             if name not in OPTIONS:
-                raise CommandError(f"Unknown option --{name}. Options: {', '.join('--' + o for o in sorted(set(OPTIONS)))}.")
+                raise CommandError(
+                    f"Unknown option --{name}. Options: {', '.join('--' + o for o in sorted(set(OPTIONS)))}."
+                )
             _fill(args, OPTIONS[name], value)
         elif low in KEYWORDS and i + 1 < len(rest):
             _fill(args, KEYWORDS[low], rest[i + 1])

@@ -26,7 +26,9 @@ class Forge(Protocol):
         """Bring the local copy up to date with the remote (no-op for the local forge)."""
         ...
 
-    def open_pr(self, change: Change, branch: str, message: str, body: str, labels: Sequence[str]) -> PullRequest:
+    def open_pr(
+        self, change: Change, branch: str, message: str, body: str, labels: Sequence[str]
+    ) -> PullRequest:
         """Commit the change on `branch` from `change.base_sha` and open a PR; idempotent per branch."""
         ...
 
@@ -185,11 +187,20 @@ class Store(Protocol):
 class ChatPoster(Protocol):
     """What the outbox worker needs from a chat platform (Slack implements it in opsbot.chat.slack)."""
 
-    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
-                   thread_ts: str | None = None) -> str:
+    async def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> str:
         """Post a message; return its ts. Raise TemporaryError (retry) or PermanentError."""
         ...
 
-    async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None: ...
+    async def update(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None: ...
 
-    async def ephemeral(self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None: ...
+    async def ephemeral(
+        self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None: ...

@@ -55,7 +55,13 @@ class Requests:
 
     # ------------------------------------------------------------------------------ propose
     def propose(
-        self, change: Change, command: str, actor: Actor, approvals_needed: int, channel: str = "", thread_ts: str = ""
+        self,
+        change: Change,
+        command: str,
+        actor: Actor,
+        approvals_needed: int,
+        channel: str = "",
+        thread_ts: str = "",
     ) -> Proposal:
         key = change.intent.key()
         branch = naming.branch_for(change)
@@ -100,9 +106,13 @@ class Requests:
                     naming.labels_for(change),
                 )
             except (PermanentError, TemporaryError, CommandError) as exc:
-                self.store.transition(request.id, RequestState.CLOSED, "opsbot", f"PR could not be opened: {exc}")
+                self.store.transition(
+                    request.id, RequestState.CLOSED, "opsbot", f"PR could not be opened: {exc}"
+                )
                 raise CommandError(f"The PR could not be opened: {exc}") from None
-            request = self.store.update_request(request.id, pr_number=pr.number, pr_url=pr.url, head_sha=pr.head_sha)
+            request = self.store.update_request(
+                request.id, pr_number=pr.number, pr_url=pr.url, head_sha=pr.head_sha
+            )
             self._supersede_others(request)
             return Proposal(request, pr, not pr.created)
 
@@ -113,13 +123,17 @@ class Requests:
         ):
             if other.id == request.id or other.verb != request.verb or other.intent_key == request.intent_key:
                 continue
-            moved = self.store.transition(other.id, RequestState.SUPERSEDED, "opsbot", f"superseded by {request.id}")
+            moved = self.store.transition(
+                other.id, RequestState.SUPERSEDED, "opsbot", f"superseded by {request.id}"
+            )
             if moved:
                 if other.pr_number:
                     try:
                         self.forge.close_pr(other.pr_number, f"Superseded by opsbot request {request.id}.")
-                    except Exception as exc:  # noqa: BLE001 - the state is what matters; the PR can be closed by hand
-                        log.warning("closing superseded PR #%s failed: %s", other.pr_number, type(exc).__name__)
+                    except Exception as exc:
+                        log.warning(
+                            "closing superseded PR #%s failed: %s", other.pr_number, type(exc).__name__
+                        )
                 self.notify(moved, "superseded", {"by": request.id, "pr": request.pr_number})
 
     # ------------------------------------------------------------------------------ lookups
@@ -136,15 +150,19 @@ class Requests:
         if not req.state.is_open:
             raise CommandError(f"Request {req.id} is {req.state}; there is nothing to approve.")
         if actor.id == req.requester:
-            raise CommandError(f"You asked for {req.id}, so your approval does not count (four-eyes). Ask a teammate.")
+            raise CommandError(
+                f"You asked for {req.id}, so your approval does not count (four-eyes). Ask a teammate."
+            )
         added = self.store.add_approval(req.id, actor.id, source)
         count = len(self.store.approvals(req.id))
         if not added:
             return req, f"You already approved {req.id} ({count}/{max(req.approvals_needed, 1)})."
         if source == "chat" and req.pr_number:
             try:
-                self.forge.comment(req.pr_number, f"Approved in chat by {actor.display} ({count}/{req.approvals_needed}).")
-            except Exception as exc:  # noqa: BLE001 - the approval is recorded; the comment is a courtesy
+                self.forge.comment(
+                    req.pr_number, f"Approved in chat by {actor.display} ({count}/{req.approvals_needed})."
+                )
+            except Exception as exc:
                 log.warning("PR comment failed: %s", type(exc).__name__)
         if count >= req.approvals_needed:
             moved = self.store.transition(req.id, RequestState.APPROVED, actor.id, f"approved by {actor.id}")
@@ -154,7 +172,9 @@ class Requests:
         return req, f"Approved by <@{actor.id}> ({count}/{req.approvals_needed})."
 
     # ------------------------------------------------------------------------------ merge
-    def merge(self, req: Request, actor: Actor, planner_for: Callable[[str], Planner] | None = None) -> tuple[Request, str]:
+    def merge(
+        self, req: Request, actor: Actor, planner_for: Callable[[str], Planner] | None = None
+    ) -> tuple[Request, str]:
         if req.state == RequestState.MERGED or req.state == RequestState.DEPLOYED:
             return req, f"{req.id} is already merged ({req.merge_sha[:7]})."
         if not req.state.is_open:
@@ -183,16 +203,22 @@ class Requests:
         self.notify(moved, "merged", {"by": actor.id, "sha": pr.merge_sha})
         return moved, f"Merged by <@{actor.id}> as {pr.merge_sha[:7]}."
 
-    def _replan_and_merge(self, req: Request, planner_for: Callable[[str], Planner], message: str) -> PullRequest:
+    def _replan_and_merge(
+        self, req: Request, planner_for: Callable[[str], Planner], message: str
+    ) -> PullRequest:
         """The base moved under the PR: re-apply the intent on the new base, never a textual merge."""
         assert req.pr_number is not None
         if self.parse is None:
-            raise CommandError(f"PR #{req.pr_number} conflicts with {req.base_branch}; run the command again.")
+            raise CommandError(
+                f"PR #{req.pr_number} conflicts with {req.base_branch}; run the command again."
+            )
         self.forge.refresh()
         planner = planner_for(req.base_branch)
         intent = self.parse(req.command)
         change = planner.plan(intent)
-        pr = self.forge.update_pr(req.pr_number, change, f"{change.title}\n\nRe-planned on {change.base_sha[:7]}.\n")
+        pr = self.forge.update_pr(
+            req.pr_number, change, f"{change.title}\n\nRe-planned on {change.base_sha[:7]}.\n"
+        )
         self.store.update_request(req.id, base_sha=change.base_sha, head_sha=pr.head_sha)
         return self.forge.merge_pr(req.pr_number, message)
 
@@ -213,8 +239,13 @@ class Requests:
         req = self.store.find_request_by_pr(self.forge.name, pr_number)
         if req is None:
             return None
-        moved = self.store.transition(req.id, RequestState.MERGED, merged_by, f"merged on the forge as {merge_sha[:7]}",
-                                      merge_sha=merge_sha)
+        moved = self.store.transition(
+            req.id,
+            RequestState.MERGED,
+            merged_by,
+            f"merged on the forge as {merge_sha[:7]}",
+            merge_sha=merge_sha,
+        )
         if moved:
             self.notify(moved, "merged", {"by": merged_by, "sha": merge_sha})
         return moved
@@ -236,6 +267,11 @@ class Requests:
             return None
         count = len(self.store.approvals(req.id))
         if count >= req.approvals_needed:
-            req = self.store.transition(req.id, RequestState.APPROVED, reviewer, f"approved on the forge by {reviewer}") or req
+            req = (
+                self.store.transition(
+                    req.id, RequestState.APPROVED, reviewer, f"approved on the forge by {reviewer}"
+                )
+                or req
+            )
         self.notify(req, "approved", {"by": reviewer, "count": count, "needed": req.approvals_needed})
         return req

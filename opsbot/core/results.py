@@ -41,14 +41,18 @@ class Proposed(Result):
         assert self.change is not None
         lines = [self.change.title]
         for f in self.change.fields:
-            lines.append(f"  {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}")
+            lines.append(
+                f"  {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}"
+            )
         for c in self.change.checks:
             lines.append(f"  {'✅' if c.ok else '❌'} {c.name}{': ' + c.detail if c.detail else ''}")
         for n in self.change.notes:
             lines.append(f"  note: {n}")
         if self.pr:
             word = "Already open" if self.existing else "Opened"
-            lines.append(f"{word}: PR #{self.pr.number} ({self.pr.branch} → {self.pr.base_branch}) {self.pr.url}")
+            lines.append(
+                f"{word}: PR #{self.pr.number} ({self.pr.branch} → {self.pr.base_branch}) {self.pr.url}"
+            )
         if self.request:
             lines.append(f"Request {self.request.id}: {self.request.state}")
         lines.append(self.diff.rstrip("\n"))
@@ -95,8 +99,12 @@ class Info(Result):
         return "\n".join([self.title, *self.lines]) if self.title else "\n".join(self.lines)
 
     def as_json(self) -> dict[str, Any]:
-        return {"intent": self.intent.as_dict() if self.intent else None, "title": self.title,
-                "lines": list(self.lines), **self.data}
+        return {
+            "intent": self.intent.as_dict() if self.intent else None,
+            "title": self.title,
+            "lines": list(self.lines),
+            **self.data,
+        }
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ that is checked out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -61,8 +62,17 @@ class LocalForge:
         ).fetchone()
         if row is None:
             return None
-        return PullRequest(number=row[0], url=self.url(row[0]), branch=row[1], base_branch=row[2], head_sha=row[3],
-                           state=row[4], title=row[5], merge_sha=row[6], created=False)
+        return PullRequest(
+            number=row[0],
+            url=self.url(row[0]),
+            branch=row[1],
+            base_branch=row[2],
+            head_sha=row[3],
+            state=row[4],
+            title=row[5],
+            merge_sha=row[6],
+            created=False,
+        )
 
     def get_pr(self, number: int) -> PullRequest:
         pr = self._row("number = ?", number)
@@ -80,7 +90,9 @@ class LocalForge:
         return [self.get_pr(r[0]) for r in rows]
 
     def comments(self, number: int) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT body FROM comments WHERE pr = ? ORDER BY rowid", (number,))]
+        return [
+            r[0] for r in self._db.execute("SELECT body FROM comments WHERE pr = ? ORDER BY rowid", (number,))
+        ]
 
     # ------------------------------------------------------------------------------ writing
     def _commit(self, change: Change, message: str, parent: str) -> str:
@@ -97,9 +109,13 @@ class LocalForge:
         finally:
             if os.path.exists(index):
                 os.unlink(index)
-        return git(self.path, "commit-tree", tree, "-p", parent, input=message.encode(), env=_identity()).strip()
+        return git(
+            self.path, "commit-tree", tree, "-p", parent, input=message.encode(), env=_identity()
+        ).strip()
 
-    def open_pr(self, change: Change, branch: str, message: str, body: str, labels: Sequence[str]) -> PullRequest:
+    def open_pr(
+        self, change: Change, branch: str, message: str, body: str, labels: Sequence[str]
+    ) -> PullRequest:
         with self._lock:
             existing = self.find_open_pr(branch)
             if existing:
@@ -125,7 +141,9 @@ class LocalForge:
 
     def comment(self, number: int, body: str) -> None:
         self.get_pr(number)
-        self._db.execute("INSERT INTO comments(pr, body, created_at) VALUES (?, ?, ?)", (number, body, _now()))
+        self._db.execute(
+            "INSERT INTO comments(pr, body, created_at) VALUES (?, ?, ?)", (number, body, _now())
+        )
 
     def close_pr(self, number: int, comment: str = "") -> PullRequest:
         with self._lock:
@@ -147,24 +165,35 @@ class LocalForge:
             base_sha = git(self.path, "rev-parse", f"refs/heads/{pr.base_branch}").strip()
             head = git(self.path, "rev-parse", f"refs/heads/{pr.branch}").strip()
             try:
-                tree = git(self.path, "merge-tree", "--write-tree", "--no-messages", base_sha, head).split()[0]
+                tree = git(self.path, "merge-tree", "--write-tree", "--no-messages", base_sha, head).split()[
+                    0
+                ]
             except GitError:
                 raise CommandError(
                     f"PR #{number} has a conflict with {pr.base_branch}: the base moved and changed the same lines."
                 ) from None
-            merge = git(self.path, "commit-tree", tree, "-p", base_sha, "-p", head,
-                        input=(message + "\n").encode(), env=_identity()).strip()
+            merge = git(
+                self.path,
+                "commit-tree",
+                tree,
+                "-p",
+                base_sha,
+                "-p",
+                head,
+                input=(message + "\n").encode(),
+                env=_identity(),
+            ).strip()
             self._advance(pr.base_branch, base_sha, merge)
-            self._db.execute("UPDATE prs SET state = 'merged', merge_sha = ? WHERE number = ?", (merge, number))
+            self._db.execute(
+                "UPDATE prs SET state = 'merged', merge_sha = ? WHERE number = ?", (merge, number)
+            )
             return self.get_pr(number)
 
     def _advance(self, branch: str, old: str, new: str) -> None:
         """Move the base branch; if it is checked out with a clean tree, bring the tree along too."""
         checked_out = ""
-        try:
+        with contextlib.suppress(GitError):  # a detached HEAD has no branch to keep in step
             checked_out = git(self.path, "symbolic-ref", "--short", "HEAD").strip()
-        except GitError:
-            pass
         bare = git(self.path, "rev-parse", "--is-bare-repository").strip() == "true"
         if checked_out == branch and not bare:
             if git(self.path, "status", "--porcelain", "--untracked-files=no").strip():

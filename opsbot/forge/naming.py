@@ -36,8 +36,12 @@ def commit_message(change: Change, request: Request) -> str:
         lines.append(f"{f.field}: {f.old if f.old is not None else '(unset)'} -> {f.new}")
     for n in change.notes:
         lines.append(n)
-    lines += ["", f"Requested-by: {request.requester}", f"Opsbot-Request: {request.id}",
-              f"Opsbot-Intent: {change.intent.key()}"]
+    lines += [
+        "",
+        f"Requested-by: {request.requester}",
+        f"Opsbot-Request: {request.id}",
+        f"Opsbot-Intent: {change.intent.key()}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -47,7 +51,9 @@ def pr_body(change: Change, diff: str, request: Request, thread_link: str = "") 
         f"| {f.app} | {f.env} | {f.field} | `{f.old if f.old is not None else '(unset)'}` | `{f.new}` |"
         for f in change.fields
     )
-    checks = "\n".join(f"- {'✅' if c.ok else '❌'} {c.name}{': ' + c.detail if c.detail else ''}" for c in change.checks)
+    checks = "\n".join(
+        f"- {'✅' if c.ok else '❌'} {c.name}{': ' + c.detail if c.detail else ''}" for c in change.checks
+    )
     if len(diff) > MAX_DIFF_IN_BODY:
         diff = diff[:MAX_DIFF_IN_BODY] + "\n… (diff truncated; see the Files tab)\n"
     notes = "".join(f"> {n}\n" for n in change.notes)

@@ -218,8 +218,8 @@ class GitHubWebhooks:
     def _wanted(self, event: GitHubEvent) -> bool:
         if self.settings.forge != "github":
             return False  # PR numbers would be matched against another forge's PRs
-        if event.repository and event.repository.lower() != self.settings.github_repository.lower():
-            log.info("GitHub webhook for another repository (%s) ignored", event.repository)
+        if event.repository.lower() != self.settings.github_repository.lower():
+            log.info("GitHub webhook for another repository (%r) ignored", event.repository[:200])
             return False
         if isinstance(event, ReviewApproved):
             return self.settings.approvals_mode == "github"

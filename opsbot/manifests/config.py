@@ -22,8 +22,21 @@ CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 #: Usual promotion order; discovered envs are sorted by it and `promote_from` defaults to the previous one.
-ENV_ORDER = ("dev", "development", "test", "qa", "int", "integration", "stage", "staging", "uat", "preprod",
-             "pre-production", "prod", "production")
+ENV_ORDER = (
+    "dev",
+    "development",
+    "test",
+    "qa",
+    "int",
+    "integration",
+    "stage",
+    "staging",
+    "uat",
+    "preprod",
+    "pre-production",
+    "prod",
+    "production",
+)
 ENV_WORDS = frozenset(ENV_ORDER) | {"sandbox", "live"}
 
 
@@ -117,7 +130,9 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping at the top")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"{CONFIG_FILE}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+        raise ConfigError(
+            f"{CONFIG_FILE}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})"
+        )
     helm = _helm_keys(raw.get("helm"), "helm")
     envs_raw = raw.get("environments")
     if envs_raw is not None and (not isinstance(envs_raw, dict) or not envs_raw):
@@ -136,11 +151,15 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             raise ConfigError(f"{where}: expected a mapping with path or branch")
         bad = set(spec) - _ENV_KEYS
         if bad:
-            raise ConfigError(f"{where}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(_ENV_KEYS))})")
+            raise ConfigError(
+                f"{where}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(_ENV_KEYS))})"
+            )
         paths_raw = spec.get("paths", spec.get("path"))
         if paths_raw is None and not spec.get("branch"):
             raise ConfigError(f"{where}: needs `path` (a directory or values file) or `branch`")
-        paths = tuple(norm(str(p)) for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""])))
+        paths = tuple(
+            norm(str(p)) for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
+        )
         approvals = spec.get("approvals", 0)
         if not isinstance(approvals, int) or approvals < 0:
             raise ConfigError(f"{where}.approvals: expected a whole number >= 0")
@@ -297,7 +316,7 @@ def discover(snap: Snapshot) -> RepoConfig:
 
 
 def _flux_kustomization_paths(text: str) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         docs = load_all(text)
     except yaml.YAMLError:
@@ -358,7 +377,9 @@ def render_config(cfg: RepoConfig) -> str:
             spec["paths"] = list(env.paths)
         if env.promote_from:
             spec["promote_from"] = env.promote_from
-        spec["approvals"] = env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)
+        spec["approvals"] = (
+            env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)
+        )
         envs[env.name] = spec
     body = yaml.safe_dump({"environments": envs}, sort_keys=False, default_flow_style=False)
     header = (

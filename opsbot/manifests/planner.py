@@ -14,7 +14,6 @@ from typing import Any
 
 from opsbot.core.model import (
     Change,
-    Check,
     CreateCluster,
     Deploy,
     FieldChange,
@@ -107,7 +106,9 @@ class Planner:
                 "Ask an admin to raise max_replicas in .opsbot.yaml if you really need more."
             )
         if t.kind == "DaemonSet":
-            raise CommandError(f"{intent.app} is a DaemonSet: it runs one pod per node and has no replica count.")
+            raise CommandError(
+                f"{intent.app} is a DaemonSet: it runs one pod per node and has no replica count."
+            )
         hpa = t.hpa()
         if hpa is not None:
             spec = hpa.get("spec") or {}
@@ -130,7 +131,9 @@ class Planner:
         t = self.index.find(intent.app, intent.env)
         limit = self._max_replicas(t)
         if intent.max_replicas > limit:
-            raise CommandError(f"max {intent.max_replicas} is above the maximum of {limit} replicas for {t.env.name}.")
+            raise CommandError(
+                f"max {intent.max_replicas} is above the maximum of {limit} replicas for {t.env.name}."
+            )
         hpa = t.hpa()
         if hpa is None:
             raise CommandError(
@@ -145,8 +148,16 @@ class Planner:
             )
         es = E.EditSet(t.snap)
         E.set_hpa_bounds(self.index, es, t, intent.min_replicas, intent.max_replicas)
-        fields = [FieldChange(intent.app, t.env.name, "autoscaling", f"{old_lo}-{old_hi}",
-                              f"{intent.min_replicas}-{intent.max_replicas}", t.root)]
+        fields = [
+            FieldChange(
+                intent.app,
+                t.env.name,
+                "autoscaling",
+                f"{old_lo}-{old_hi}",
+                f"{intent.min_replicas}-{intent.max_replicas}",
+                t.root,
+            )
+        ]
         title = f"Scale {intent.app} between {intent.min_replicas} and {intent.max_replicas} replicas in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
 
@@ -167,9 +178,12 @@ class Planner:
             prim = primary_container(cur.images, intent.app)
             if prim is None:
                 raise CommandError(f"{intent.app} in {t.env.name} has no containers to deploy to.")
-            want = Version(images=tuple(
-                (c, parse_image(img).with_tag(intent.version) if c == prim[0] else img) for c, img in cur.images
-            ))
+            want = Version(
+                images=tuple(
+                    (c, parse_image(img).with_tag(intent.version) if c == prim[0] else img)
+                    for c, img in cur.images
+                )
+            )
         title = f"Deploy {intent.app} {intent.version} to {t.env.name}"
         return self._set_version(intent, t, cur, want, title)
 
@@ -189,18 +203,29 @@ class Planner:
         t = self.index.find(intent.app, dst.name)
         have, src = current_version(t, keys.tag), current_version(s, keys.tag)
         if t.layout != s.layout or t.is_helmrelease != s.is_helmrelease:
-            raise CommandError(f"{intent.app} is deployed differently in {src_env.name} and {dst.name}; promote needs the same layout.")
+            raise CommandError(
+                f"{intent.app} is deployed differently in {src_env.name} and {dst.name}; promote needs the same layout."
+            )
         if t.is_helmrelease or t.layout == "helm":
             want = Version(chart=src.chart if t.is_helmrelease else None, tag=src.tag or have.tag)
         else:
             src_by_c = dict(src.images)
             missing = [c for c, _ in have.images if c not in src_by_c]
             if missing:
-                raise CommandError(f"{intent.app} in {src_env.name} has no container {missing[0]} to promote from.")
-            want = Version(images=tuple(
-                (c, parse_image(img).with_tag(str(parse_image(src_by_c[c]).tag)) if parse_image(src_by_c[c]).tag else img)
-                for c, img in have.images
-            ))
+                raise CommandError(
+                    f"{intent.app} in {src_env.name} has no container {missing[0]} to promote from."
+                )
+            want = Version(
+                images=tuple(
+                    (
+                        c,
+                        parse_image(img).with_tag(str(parse_image(src_by_c[c]).tag))
+                        if parse_image(src_by_c[c]).tag
+                        else img,
+                    )
+                    for c, img in have.images
+                )
+            )
         title = f"Promote {intent.app} from {src_env.name} to {dst.name}"
         return self._set_version(intent, t, have, want, title, source_env=src_env.name)
 
@@ -237,8 +262,15 @@ class Planner:
                 return v
         return None
 
-    def _set_version(self, intent: Intent, t: Target, have: Version, want: Version, title: str,
-                     source_env: str | None = None) -> Change:
+    def _set_version(
+        self,
+        intent: Intent,
+        t: Target,
+        have: Version,
+        want: Version,
+        title: str,
+        source_env: str | None = None,
+    ) -> Change:
         env = t.env.name
         es = E.EditSet(t.snap)
         fields: list[FieldChange] = []
@@ -249,10 +281,14 @@ class Planner:
                 fields.append(FieldChange(t.app, env, "image tag", have.tag, want.tag, t.root))
         elif t.is_helmrelease:
             if want.chart and want.chart != have.chart:
-                E.set_helmrelease(self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version")
+                E.set_helmrelease(
+                    self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
+                )
                 fields.append(FieldChange(t.app, env, "chart version", have.chart, want.chart, t.root))
             if want.tag and want.tag != have.tag:
-                E.set_helmrelease(self.index, es, t, ["spec", "values", *keys.tag.split(".")], want.tag, "image tag")
+                E.set_helmrelease(
+                    self.index, es, t, ["spec", "values", *keys.tag.split(".")], want.tag, "image tag"
+                )
                 fields.append(FieldChange(t.app, env, "image tag", have.tag, want.tag, t.root))
         else:
             have_by_c = dict(have.images)
@@ -267,12 +303,16 @@ class Planner:
         return self._finish(intent, t, es, fields, title)
 
     # ------------------------------------------------------------------------------ the gate
-    def _finish(self, intent: Intent, t: Target, es: E.EditSet, fields: list[FieldChange], title: str) -> Change:
+    def _finish(
+        self, intent: Intent, t: Target, es: E.EditSet, fields: list[FieldChange], title: str
+    ) -> Change:
         edits = es.file_edits()
         for e in edits:
             others = self.index.other_envs_reading(t.env, e.path) if e.before is not None else []
             if others:
-                raise CommandError(f"{e.path} is also read by {', '.join(others)}; opsbot will not change it for {t.env.name}.")
+                raise CommandError(
+                    f"{e.path} is also read by {', '.join(others)}; opsbot will not change it for {t.env.name}."
+                )
         checks = [check_yaml(edits)]
         rendered: list[dict[str, Any]] | None = None
         if t.layout == "kustomize":
@@ -283,7 +323,9 @@ class Planner:
         objs = E.changed_objects(es, t, (lambda: rendered or []) if rendered is not None else None)
         if t.layout != "helm":
             checks.append(check_schema(objs, self.options.kubernetes_version))
-        fixed_fields = [FieldChange(f.app, f.env, f.field, f.old, f.new, ", ".join(e.path for e in edits)) for f in fields]
+        fixed_fields = [
+            FieldChange(f.app, f.env, f.field, f.old, f.new, ", ".join(e.path for e in edits)) for f in fields
+        ]
         change = Change(
             intent=intent,
             base_branch=t.env.branch or self.index.base_ref,
@@ -330,7 +372,9 @@ class Planner:
         if missing:
             raise CommandError(
                 f"Template {intent.template or 'default'} needs {', '.join(sorted(missing))}. "
-                f"Say e.g. `create cluster {name} " + " ".join(f"{m.lower()}=..." for m in sorted(missing)) + "`."
+                f"Say e.g. `create cluster {name} "
+                + " ".join(f"{m.lower()}=..." for m in sorted(missing))
+                + "`."
             )
         unknown = sorted(set(variables) - used - {"CLUSTER_NAME"})
         if unknown:
@@ -339,15 +383,30 @@ class Planner:
                 f"Its variables: {', '.join(sorted(used))}."
             )
         checks = [check_yaml(rendered)]
-        objs = [d for e in rendered if e.path.endswith((".yaml", ".yml")) for d in load_all(e.after) if isinstance(d, dict)]
+        objs = [
+            d
+            for e in rendered
+            if e.path.endswith((".yaml", ".yml"))
+            for d in load_all(e.after)
+            if isinstance(d, dict)
+        ]
         checks.append(check_schema(objs, self.options.kubernetes_version))
         failed = [c for c in checks if not c.ok]
         if failed:
-            raise ValidationFailed("The rendered cluster manifests failed validation: " +
-                                   "; ".join(f"{c.name}: {c.detail}" for c in failed))
+            raise ValidationFailed(
+                "The rendered cluster manifests failed validation: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            )
         fields = [FieldChange(name, "", "cluster", None, f"{dest}/ ({len(rendered)} files)", dest)]
-        return Change(intent, self.index.base_ref, snap.sha, tuple(rendered), tuple(fields),
-                      f"Create cluster {name}", tuple(checks))
+        return Change(
+            intent,
+            self.index.base_ref,
+            snap.sha,
+            tuple(rendered),
+            tuple(fields),
+            f"Create cluster {name}",
+            tuple(checks),
+        )
 
     def _template_files(self, snap: Snapshot, template: str, repo_dir: str) -> list[tuple[str, str]]:
         if not re.match(r"^[A-Za-z0-9_.-]+$", template):
@@ -364,8 +423,14 @@ class Planner:
                 for p in sorted(bundled.rglob("*"))
                 if p.is_file() and p.name != "template.yaml"
             ]
-        available = sorted({PurePosixPath(p[len(repo_dir) + 1 :]).parts[0] for p in snap.files_under(repo_dir)})
-        available += sorted(p.name for p in BUNDLED_TEMPLATES.iterdir() if p.is_dir()) if BUNDLED_TEMPLATES.is_dir() else []
+        available = sorted(
+            {PurePosixPath(p[len(repo_dir) + 1 :]).parts[0] for p in snap.files_under(repo_dir)}
+        )
+        available += (
+            sorted(p.name for p in BUNDLED_TEMPLATES.iterdir() if p.is_dir())
+            if BUNDLED_TEMPLATES.is_dir()
+            else []
+        )
         raise CommandError(f'No cluster template "{template}". Templates: {", ".join(available) or "none"}.')
 
 
@@ -385,12 +450,12 @@ def substitute(text: str, variables: dict[str, str]) -> tuple[str, set[str], set
             whole = _whole_scalar(text, m)
             if whole and default is not None and _yaml_type(value) != _yaml_type(default):
                 raise CommandError(
-                    f'{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, but the template '
+                    f"{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, but the template "
                     f"expects {_yaml_type(default)} (default {default})."
                 )
             if whole and default is None and _yaml_type(value) != "text":
                 raise CommandError(
-                    f'{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, not text; the template '
+                    f"{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, not text; the template "
                     "would change its type. Quote the placeholder in the template or pick another value."
                 )
             return value
@@ -433,7 +498,7 @@ def _check_tag(tag: str) -> None:
     if not valid_tag(tag):
         raise CommandError(
             f'"{tag}" is not a valid image tag: use letters, digits, "_", "." and "-", starting with a letter, '
-            "digit or \"_\", at most 128 characters."
+            'digit or "_", at most 128 characters.'
         )
 
 

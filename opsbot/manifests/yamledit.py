@@ -89,7 +89,11 @@ def _child(node: Node, step: PathStep) -> Node | None:
             for item in node.value:
                 if isinstance(item, MappingNode):
                     for k, v in item.value:
-                        if isinstance(k, ScalarNode) and k.value == step.key and getattr(v, "value", None) == step.value:
+                        if (
+                            isinstance(k, ScalarNode)
+                            and k.value == step.key
+                            and getattr(v, "value", None) == step.value
+                        ):
                             return item
             return None
     return None
@@ -157,9 +161,11 @@ def render_scalar(value: Any, style: str | None = None) -> str:
 def _get(data: Any, path: YPath) -> Any:
     for step in path:
         if isinstance(step, Sel):
-            data = next(
-                (i for i in data if isinstance(i, dict) and str(i.get(step.key)) == step.value), None
-            ) if isinstance(data, list) else None
+            data = (
+                next((i for i in data if isinstance(i, dict) and str(i.get(step.key)) == step.value), None)
+                if isinstance(data, list)
+                else None
+            )
         elif isinstance(data, dict):
             data = data.get(step)
         elif isinstance(data, list) and isinstance(step, int):
@@ -256,7 +262,9 @@ def render_block(value: Any, indent: int, seq_offset: int) -> list[str]:
                 child = indent + (seq_offset if isinstance(v, list) else 2)
                 lines.extend(render_block(v, child, seq_offset))
             else:
-                lines.append(f"{pad}{k}: {render_scalar(v) if not isinstance(v, dict | list) else json.dumps(v)}")
+                lines.append(
+                    f"{pad}{k}: {render_scalar(v) if not isinstance(v, dict | list) else json.dumps(v)}"
+                )
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict) and item:
@@ -281,7 +289,9 @@ def set_value(text: str, doc: int, path: YPath, value: Any) -> str:
             parent_col = _mapping_indent(text, node, parent_col)
         node = child
     if not isinstance(node, ScalarNode):
-        raise EditError(f"{path_str(path)} is a {type(node).__name__.replace('Node', '').lower()}, not a single value")
+        raise EditError(
+            f"{path_str(path)} is a {type(node).__name__.replace('Node', '').lower()}, not a single value"
+        )
     if node.style in ("|", ">"):
         raise EditError(f"{path_str(path)} is a block scalar; opsbot edits single-line values only")
     tag = str(getattr(node.tag, "value", node.tag) or "")
@@ -289,7 +299,7 @@ def set_value(text: str, doc: int, path: YPath, value: Any) -> str:
         raise EditError(f"{path_str(path)} carries a custom tag {tag}")
     if node.style in ("'", '"') and not isinstance(value, str):
         raise EditError(
-            f"{path_str(path)} is written as text ({text[node.start_mark.index:node.end_mark.index]}) but "
+            f"{path_str(path)} is written as text ({text[node.start_mark.index : node.end_mark.index]}) but "
             f"{value!r} is a {type(value).__name__}; opsbot will not change its type. Fix the file first."
         )
     new_text = render_scalar(value, node.style)
@@ -337,8 +347,10 @@ def _insert(text: str, doc: int, path: YPath, i: int, node: Node, parent_col: in
             lines = render_block([item], dash_col, _seq_style(text))
             gap = content_col - dash_col - 1
             if gap != 1:
-                lines = [ln.replace("- ", "-" + " " * gap, 1) if j == 0 else " " * (gap - 1) + ln for j, ln in
-                         enumerate(lines)]
+                lines = [
+                    ln.replace("- ", "-" + " " * gap, 1) if j == 0 else " " * (gap - 1) + ln
+                    for j, ln in enumerate(lines)
+                ]
             at = _end_of_node(text, node)
         else:
             raise EditError(f"{path_str(path[:i])} is an empty list")
@@ -350,7 +362,14 @@ def _insert(text: str, doc: int, path: YPath, i: int, node: Node, parent_col: in
 
 
 def _replace_empty_flow(
-    text: str, doc: int, path: YPath, i: int, node: MappingNode, parent_col: int, rest: list[PathStep], value: Any
+    text: str,
+    doc: int,
+    path: YPath,
+    i: int,
+    node: MappingNode,
+    parent_col: int,
+    rest: list[PathStep],
+    value: Any,
 ) -> str:
     """`values: {}` becomes a block mapping holding the new keys: the one re-flow that is unavoidable."""
     nested = _nest(rest, value)
@@ -394,7 +413,9 @@ def append_item(text: str, doc: int, path: YPath, item: dict[str, Any]) -> str:
         parent = find(root, path[:-1])
         if not isinstance(parent, MappingNode) or not isinstance(path[-1], str):
             raise EditError(f"cannot create {path_str(path)}")
-        parent_col = -2 if len(path) == 1 else int(parent.value[0][0].start_mark.column) - 2 if parent.value else 0
+        parent_col = (
+            -2 if len(path) == 1 else int(parent.value[0][0].start_mark.column) - 2 if parent.value else 0
+        )
         indent = _mapping_indent(text, parent, parent_col)
         offset = _seq_style(text)
         lines = [f"{' ' * indent}{path[-1]}:", *render_block([item], indent + offset, offset)]
@@ -410,7 +431,10 @@ def append_item(text: str, doc: int, path: YPath, item: dict[str, Any]) -> str:
         lines = render_block([item], dash_col, _seq_style(text))
         gap = content_col - dash_col - 1
         if gap > 1:
-            lines = [ln.replace("- ", "-" + " " * gap, 1) if j == 0 else " " * (gap - 1) + ln for j, ln in enumerate(lines)]
+            lines = [
+                ln.replace("- ", "-" + " " * gap, 1) if j == 0 else " " * (gap - 1) + ln
+                for j, ln in enumerate(lines)
+            ]
         after = _splice_lines(text, _end_of_node(text, seq), lines)
     else:
         raise EditError(f"{path_str(path)} is not a block list opsbot can extend")

@@ -17,8 +17,15 @@ from tests.repos import make_repo
 def opsbot(*args: str, cwd: Path | None = None, user: str = "alice") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSBOT_", "GITHUB_", "SLACK_"))}
     env["OPSBOT_USER"] = user
-    return subprocess.run([sys.executable, "-m", "opsbot", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "opsbot", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
 
 
 def git(repo: Path, *args: str) -> str:
@@ -27,8 +34,11 @@ def git(repo: Path, *args: str) -> str:
 
 def snapshot(repo: Path) -> tuple[str, str, str]:
     """Branches, HEAD and work-tree state: what 'untouched' means."""
-    return git(repo, "for-each-ref", "--format=%(refname) %(objectname)"), git(repo, "rev-parse", "HEAD"), \
-        git(repo, "status", "--porcelain")
+    return (
+        git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "status", "--porcelain"),
+    )
 
 
 def test_plan_json_contract_and_touches_nothing(fleet: Path) -> None:
@@ -96,7 +106,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("command", "message"), BAD, ids=[b[0] for b in BAD])
-def test_bad_input_exits_non_zero_and_leaves_the_repo_untouched(fleet: Path, command: str, message: str) -> None:
+def test_bad_input_exits_non_zero_and_leaves_the_repo_untouched(
+    fleet: Path, command: str, message: str
+) -> None:
     before = snapshot(fleet)
     p = opsbot("run", command, "--repo", str(fleet))
     assert p.returncode != 0
@@ -111,12 +123,15 @@ def test_a_change_that_breaks_the_build_opens_no_pr(tmp_path: Path) -> None:
     repo = make_repo("fleet", tmp_path / "r", history=False)
     overlay = repo / "overlays" / "dev"
     (overlay / "worker-replicas.yaml").write_text(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\nspec:\n  replicas: 1\n")
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\nspec:\n  replicas: 1\n"
+    )
     (overlay / "guard.yaml").write_text("- op: test\n  path: /spec/replicas\n  value: 1\n")
     kust = overlay / "kustomization.yaml"
     text = kust.read_text().replace("replicas:\n  - name: worker\n    count: 1\n", "")
-    text += ("patches:\n  - path: worker-replicas.yaml\n  - path: guard.yaml\n"
-             "    target:\n      kind: Deployment\n      name: worker\n")
+    text += (
+        "patches:\n  - path: worker-replicas.yaml\n  - path: guard.yaml\n"
+        "    target:\n      kind: Deployment\n      name: worker\n"
+    )
     kust.write_text(text)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "guard worker replicas")
@@ -141,7 +156,8 @@ def test_init_writes_the_discovered_config_and_check_lints(fleet: Path) -> None:
 
 def test_check_reports_a_broken_env(fleet: Path) -> None:
     (fleet / "overlays" / "staging" / "kustomization.yaml").write_text(
-        "resources:\n  - ../../apps/nothing-here\n")
+        "resources:\n  - ../../apps/nothing-here\n"
+    )
     git(fleet, "commit", "-qam", "break staging")
     c = opsbot("check", "--repo", str(fleet))
     assert c.returncode == 1
@@ -151,7 +167,10 @@ def test_check_reports_a_broken_env(fleet: Path) -> None:
 def test_ambiguous_discovery_names_candidates_and_how_to_pin(tmp_path: Path) -> None:
     repo = make_repo("flux-helmrelease", tmp_path / "r", history=False)
     (repo / "clusters" / "staging" / "apps.yaml").write_text(
-        (repo / "clusters" / "staging" / "apps.yaml").read_text().replace("./apps/staging", "./apps/production"))
+        (repo / "clusters" / "staging" / "apps.yaml")
+        .read_text()
+        .replace("./apps/staging", "./apps/production")
+    )
     git(repo, "commit", "-qam", "point staging cluster at the production apps")
     p = opsbot("plan", "scale podinfo 2 in staging", "--repo", str(repo))
     assert p.returncode != 0

@@ -23,12 +23,31 @@ IMG = "spec.template.spec.containers[0].image"
 
 # (fixture, command, env, expected changed paths in the env's render: "Kind/namespace/name:path")
 CASES = [
-    ("fleet", "scale frontend 5 in production", "production", {"Deployment/production/frontend:spec.replicas"}),
+    (
+        "fleet",
+        "scale frontend 5 in production",
+        "production",
+        {"Deployment/production/frontend:spec.replicas"},
+    ),
     ("fleet", "scale frontend 4 in staging", "staging", {"Deployment/staging/frontend:spec.replicas"}),
-    ("fleet", "scale api 2-8 in production", "production",
-     {"HorizontalPodAutoscaler/production/api:spec.minReplicas", "HorizontalPodAutoscaler/production/api:spec.maxReplicas"}),
-    ("fleet", "scale api 3-9 in staging", "staging",
-     {"HorizontalPodAutoscaler/staging/api:spec.minReplicas", "HorizontalPodAutoscaler/staging/api:spec.maxReplicas"}),
+    (
+        "fleet",
+        "scale api 2-8 in production",
+        "production",
+        {
+            "HorizontalPodAutoscaler/production/api:spec.minReplicas",
+            "HorizontalPodAutoscaler/production/api:spec.maxReplicas",
+        },
+    ),
+    (
+        "fleet",
+        "scale api 3-9 in staging",
+        "staging",
+        {
+            "HorizontalPodAutoscaler/staging/api:spec.minReplicas",
+            "HorizontalPodAutoscaler/staging/api:spec.maxReplicas",
+        },
+    ),
     ("fleet", "scale cache 3 in production", "production", {"StatefulSet/production/cache:spec.replicas"}),
     ("fleet", "deploy api 2.4.0 to production", "production", {f"Deployment/production/api:{IMG}"}),
     ("fleet", "deploy frontend 1.10 to production", "production", {f"Deployment/production/frontend:{IMG}"}),
@@ -36,25 +55,64 @@ CASES = [
     ("fleet", "promote frontend to production", "production", {f"Deployment/production/frontend:{IMG}"}),
     ("fleet", "promote frontend from dev to staging", "staging", {f"Deployment/staging/frontend:{IMG}"}),
     ("fleet", "rollback frontend in production", "production", {f"Deployment/production/frontend:{IMG}"}),
-    ("per-app-overlays", "scale ledger 2 in staging", "staging", {"Deployment/payments-staging/ledger:spec.replicas"}),
-    ("per-app-overlays", "promote payments to production", "production", {f"Deployment/payments/payments:{IMG}"}),
-    ("per-app-overlays", "rollback ledger in production", "production", {f"Deployment/payments/ledger:{IMG}"}),
+    (
+        "per-app-overlays",
+        "scale ledger 2 in staging",
+        "staging",
+        {"Deployment/payments-staging/ledger:spec.replicas"},
+    ),
+    (
+        "per-app-overlays",
+        "promote payments to production",
+        "production",
+        {f"Deployment/payments/payments:{IMG}"},
+    ),
+    (
+        "per-app-overlays",
+        "rollback ledger in production",
+        "production",
+        {f"Deployment/payments/ledger:{IMG}"},
+    ),
     ("helm-values", "scale podinfo 5 in production", "production", {"values:replicaCount"}),
     ("helm-values", "scale redis 3 in production", "production", {"values:replicaCount"}),
     ("helm-values", "deploy podinfo 6.5.2 to dev", "dev", {"values:image.tag"}),
     ("helm-values", "promote podinfo to production", "production", {"values:image.tag"}),
     ("helm-values", "rollback podinfo in production", "production", {"values:image.tag"}),
-    ("flux-helmrelease", "scale podinfo 3 in staging", "staging", {"HelmRelease/podinfo/podinfo:spec.values.replicaCount"}),
-    ("flux-helmrelease", "deploy podinfo 6.5.1 to production", "production",
-     {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"}),
-    ("flux-helmrelease", "promote podinfo to production", "production",
-     {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"}),
-    ("flux-helmrelease", "rollback podinfo in production", "production",
-     {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"}),
+    (
+        "flux-helmrelease",
+        "scale podinfo 3 in staging",
+        "staging",
+        {"HelmRelease/podinfo/podinfo:spec.values.replicaCount"},
+    ),
+    (
+        "flux-helmrelease",
+        "deploy podinfo 6.5.1 to production",
+        "production",
+        {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
+    ),
+    (
+        "flux-helmrelease",
+        "promote podinfo to production",
+        "production",
+        {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
+    ),
+    (
+        "flux-helmrelease",
+        "rollback podinfo in production",
+        "production",
+        {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
+    ),
     ("plain", "promote web to production", "production", {f"Deployment/production/web:{IMG}"}),
     ("plain", "rollback web in production", "production", {f"Deployment/production/web:{IMG}"}),
-    ("plain", "scale queue 2-5 in staging", "staging",
-     {"HorizontalPodAutoscaler/staging/queue:spec.minReplicas", "HorizontalPodAutoscaler/staging/queue:spec.maxReplicas"}),
+    (
+        "plain",
+        "scale queue 2-5 in staging",
+        "staging",
+        {
+            "HorizontalPodAutoscaler/staging/queue:spec.minReplicas",
+            "HorizontalPodAutoscaler/staging/queue:spec.maxReplicas",
+        },
+    ),
     ("plain", "scale web 6 in dev", "dev", {"Deployment/dev/web:spec.replicas"}),
     ("branch-per-env", "scale shop 3 in production", "production", {"Deployment//shop:spec.replicas"}),
     ("branch-per-env", "promote shop to production", "production", {f"Deployment//shop:{IMG}"}),
@@ -79,8 +137,12 @@ def _changed(index_before: Index, index_after: Index, env: str) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize(("fixture", "command", "env", "expected"), CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
-def test_change_is_minimal_and_isolated(tmp_path: Path, fixture: str, command: str, env: str, expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "command", "env", "expected"), CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES]
+)
+def test_change_is_minimal_and_isolated(
+    tmp_path: Path, fixture: str, command: str, env: str, expected: set[str]
+) -> None:
     path = make_repo(fixture, tmp_path / "repo")
     repo = GitRepo(str(path))
     change = plan(repo, command)
@@ -103,8 +165,12 @@ def test_change_is_minimal_and_isolated(tmp_path: Path, fixture: str, command: s
     branch = "opsbot/test"
     apply_to_branch(repo, change, branch)
     base = change.base_branch
-    names = subprocess.run(["git", "-C", str(path), "diff", "--name-only", base, branch],
-                           capture_output=True, text=True, check=True).stdout.split()
+    names = subprocess.run(
+        ["git", "-C", str(path), "diff", "--name-only", base, branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert sorted(names) == sorted(change.files)
     _only_intended_lines(path, base, branch)
 
@@ -120,7 +186,9 @@ def test_change_is_minimal_and_isolated(tmp_path: Path, fixture: str, command: s
         assert _changed(before, after, other) == set(), f"{other} changed"
     env_branch = before.config.envs[env].branch
     if env_branch:
-        assert _changed(_branch_index(repo, env, env_branch), _branch_index(repo, env, branch), env) == expected
+        assert (
+            _changed(_branch_index(repo, env, env_branch), _branch_index(repo, env, branch), env) == expected
+        )
     else:
         assert _changed(before, after, env) == expected
 
@@ -135,8 +203,9 @@ def _branch_index(repo: GitRepo, env: str, branch: str) -> Index:
 
 def _only_intended_lines(path: Path, base: str, branch: str) -> None:
     """Each removed line comes back with the same key and comment, only its value changed."""
-    out = subprocess.run(["git", "-C", str(path), "diff", "-U0", base, branch], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["git", "-C", str(path), "diff", "-U0", base, branch], capture_output=True, text=True, check=True
+    ).stdout
     removed = [ln[1:] for ln in out.splitlines() if ln.startswith("-") and not ln.startswith("---")]
     added = [ln[1:] for ln in out.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
     for r in removed:

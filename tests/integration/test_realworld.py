@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from opsbot.errors import CommandError
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.index import Index
-from opsbot.errors import CommandError
 from tests.engine import apply_to_branch, diffs, plan, render_env
 from tests.repos import make_repo, realworld
 
@@ -44,12 +44,21 @@ def test_gitops_istio_deploy_edits_only_the_apps_own_images_entry(tmp_path: Path
     assert change.files == ["apps/backend/kustomization.yaml"]
     edit = change.edits[0]
     assert edit.before is not None
-    changed = [(a, b) for a, b in zip(edit.before.splitlines(), edit.after.splitlines(), strict=True) if a != b]
+    changed = [
+        (a, b) for a, b in zip(edit.before.splitlines(), edit.after.splitlines(), strict=True) if a != b
+    ]
     assert changed == [("    newTag: 6.1.0", "    newTag: 6.2.0")]
     apply_to_branch(repo, change, "opsbot/t")
-    before, after = render_env(Index(repo, "main"), "my-cluster"), render_env(Index(repo, "opsbot/t"), "my-cluster")
-    moved = {f"{ident}:{p}" for root in before for ident in before[root] for p in
-             diffs(before[root][ident], after[root].get(ident))}
+    before, after = (
+        render_env(Index(repo, "main"), "my-cluster"),
+        render_env(Index(repo, "opsbot/t"), "my-cluster"),
+    )
+    moved = {
+        f"{ident}:{p}"
+        for root in before
+        for ident in before[root]
+        for p in diffs(before[root][ident], after[root].get(ident))
+    }
     assert moved == {"Deployment/prod/backend:spec.template.spec.containers[0].image"}
 
 
@@ -79,6 +88,10 @@ def test_realworld_check_passes(tmp_path: Path) -> None:
     import sys
 
     repo = copy_of("gitops-istio", tmp_path)
-    p = subprocess.run([sys.executable, "-m", "opsbot", "check", "--repo", repo.path], capture_output=True,
-                       text=True, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "opsbot", "check", "--repo", repo.path],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert "✅ apps: kustomize build" in p.stdout, p.stdout + p.stderr

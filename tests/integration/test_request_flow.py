@@ -48,7 +48,9 @@ def test_scale_approve_merge(bot: Console, fleet: Path) -> None:
     twice = bot.say(f"approve {r.request.id}", user="bob")
     assert "already approved" in twice.text()
     merged = bot.say(f"merge {r.request.id}", user="bob")
-    assert isinstance(merged, RequestUpdate) and merged.request and merged.request.state == RequestState.MERGED
+    assert (
+        isinstance(merged, RequestUpdate) and merged.request and merged.request.state == RequestState.MERGED
+    )
     again = bot.say(f"merge {r.request.id}", user="bob")
     assert "already merged" in again.text()
     assert len(git(fleet, "log", "--merges", "--format=%H", "main").split()) == 1
@@ -106,7 +108,7 @@ def test_concurrent_asks_on_one_app_lose_nothing(bot: Console) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert all(isinstance(r, Proposed) for r in results), [getattr(r, "text", lambda: r)() for r in results]
+    assert all(isinstance(r, Proposed) for r in results), [str(r) for r in results]
     open_reqs = bot.bot.store.list_requests(states=[RequestState.PROPOSED])
     # one open request per distinct intent at most; the identical asks (3 and 3) share one PR
     keys = [r.intent_key for r in open_reqs]

@@ -7,8 +7,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN_IN_CORE = ("slack_bolt", "slack_sdk", "github", "aiohttp", "opsbot.chat", "opsbot.intake",
-                     "opsbot.forge.github", "opsbot.server")
+FORBIDDEN_IN_CORE = (
+    "slack_bolt",
+    "slack_sdk",
+    "github",
+    "aiohttp",
+    "opsbot.chat",
+    "opsbot.intake",
+    "opsbot.forge.github",
+    "opsbot.server",
+)
 ADAPTERS = {
     "slack_bolt": {"opsbot/chat/slack.py"},
     "slack_sdk": {"opsbot/chat/slack.py"},

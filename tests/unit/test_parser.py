@@ -50,8 +50,10 @@ def parse(text: str) -> object:
         ("rollback api in production", Rollback("api", "production", None)),
         ("rollback api in production to 2.3.0", Rollback("api", "production", "2.3.0")),
         ("create cluster edge-3", CreateCluster("edge-3", None, ())),
-        ("create cluster edge-3 from aws-small region=eu-west-1",
-         CreateCluster("edge-3", "aws-small", (("region", "eu-west-1"),))),
+        (
+            "create cluster edge-3 from aws-small region=eu-west-1",
+            CreateCluster("edge-3", "aws-small", (("region", "eu-west-1"),)),
+        ),
         ("status", Status(None, None)),
         ("status api in production", Status("api", "production")),
         ("history api", History("api", None)),
@@ -110,9 +112,42 @@ def test_overlong_and_control_characters_are_refused() -> None:
 
 
 WORDS = st.sampled_from(
-    ["scale", "promote", "deploy", "rollback", "create", "cluster", "status", "history", "approve", "merge",
-     "cancel", "help", "in", "to", "from", "--env", "env=prod", "--from", "1", "2-3", "-1", "web", "prod",
-     "x=y", "=", "--", "#1", "R1", "1.10", "yes", "é", "\u201cweb\u201d", "\t", "…"]
+    [
+        "scale",
+        "promote",
+        "deploy",
+        "rollback",
+        "create",
+        "cluster",
+        "status",
+        "history",
+        "approve",
+        "merge",
+        "cancel",
+        "help",
+        "in",
+        "to",
+        "from",
+        "--env",
+        "env=prod",
+        "--from",
+        "1",
+        "2-3",
+        "-1",
+        "web",
+        "prod",
+        "x=y",
+        "=",
+        "--",
+        "#1",
+        "R1",
+        "1.10",
+        "yes",
+        "é",
+        "\u201cweb\u201d",
+        "\t",
+        "…",
+    ]
 )
 
 

@@ -51,8 +51,10 @@ def test_quote_style_and_comment_column_survive() -> None:
     path = ["spec", "template", "spec", "containers", Sel("name", "web"), "image"]
     out = set_value(DOC, 0, path, "ghcr.io/acme/web:1.10.100")
     assert changed_lines(DOC, out) == [
-        ("        image: 'ghcr.io/acme/web:1.0.0'   # {\"$imagepolicy\": \"x\"}",
-         "        image: 'ghcr.io/acme/web:1.10.100'   # {\"$imagepolicy\": \"x\"}")
+        (
+            '        image: \'ghcr.io/acme/web:1.0.0\'   # {"$imagepolicy": "x"}',
+            '        image: \'ghcr.io/acme/web:1.10.100\'   # {"$imagepolicy": "x"}',
+        )
     ]
 
 
@@ -80,7 +82,7 @@ def test_insert_into_empty_flow_mapping() -> None:
 
 
 def test_list_entries_are_appended_in_the_files_style() -> None:
-    text = "images:\n  - name: a\n    newTag: \"1\"\nreplicas: []\n"
+    text = 'images:\n  - name: a\n    newTag: "1"\nreplicas: []\n'
     out = append_item(text, 0, ["images"], {"name": "b", "newTag": "2"})
     assert out == 'images:\n  - name: a\n    newTag: "1"\n  - name: b\n    newTag: "2"\nreplicas: []\n'
 
@@ -98,7 +100,7 @@ def test_refusals_are_specific() -> None:
         set_value("a: |\n  x\n", 0, ["a"], "y")
     with pytest.raises(EditError, match="flow mapping"):
         set_value("m: {a: 1}\n", 0, ["m", "b"], 2)
-    with pytest.raises(EditError, match="not a single value|mapping"):
+    with pytest.raises(EditError, match=r"not a single value|mapping"):
         set_value("m:\n  a: 1\n", 0, ["m"], 2)
     with pytest.raises(EditError, match="not valid YAML"):
         set_value("a: [\n", 0, ["a"], 1)
