@@ -108,6 +108,8 @@ class Opsbot:
         return self.dispatcher.handle(text, actor, thread, apply=apply)
 
     def close(self) -> None:
+        for planner in self._planners.values():
+            planner.index.persist()
         self.repo.close()
         self.store.close()
 

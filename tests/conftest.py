@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.slack",
     "tests.plugins.github",
+    "tests.plugins.kube",
 ]
 
 

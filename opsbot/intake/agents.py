@@ -281,7 +281,8 @@ def parse_flux_event(payload: object, *, received_at: datetime) -> AgentEvent:
     The revision is looked up unprefixed first (notification-controller ≥ v1.5 strips the group),
     then with the involved object's API group prefix (older controllers). For HelmReleases the
     revision is the chart version; a git SHA is taken from `originRevision` or `commit` when the
-    controller or an `event.toolkit.fluxcd.io/*` annotation supplied one.
+    controller or an `event.toolkit.fluxcd.io/*` annotation supplied one. `received_at` stands in
+    for the event time only when the controller sent none (a zero `metav1.Time` is `null`).
     """
     event = _require_object(payload, "flux event")
     missing = "involvedObject" not in event
@@ -356,6 +357,7 @@ def parse_argocd_event(payload: object, *, received_at: datetime) -> AgentEvent:
 
     `revision` (operationState.syncResult.revision, the SHA actually synced) wins over
     `syncRevision` (the target of the last comparison, which may already be a newer commit).
+    `received_at` stands in for `finishedAt` when the Application has no finished operation.
     """
     body = _require_object(payload, "argocd event")
     app = _argo_str(body, "app")

@@ -342,11 +342,19 @@ class ResourceWatcher:
                     log.warning(
                         "watch of %s failed: %s; retrying in %.1fs", self.resource, _describe(exc), delay
                     )
+            except WatchAuthError:
+                raise
             except (Urllib3HTTPError, OSError, _StreamError, ValueError) as exc:
                 if stop.is_set():
                     break
                 delay = self._backoff.next()
                 log.warning("watch of %s failed: %s; retrying in %.1fs", self.resource, _describe(exc), delay)
+            except Exception:
+                # Unexpected (a client bug, a payload the client chokes on): keep watching, slowly.
+                if stop.is_set():
+                    break
+                delay = self._backoff.next()
+                log.exception("watch of %s failed unexpectedly; retrying in %.1fs", self.resource, delay)
             if delay and stop.wait(delay):
                 break
 
@@ -361,10 +369,13 @@ class ResourceWatcher:
             resp = self._response
         if resp is None:
             return
-        with contextlib.suppress(Exception):
-            resp.shutdown()  # wakes the thread blocked in read (urllib3 ≥ 2.3)
-        with contextlib.suppress(Exception):
-            resp.close()
+        try:
+            # Half-closes the socket: the reader thread wakes up with end-of-stream and closes
+            # the response itself (closing it from here could race with its read).
+            resp.shutdown()
+        except Exception:
+            with contextlib.suppress(Exception):
+                resp.close()
 
     # ------------------------------------------------------------------------------ list / watch
 
@@ -380,7 +391,7 @@ class ResourceWatcher:
         items: list[Any] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": 500, "_request_timeout": self._request_timeout}
+            kwargs: dict[str, Any] = {"limit": 500, "_request_timeout": (self._request_timeout[0], 60.0)}
             if token:
                 kwargs["_continue"] = token
             page = self._call(**kwargs)
@@ -396,9 +407,7 @@ class ResourceWatcher:
         seen: set[tuple[str, str]] = set()
         for obj in items:
             if isinstance(obj, dict):
-                key = self._observe(obj)
-                if key:
-                    seen.add(key)
+                seen.add(self._observe(obj))
         for key in set(self._known) - seen:
             del self._known[key]  # deleted while we were not watching
         self.resource_version = rv or None
@@ -431,6 +440,9 @@ class ResourceWatcher:
         finally:
             with self._response_lock:
                 self._response = None
+            # Close before release: a stream left half-read must not go back to the pool.
+            with contextlib.suppress(Exception):
+                resp.close()
             with contextlib.suppress(Exception):
                 resp.release_conn()
         return got
@@ -463,7 +475,7 @@ class ResourceWatcher:
         if rv:
             self.resource_version = rv
 
-    def _observe(self, obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _observe(self, obj: Mapping[str, Any]) -> tuple[str, str]:
         meta = _map(obj.get("metadata"))
         key = (_str(meta.get("namespace")), _str(meta.get("name")))
         event = event_from_object(self.resource, obj, now=self._clock(), cluster=self.cluster)
@@ -521,8 +533,7 @@ class LeaseElector:
     for an expired lease exactly one write succeeds and the other gets 409 and stays follower.
     A leader that cannot renew gives up after `renew_deadline`, before anyone else may take over.
 
-    The Lease is handled as plain JSON: its times are MicroTime, which the API server only
-    accepts with exactly six fractional digits, a format the generated models do not guarantee.
+    The Lease is handled as plain JSON (see `_request`).
     """
 
     def __init__(
@@ -538,7 +549,7 @@ class LeaseElector:
     ) -> None:
         if not identity:
             raise OpsbotError("leader election needs a non-empty identity (e.g. the pod name)")
-        self._api = client.CoordinationV1Api(api)
+        self._client = api
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline if renew_deadline is not None else lease_duration * 2 / 3
@@ -658,21 +669,43 @@ class LeaseElector:
 
     # ------------------------------------------------------------------------------ internals
 
+    _LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
     def _read(self) -> dict[str, Any]:
-        resp: Any = self._api.read_namespaced_lease(
-            self.name, self.namespace, _preload_content=False, _request_timeout=(5, 10)
-        )
-        return _json_object(resp, "lease")
+        return self._request("GET", self._LEASES + "/{name}")
 
     def _write(self, lease: dict[str, Any]) -> dict[str, Any]:
-        body: Any = lease  # a plain dict is sent as is; see the class docstring
-        resp: Any = self._api.replace_namespaced_lease(
-            self.name, self.namespace, body, _preload_content=False, _request_timeout=(5, 10)
+        return self._request("PUT", self._LEASES + "/{name}", lease)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One Lease call with a plain JSON body.
+
+        The generated `*_namespaced_lease` methods coerce a body into a `V1Lease` and write its
+        times with `isoformat()`, which drops the fraction when the microseconds are 0; the API
+        server then answers 400 (MicroTime needs exactly six digits).
+        """
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params={"namespace": self.namespace, "name": self.name},
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
-        return _json_object(resp, "lease")
+        response = self._client.call_api(*request, _request_timeout=(5, 10))
+        raw = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        data = json.loads(raw or b"null")
+        if not isinstance(data, dict):
+            raise ValueError(f"the API server returned a {type(data).__name__} for a lease, not an object")
+        return data
 
     def _create(self, now: datetime) -> bool:
-        body: Any = {
+        body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.namespace},
@@ -685,10 +718,7 @@ class LeaseElector:
             },
         }
         try:
-            resp: Any = self._api.create_namespaced_lease(
-                self.namespace, body, _preload_content=False, _request_timeout=(5, 10)
-            )
-            created = _json_object(resp, "lease")
+            created = self._request("POST", self._LEASES, body)
         except ApiException as exc:
             if exc.status == 409:  # another replica created it first
                 self.is_leader = False
@@ -873,9 +903,9 @@ def _time(value: object) -> datetime | None:
     if isinstance(value, str) and value:
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             return None
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 

@@ -464,13 +464,19 @@ def _set(obj: Any, path: YPath, value: Any) -> None:
     obj[last] = value
 
 
-def verify_kustomize(index: Index, es: EditSet, t: Target) -> Check:
-    """Build the root with the edits; only the expected fields of the expected objects may differ."""
+def verify_kustomize(index: Index, es: EditSet, t: Target) -> tuple[Check, list[dict[str, Any]]]:
+    """Build the root with the edits; only the expected fields of the expected objects may differ.
+
+    Returns the check and the objects the build produced (empty when it failed)."""
     overrides = dict(es.texts)
     try:
         after = build(t.snap, index.graph(t.snap), t.root, overrides)
     except BuildError as exc:
-        return Check("kustomize build", False, f"{t.root}: {exc.message}")
+        return Check("kustomize build", False, f"{t.root}: {exc.message}"), []
+    return _compare(es, t, after), after
+
+
+def _compare(es: EditSet, t: Target, after: list[dict[str, Any]]) -> Check:
     before = t.objects
     expected = {_key(o): copy.deepcopy(o) for o in before}
     for ex in es.expects:

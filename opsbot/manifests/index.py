@@ -9,20 +9,20 @@ commit, so a warm plan on a large fleet is one build.
 from __future__ import annotations
 
 import difflib
+import os
+import pickle
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
-
 from opsbot.errors import CommandError
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
 from opsbot.manifests.images import parse_image
 from opsbot.manifests.kustomize import BuildError, Graph, build
-from opsbot.manifests.yamledit import load_all
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout", "HelmRelease")
 HPA_KIND = "HorizontalPodAutoscaler"
@@ -86,11 +86,45 @@ class Index:
         self.repo = repo
         self.base_ref = ref
         self.snap = repo.snapshot(ref)
-        self.config: RepoConfig = load_config(self.snap)
         self._graphs: dict[str, Graph] = {}
+        self._state_file = repo.cache.path.parent / f"index-{self.snap.sha}.pickle" if repo.cache.path else None
+        self._saved_nodes = -1
+        self.config: RepoConfig = self._load_state() or load_config(self.snap)
         self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self._docs: dict[tuple[str, str], list[Any]] = {}
         self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------------------------- persistence
+    def _load_state(self) -> RepoConfig | None:
+        """A warm process re-uses the config and kustomize graph an earlier one built for this commit."""
+        if self._state_file is None or not self._state_file.exists():
+            return None
+        try:
+            with self._state_file.open("rb") as fh:
+                config, nodes, closures = pickle.load(fh)  # noqa: S301 - our own file in the git dir
+        except Exception:  # noqa: BLE001 - a stale or broken cache is ignored
+            return None
+        graph = Graph(self.snap)
+        graph.nodes, graph._closures, graph._prefetched = nodes, closures, True
+        self._graphs[self.snap.sha] = graph
+        self._saved_nodes = len(nodes)
+        return config if isinstance(config, RepoConfig) else None
+
+    def persist(self) -> None:
+        graph = self._graphs.get(self.snap.sha)
+        if self._state_file is None or graph is None or len(graph.nodes) <= self._saved_nodes:
+            return
+        try:
+            self._state_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._state_file.parent, prefix=".index-")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump((self.config, graph.nodes, graph._closures), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self._state_file)
+            self._saved_nodes = len(graph.nodes)
+            old = sorted(self._state_file.parent.glob("index-*.pickle"), key=lambda p: p.stat().st_mtime)
+            for stale in old[:-4]:
+                stale.unlink(missing_ok=True)
+        except OSError:
+            pass
 
     # ---------------------------------------------------------------------------------- lookups
     def env(self, name: str) -> EnvConfig:
@@ -117,13 +151,7 @@ class Index:
             return self._graphs[snap.sha]
 
     def docs(self, snap: Snapshot, path: str) -> list[Any]:
-        key = (snap.sha, path)
-        if key not in self._docs:
-            try:
-                self._docs[key] = load_all(snap.read(path))
-            except yaml.YAMLError:
-                self._docs[key] = []
-        return self._docs[key]
+        return snap.docs(path)
 
     def render(self, snap: Snapshot, root: str) -> list[dict[str, Any]]:
         key = (snap.sha, root)
@@ -176,6 +204,10 @@ class Index:
         snap = self.env_snapshot(env)
         workload = self.config.workload_name(app)
         hits: list[Target] = []
+        graph = self.graph(snap)
+        snap.prefetch(
+            f for root in env.paths if self.root_kind(snap, root) != "helm" for f in graph.closure(root)[1]
+        )
         for root in env.paths:
             kind = self.root_kind(snap, root)
             if kind == "helm":

@@ -65,18 +65,26 @@ class Graph:
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
         self.nodes: dict[str, Kustomization] = {}
+        self._closures: dict[str, tuple[list[str], list[str]]] = {}
+        self._prefetched = False
 
     def node(self, directory: str) -> Kustomization:
         directory = norm(directory)
         if directory in self.nodes:
             return self.nodes[directory]
+        if not self._prefetched:
+            # One pipe round-trip for every uncached kustomization file beats thousands of small ones.
+            self._prefetched = True
+            self.snap.prefetch(
+                p
+                for p, sha in self.snap.blobs.items()
+                if PurePosixPath(p).name in KUSTOMIZATION_FILES and self.snap.cache.get(sha) is None
+            )
         kfile = kustomization_file(self.snap, directory)
         if kfile:
-            try:
-                data = yaml.load(self.snap.read(kfile), Loader=yaml.CSafeLoader) or {}
-            except yaml.YAMLError:
-                data = {}
-            node = Kustomization(directory, kfile, data if isinstance(data, dict) else {})
+            docs = self.snap.docs(kfile)
+            data = docs[0] if docs and isinstance(docs[0], dict) else {}
+            node = Kustomization(directory, kfile, data)
             self._refs_from_file(node)
         else:
             node = Kustomization(directory, None, {})
@@ -144,10 +152,17 @@ class Graph:
                 node.children.extend(inner.children)
 
     def closure(self, root: str) -> tuple[list[str], list[str]]:
-        """(kustomize dirs, files) that building `root` reads, root first."""
+        """(kustomize dirs, files) that building `root` reads, root first; cached per root."""
+        key = norm(root)
+        if key not in self._closures:
+            self._closures[key] = self._closure(key)
+        return self._closures[key]
+
+    def _closure(self, root: str) -> tuple[list[str], list[str]]:
         dirs: list[str] = []
         files: list[str] = []
         seen: set[str] = set()
+        seen_files: set[str] = set()
         stack = [norm(root)]
         while stack:
             d = stack.pop()
@@ -158,7 +173,7 @@ class Graph:
             n = self.node(d)
             if n.file:
                 files.append(n.file)
-            files.extend(f for f in n.files if f not in files)
+            files.extend(f for f in n.files if f not in seen_files and not seen_files.add(f))  # type: ignore[func-returns-value]
             stack.extend(reversed(n.children))
         return dirs, files
 

@@ -316,9 +316,9 @@ class Planner:
         checks = [check_yaml(edits)]
         rendered: list[dict[str, Any]] | None = None
         if t.layout == "kustomize":
-            built = E.verify_kustomize(self.index, es, t)
+            built, objects = E.verify_kustomize(self.index, es, t)
             if built.ok:
-                rendered = build(t.snap, self.index.graph(t.snap), t.root, dict(es.texts))
+                rendered = objects
             checks.append(built)
         objs = E.changed_objects(es, t, (lambda: rendered or []) if rendered is not None else None)
         if t.layout != "helm":
