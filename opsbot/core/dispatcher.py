@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 from opsbot.core.authz import GroupMembers, authorize
 from opsbot.core.context import Context
@@ -39,7 +40,12 @@ class Dispatcher:
             ref = intent_request(intent)
             if ref is not None and ctx.requests is not None:
                 env = ctx.requests.get(ref).env or None
-            authorize(ctx.settings.rbac, actor, command.name, env, self.group_members)
+            rbac = ctx.settings.rbac
+            if env is not None and command.kind != "read":
+                repo_env = ctx.planner().config.envs.get(env)
+                if repo_env is not None and repo_env.protected and env not in rbac.protected_envs:
+                    rbac = replace(rbac, protected_envs=rbac.protected_envs | {env})
+            authorize(rbac, actor, command.name, env, self.group_members)
             return command.run(intent, ctx)
         except DeniedError as exc:
             log.info("denied", extra={"actor": actor.id, "command": text[:200]})

@@ -186,3 +186,26 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     assert "Merged by <@bob>" in out
     assert "production: ghcr.io/acme/frontend:1.4.2 · 5 replicas" in out
     assert git(tmp_path / "td", "log", "-1", "--format=%s").startswith("Scale frontend to 5 replicas")
+
+
+def test_branch_per_env_pr_targets_the_env_branch(tmp_path: Path) -> None:
+    repo = make_repo("branch-per-env", tmp_path / "r")
+    main_before = git(repo, "rev-parse", "main")
+    out = json.loads(opsbot("run", "scale shop 3 in production", "--repo", str(repo), "--json").stdout)
+    assert out["base"] == {"branch": "production", "sha": git(repo, "rev-parse", "production").strip()}
+    assert opsbot("run", "approve R1", "--repo", str(repo), user="bob").returncode == 0
+    assert opsbot("merge", "R1", "--repo", str(repo), user="bob").returncode == 0
+    assert "replicas: 3" in git(repo, "show", "production:deploy/deployment.yaml")
+    assert git(repo, "rev-parse", "main") == main_before  # main untouched by the merge
+    assert "replicas: 3" not in git(repo, "show", "staging:deploy/deployment.yaml")
+
+
+def test_protected_env_in_repo_config_denies_without_roles(fleet: Path) -> None:
+    (fleet / ".opsbot.yaml").write_text(
+        "environments:\n  staging: {path: overlays/staging}\n"
+        "  production: {path: overlays/production, protected: true}\n")
+    git(fleet, "add", ".opsbot.yaml")
+    git(fleet, "commit", "-qm", "protect production")
+    p = opsbot("run", "scale frontend 4 in production", "--repo", str(fleet))
+    assert p.returncode == 3 and "production is protected" in p.stderr
+    assert opsbot("plan", "scale frontend 4 in staging", "--repo", str(fleet)).returncode == 0
