@@ -23,18 +23,38 @@ log = logging.getLogger(__name__)
 
 MakeContext = Callable[[Actor, Thread | None, str, bool], Context]
 
+#: Told (command name, result) after every command; "unknown" when the text named no command.
+#: How metrics see commands without the core importing a metrics library.
+Observe = Callable[[str, Result], None]
+
 
 class Dispatcher:
     def __init__(
-        self, registry: Registry, make_context: MakeContext, group_members: GroupMembers | None = None
+        self,
+        registry: Registry,
+        make_context: MakeContext,
+        group_members: GroupMembers | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self.registry = registry
         self.make_context = make_context
         self.group_members = group_members
+        self.observe = observe
 
     def handle(self, text: str, actor: Actor, thread: Thread | None = None, *, apply: bool = True) -> Result:
+        name, result = self._dispatch(text, actor, thread, apply)
+        if self.observe is not None:
+            try:
+                self.observe(name, result)
+            except Exception:  # an observer must never change what the person is told
+                log.exception("command observer failed")
+        return result
+
+    def _dispatch(self, text: str, actor: Actor, thread: Thread | None, apply: bool) -> tuple[str, Result]:
+        name = "unknown"
         try:
             command, intent = self.registry.parse(text)
+            name = command.name
             ctx = self.make_context(actor, thread, text.strip(), apply)
             env = intent_env(intent)
             ref = intent_request(intent)
@@ -46,13 +66,13 @@ class Dispatcher:
                 if repo_env is not None and repo_env.protected and env not in rbac.protected_envs:
                     rbac = replace(rbac, protected_envs=rbac.protected_envs | {env})
             authorize(rbac, actor, command.name, env, self.group_members)
-            return command.run(intent, ctx)
+            return name, command.run(intent, ctx)
         except DeniedError as exc:
             log.info("denied", extra={"actor": actor.id, "command": text[:200]})
-            return Failure(None, message=str(exc), denied=True)
+            return name, Failure(None, message=str(exc), denied=True)
         except CommandError as exc:
-            return Failure(None, message=str(exc))
+            return name, Failure(None, message=str(exc))
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("command failed", extra={"reference": reference, "actor": actor.id})
-            return Failure(None, reference=reference)
+            return name, Failure(None, reference=reference)

@@ -82,9 +82,11 @@ class Target:
 class Index:
     """Everything opsbot knows about one base commit (and the env branches it refers to)."""
 
-    def __init__(self, repo: GitRepo, ref: str) -> None:
+    def __init__(self, repo: GitRepo, ref: str, env_refs: dict[str, str] | None = None) -> None:
         self.repo = repo
         self.base_ref = ref
+        #: per-env commit overrides for branch-per-env history (rollback reads older env branch tips)
+        self.env_refs = env_refs or {}
         self.snap = repo.snapshot(ref)
         self._graphs: dict[str, Graph] = {}
         self._state_file = repo.cache.path.parent / f"index-{self.snap.sha}.pickle" if repo.cache.path else None
@@ -100,8 +102,8 @@ class Index:
             return None
         try:
             with self._state_file.open("rb") as fh:
-                config, nodes, closures = pickle.load(fh)  # noqa: S301 - our own file in the git dir
-        except Exception:  # noqa: BLE001 - a stale or broken cache is ignored
+                config, nodes, closures = pickle.load(fh)  # our own file in the git dir
+        except Exception:  # a stale or broken cache is ignored
             return None
         graph = Graph(self.snap)
         graph.nodes, graph._closures, graph._prefetched = nodes, closures, True
@@ -136,6 +138,8 @@ class Index:
         raise CommandError(f'Unknown environment "{name}".{hint} Environments: {", ".join(names)}.')
 
     def env_snapshot(self, env: EnvConfig) -> Snapshot:
+        if env.name in self.env_refs:
+            return self.repo.snapshot(self.env_refs[env.name])
         if env.branch:
             if not self.repo.has_branch(env.branch):
                 raise CommandError(

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from opsbot.core.model import Check
 from opsbot.manifests.config import KUSTOMIZATION_FILES, kustomization_file
 from opsbot.manifests.gitrepo import Snapshot, join, norm
 from opsbot.manifests.yamledit import load_all
@@ -278,3 +279,23 @@ def kustomization_dirs(paths: Iterable[str]) -> list[str]:
     return sorted(
         {str(PurePosixPath(p).parent) for p in paths if PurePosixPath(p).name in KUSTOMIZATION_FILES}
     )
+
+
+def build_files(files: Mapping[str, str], root: str) -> Check:
+    """Build a kustomize dir made only of new files (a rendered cluster template)."""
+    tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
+    try:
+        for path, text in files.items():
+            target = tmp / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "KUBECONFIG": "/dev/null"}
+        proc = subprocess.run(
+            [kubectl(), "kustomize", str(tmp / root)], capture_output=True, text=True, env=env, check=False, timeout=120
+        )
+        if proc.returncode != 0:
+            msg = proc.stderr.strip().replace(str(tmp) + "/", "")
+            return Check("kustomize build", False, f"{root}: {msg.splitlines()[-1] if msg else 'failed'}")
+        return Check("kustomize build", True, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -36,7 +36,7 @@ from opsbot.manifests.index import (
     current_version,
     primary_container,
 )
-from opsbot.manifests.kustomize import build
+from opsbot.manifests.kustomize import build_files
 from opsbot.manifests.validate import check_schema, check_yaml
 from opsbot.manifests.yamledit import load_all
 
@@ -252,7 +252,10 @@ class Planner:
             files.append(str(PurePosixPath(t.root).parent / "values.yaml"))
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
-            idx = Index(self.repo, sha)
+            if t.env.branch:
+                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha})
+            else:
+                idx = Index(self.repo, sha)
             try:
                 old = idx.find(t.app, t.env.name)
             except CommandError:
@@ -383,6 +386,10 @@ class Planner:
                 f"Its variables: {', '.join(sorted(used))}."
             )
         checks = [check_yaml(rendered)]
+        files = {e.path: e.after for e in rendered}
+        for kdir in sorted({str(PurePosixPath(p).parent) for p in files if PurePosixPath(p).name == "kustomization.yaml"}):
+            if not any(kdir.startswith(other + "/") for other in files if other.endswith("/kustomization.yaml")):
+                checks.append(build_files(files, kdir))
         objs = [
             d
             for e in rendered

@@ -73,6 +73,7 @@ CASES = [
         "production",
         {f"Deployment/payments/ledger:{IMG}"},
     ),
+    ("per-app-overlays", "deploy ledger 0.9.5 to production", "production", {f"Deployment/payments/ledger:{IMG}"}),
     ("helm-values", "scale podinfo 5 in production", "production", {"values:replicaCount"}),
     ("helm-values", "scale redis 3 in production", "production", {"values:replicaCount"}),
     ("helm-values", "deploy podinfo 6.5.2 to dev", "dev", {"values:image.tag"}),
@@ -114,9 +115,11 @@ CASES = [
         },
     ),
     ("plain", "scale web 6 in dev", "dev", {"Deployment/dev/web:spec.replicas"}),
+    ("plain", "deploy queue 0.4.3 to production", "production", {"Deployment/production/queue:" + IMG}),
     ("branch-per-env", "scale shop 3 in production", "production", {"Deployment//shop:spec.replicas"}),
     ("branch-per-env", "promote shop to production", "production", {f"Deployment//shop:{IMG}"}),
     ("branch-per-env", "deploy shop 2.1.0 to dev", "dev", {f"Deployment//shop:{IMG}"}),
+    ("branch-per-env", "rollback shop in production", "production", {f"Deployment//shop:{IMG}"}),
 ]
 
 
@@ -216,3 +219,34 @@ def _only_intended_lines(path: Path, base: str, branch: str) -> None:
         if comment is not None:
             assert any(a.endswith(" #" + comment) for a in match), f"comment lost on {r!r}"
     assert len(added) - len(removed) <= 12, "more lines inserted than an entry or a patch needs"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "command", "dest"),
+    [
+        ("cluster-templates", "create cluster edge-3", "clusters/edge-3"),
+        ("cluster-templates", "create cluster edge-4 from aws-small aws_region=eu-west-1 ssh_key_name=ops",
+         "clusters/edge-4"),
+        ("fleet", "create cluster edge-9 worker_machine_count=3", "clusters/edge-9"),
+    ],
+)
+def test_create_cluster_adds_only_new_files_that_build(tmp_path: Path, fixture: str, command: str, dest: str) -> None:
+    path = make_repo(fixture, tmp_path / "repo", history=False)
+    repo = GitRepo(str(path))
+    change = plan(repo, command)
+    diff = unified_diff(list(change.edits))
+    golden = GOLDEN / fixture / f"{_slug(command)}.diff"
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(diff)
+    assert golden.exists(), f"missing golden file {golden}"
+    assert diff == golden.read_text()
+    assert all(e.before is None and e.path.startswith(dest + "/") for e in change.edits)
+    assert "${" not in "".join(e.after for e in change.edits)
+    assert [c.name for c in change.checks].count("kustomize build") >= 1 and change.ok
+    # every env renders exactly as before: a new cluster folder is not part of any env
+    before = Index(repo, "main")
+    apply_to_branch(repo, change, "opsbot/cluster")
+    after = Index(repo, "opsbot/cluster")
+    for env in before.config.envs:
+        assert _changed(before, after, env) == set()
