@@ -58,6 +58,9 @@ TOKEN_REFRESH_MARGIN = 300.0
 #: GitHub: "If you don't see a retry-after header, wait at least one minute" (secondary limits).
 SECONDARY_LIMIT_WAIT = 60.0
 
+#: The mirror holds GitHub's branches as its own, so `git fetch --prune` makes it an exact copy.
+MIRROR_REFSPEC = "+refs/heads/*:refs/heads/*"
+
 _SECONDARY_MARKERS = (
     "secondary rate limit",
     "please wait a few minutes",
@@ -184,8 +187,10 @@ class GitHubForge:
         self.backoff_cap = backoff_cap
         self.git_timeout = git_timeout
         self.git_url = git_url or git_remote_url(self.api_url, full_name)
+        # OPSBOT_REPO names the mirror with GitHub (DESIGN §4); "." is the CLI's default, not a choice
+        chosen = mirror_path or (settings.repo if settings.repo not in ("", ".") else "")
         self.mirror = Path(
-            mirror_path or Path(settings.state_dir) / "mirror" / self.owner / f"{self.repo_name}.git"
+            chosen or Path(settings.state_dir) / "mirror" / self.owner / f"{self.repo_name}.git"
         ).absolute()
         self._mirror_lock = threading.Lock()
         self._fetched_at: float | None = None
@@ -392,14 +397,28 @@ class GitHubForge:
         return proc
 
     def _ensure_mirror(self) -> None:
+        """Create the bare mirror, or check that the directory is one opsbot made.
+
+        Why the check: a fetch into the mirror prunes branches GitHub no longer has, so pointing
+        OPSBOT_REPO at a working checkout or someone's bare repo must be refused, not "fixed".
+        """
+        not_ours = ConfigError(
+            f"{self.mirror} is not an opsbot mirror. With OPSBOT_FORGE=github, OPSBOT_REPO (--repo) "
+            "is where opsbot keeps its own mirror clone: name a new or empty directory, or unset it "
+            "to use OPSBOT_STATE_DIR/mirror."
+        )
         if (self.mirror / "HEAD").exists():
+            if self._git("config", "remote.origin.fetch", check=False).stdout.strip() != MIRROR_REFSPEC:
+                raise not_ours
             if self._git("config", "remote.origin.url", check=False).stdout.strip() != self.git_url:
                 self._git("config", "remote.origin.url", self.git_url)
             return
+        if self.mirror.exists() and (not self.mirror.is_dir() or any(self.mirror.iterdir())):
+            raise not_ours
         self.mirror.mkdir(parents=True, exist_ok=True)
         self._git("init", "--bare", "-q")
         self._git("config", "remote.origin.url", self.git_url)
-        self._git("config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
+        self._git("config", "remote.origin.fetch", MIRROR_REFSPEC)
         self._git("config", "core.logAllRefUpdates", "false")
 
     def refresh(self) -> None:

@@ -9,7 +9,8 @@ Why it is built this way:
 - **Durable and deduplicated.** A relevant event is written to the store's inbox under its
   `X-GitHub-Delivery` id before it is acted on, and marked done after. A redelivery (GitHub's
   "Redeliver" button, or a retry after a lost answer) finds the id taken and changes nothing. An
-  item left pending by a crash is replayed by `GitHubWebhooks.replay()`; replaying is safe because
+  item left pending by a crash is replayed before the first authenticated delivery of the next
+  process (a server may also call `GitHubWebhooks.replay()` at start); replaying is safe because
   every action below is a compare-and-set transition, a unique approval or a unique outbox key.
 - **Answer fast.** GitHub gives up after 10 s. Request transitions are a few store writes and run
   in a worker thread; the mirror fetch a `push` asks for runs in the background, and a burst of
@@ -95,7 +96,7 @@ class Bot(Protocol):
     def requests(self) -> Requests: ...
 
     @property
-    def forge(self) -> Any: ...
+    def forge(self) -> _Forge: ...
 
 
 def _reply(status: int, **body: Any) -> web.Response:
@@ -157,6 +158,8 @@ class GitHubWebhooks:
         self.max_body = settings.max_body_bytes if max_body is None else max_body
         self.refresher = Coalescer(bot.forge.refresh, "mirror refresh after a push")
         self._warned_unconfigured = False
+        self._replayed = False
+        self._replay_lock = asyncio.Lock()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(PATH, self.handle)]
@@ -191,6 +194,8 @@ class GitHubWebhooks:
         if not verify_signature(secret.get(), body, request.headers.get("X-Hub-Signature-256")):
             log.info("GitHub webhook refused: bad or missing X-Hub-Signature-256")
             return _reply(401, error="bad signature")
+        if not self._replayed:
+            await self._replay_once()
         event = request.headers.get("X-GitHub-Event", "")
         if event == "ping":
             return _reply(200, ok=True, pong=True)
@@ -271,6 +276,24 @@ class GitHubWebhooks:
                 return
 
     # ------------------------------------------------------------------------------ recovery
+
+    async def _replay_once(self) -> None:
+        """Before the first authenticated delivery of this process, finish what a crash left.
+
+        Why here: the routes are all a server mounts, so the first genuine delivery is the first
+        moment this endpoint is known to be live; replaying before it keeps events in order.
+        """
+        async with self._replay_lock:
+            if self._replayed:
+                return
+            try:
+                replayed = await asyncio.to_thread(self.replay)
+            except Exception as exc:  # the store is down: this delivery will fail too, and say so
+                log.warning("replaying pending GitHub deliveries failed: %s", exc)
+                return
+            self._replayed = True
+            if replayed:
+                log.info("replayed %d GitHub deliveries left pending by an earlier run", replayed)
 
     def replay(self) -> int:
         """Apply GitHub inbox items a crash left pending; returns how many. Call once at start."""

@@ -386,10 +386,11 @@ class Planner:
                 f"Its variables: {', '.join(sorted(used))}."
             )
         checks = [check_yaml(rendered)]
-        files = {e.path: e.after for e in rendered}
-        for kdir in sorted({str(PurePosixPath(p).parent) for p in files if PurePosixPath(p).name == "kustomization.yaml"}):
-            if not any(kdir.startswith(other + "/") for other in files if other.endswith("/kustomization.yaml")):
-                checks.append(build_files(files, kdir))
+        texts = {e.path: e.after for e in rendered}
+        kdirs = {str(PurePosixPath(p).parent) for p in texts if PurePosixPath(p).name == "kustomization.yaml"}
+        for kdir in sorted(kdirs):
+            if not any(kdir.startswith(outer + "/") for outer in kdirs):  # nested ones build with their parent
+                checks.append(build_files(texts, kdir))
         objs = [
             d
             for e in rendered

@@ -12,7 +12,11 @@ What it serves (base path configurable, `/api/v3` by default, GitHub Enterprise 
   comments and labels, reviews, and `POST /app/installations/{id}/access_tokens` for App auth.
 - Git smart HTTP at `/{owner}/{name}.git` through `git http-backend`, with GitHub's auth rule
   (HTTP Basic, the password is the token), so `git clone`/`git fetch` are real.
-- Outbound signed webhooks (`X-Hub-Signature-256`) in GitHub's documented payload shapes.
+- Outbound signed webhooks (`X-Hub-Signature-256`) in GitHub's documented payload shapes:
+  `add_hook(url, secret)` registers a hook like a repository webhook; every PR opened, merged or
+  closed, review submitted and branch moved (API or `commit_files`) then queues the event GitHub
+  would send, with the payload as it was at that moment, and `deliver()` sends the queue. Tests
+  decide when GitHub's hookshot runs, so nothing waits on a timer.
 
 Tests drive it through Python: `commit_files` (move a branch like a push would), `merge_by_hand`,
 `add_review`, `set_status`, `protect`, `inject` (faults), `requests` (what was asked, in order).
@@ -36,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,7 +228,8 @@ class Fault:
     """One injected misbehaviour, used for the next `count` matching requests.
 
     kind: `secondary` (403 + Retry-After), `primary` (403 + X-RateLimit-Remaining 0 and Reset),
-    `429`, `500`, `502`, `delay` (answer after `seconds`; with `after=True` the request is
+    `429`, `403` (a permission refusal: no rate-limit headers, not worth retrying), `500`, `502`,
+    `delay` (answer after `seconds`; with `after=True` the request is
     processed first, so the write happened although the client timed out: the dangerous case).
     """
 
@@ -289,6 +294,25 @@ class Recorded:
     query: dict[str, str]
     json: Any
     kind: str  # api | git | app
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A repository webhook: where to POST, the shared secret, and the events it subscribes to."""
+
+    url: str
+    secret: str
+    events: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery attempt, as GitHub's "Recent Deliveries" tab shows it."""
+
+    event: str
+    delivery: str
+    status: int
+    body: bytes
 
 
 @dataclass
@@ -366,6 +390,10 @@ class GitHubDouble:
         self.allowed_merge_methods: set[str] = {"merge", "squash", "rebase"}
         self.issued_tokens: list[str] = []
         self.deliveries: list[dict[str, Any]] = []
+        self.hooks: list[Hook] = []
+        self.outgoing: list[tuple[str, dict[str, Any]]] = []
+        #: REST base URL as clients see it (set when served); payload URLs point back at it
+        self.public_api_url: str | None = None
         self._ids = itertools.count(1000)
         self._numbers = itertools.count(1)
         self._rate_remaining = 5000
@@ -375,7 +403,7 @@ class GitHubDouble:
     def commit_files(
         self,
         branch: str,
-        files: dict[str, str | None],
+        files: Mapping[str, str | None],
         message: str = "update",
         author: str = "alice",
         start: str | None = None,
@@ -396,7 +424,9 @@ class GitHubDouble:
             sha = self.repo.commit_tree(
                 tree, [parent] if parent else [], message, {"name": author, "email": f"{author}@example.com"}
             )
-            self.repo.update_ref(f"refs/heads/{branch}", sha, self.repo.branch_sha(branch) or ZERO_SHA)
+            before = self.repo.branch_sha(branch) or ZERO_SHA
+            self.repo.update_ref(f"refs/heads/{branch}", sha, before)
+            self._emit_push(branch, before, sha, author)
             return sha
 
     def branch_sha(self, branch: str) -> str | None:
@@ -427,6 +457,7 @@ class GitHubDouble:
             pr = self.pulls[number]
             review = Review(next(self._ids), user, state.upper(), body, self._head_sha(pr), self.clock())
             pr.reviews.append(review)
+            self._emit("pull_request_review", lambda base: self.review_payload(base, number, review.id))
             return review
 
     def merge_by_hand(self, number: int, *, merge_method: str = "merge", user: str = "bob") -> str:
@@ -434,11 +465,95 @@ class GitHubDouble:
         with self.lock:
             return self._merge(self.pulls[number], merge_method, None, None, None, user)
 
+    def open_by_hand(
+        self, head: str, title: str, *, user: str = "dave", base: str | None = None, body: str = ""
+    ) -> int:
+        """A PR opened by a person on GitHub (not by opsbot); `head` must exist (`commit_files`)."""
+        with self.lock:
+            base = base or self.default_branch
+            head_sha, base_sha = self.repo.branch_sha(head), self.repo.branch_sha(base)
+            if head_sha is None or base_sha is None:
+                raise ValueError(f"no branch {head if head_sha is None else base}")
+            now = self.clock()
+            pr = Pull(
+                number=next(self._numbers),
+                title=title,
+                body=body,
+                head=head,
+                base=base,
+                user=user,
+                head_sha=head_sha,
+                base_sha=self.repo.git("merge-base", base_sha, head_sha).strip(),
+                created_at=now,
+                updated_at=now,
+            )
+            self.pulls[pr.number] = pr
+            number = pr.number
+            self._emit("pull_request", lambda b: self.pull_request_payload(b, number, "opened"))
+            return number
+
     def close_by_hand(self, number: int, user: str = "bob") -> None:
         with self.lock:
             pr = self.pulls[number]
             pr.head_sha = self._head_sha(pr)
             pr.state, pr.closed_at, pr.closed_by = "closed", self.clock(), user
+            self._emit("pull_request", lambda base: self.pull_request_payload(base, number, "closed"))
+
+    def add_hook(
+        self,
+        url: str,
+        secret: str,
+        events: tuple[str, ...] = ("pull_request", "pull_request_review", "push"),
+    ) -> Hook:
+        """Register a repository webhook (127.0.0.1 only); events are queued from now on."""
+        if not url.startswith("http://127.0.0.1"):
+            raise ValueError("the double only delivers to 127.0.0.1")
+        hook = Hook(url, secret, frozenset(events))
+        with self.lock:
+            self.hooks.append(hook)
+        return hook
+
+    def _emit(self, event: str, build: Callable[[str], dict[str, Any]]) -> None:
+        """Queue `event` with its payload as of now, if any hook wants it (caller holds the lock)."""
+        if self.public_api_url is None or not any(event in h.events for h in self.hooks):
+            return
+        self.outgoing.append((event, build(self.public_api_url)))
+
+    def _emit_push(self, branch: str, before: str, after: str, pusher: str) -> None:
+        login = pusher.removesuffix("[bot]")
+        self._emit("push", lambda base: self.push_payload(base, branch, before, after, login))
+
+    def pending_events(self) -> list[str]:
+        with self.lock:
+            return [event for event, _ in self.outgoing]
+
+    def deliver(self, events: tuple[str, ...] | None = None) -> list[Delivery]:
+        """Send the queued events (all, or only those named) to every hook subscribed to them.
+
+        Call it from a thread other than the receiver's event loop. The queue lock is not held
+        while sending, so a receiver may call back into the double (e.g. fetch the mirror).
+        """
+        with self.lock:
+            batch = [(e, p) for e, p in self.outgoing if events is None or e in events]
+            self.outgoing = [(e, p) for e, p in self.outgoing if not (events is None or e in events)]
+            hooks = list(self.hooks)
+        out = []
+        for event, payload in batch:
+            for hook in hooks:
+                if event in hook.events:
+                    delivery = str(uuid.uuid4())
+                    status, body = self.send_webhook(hook.url, event, payload, hook.secret, delivery)
+                    out.append(Delivery(event, delivery, status, body))
+        return out
+
+    def redeliver(self, delivery: str) -> Delivery:
+        """GitHub's "Redeliver" button: the same payload under the same X-GitHub-Delivery id."""
+        with self.lock:
+            sent = next(d for d in self.deliveries if d["delivery"] == delivery)
+            hooks = [h for h in self.hooks if sent["event"] in h.events]
+        hook = hooks[0]
+        status, body = self.send_webhook(hook.url, sent["event"], sent["payload"], hook.secret, delivery)
+        return Delivery(sent["event"], delivery, status, body)
 
     def inject(
         self,
@@ -777,6 +892,9 @@ class GitHubDouble:
         pr.head_sha = head_sha
         pr.state, pr.merged, pr.merged_at, pr.closed_at = "closed", True, now, now
         pr.merged_by, pr.merge_commit_sha, pr.updated_at = user, new, now
+        number = pr.number
+        self._emit("pull_request", lambda base: self.pull_request_payload(base, number, "closed"))
+        self._emit_push(pr.base, base_sha, new, user)
         return new
 
     # ---------------------------------------------------------------- HTTP plumbing
@@ -833,6 +951,15 @@ class GitHubDouble:
                 {"message": SECONDARY_RATE_LIMIT_MESSAGE, "documentation_url": DOCS},
                 status=429,
                 headers={"Retry-After": str(int(fault.seconds))},
+            )
+        if fault.kind == "403":
+            return web.json_response(
+                {
+                    "message": "Resource not accessible by integration",
+                    "documentation_url": f"{DOCS}/pulls/pulls#create-a-pull-request",
+                    "status": "403",
+                },
+                status=403,
             )
         if fault.kind == "500":
             return web.json_response({"message": "Server Error"}, status=500)
@@ -1128,6 +1255,8 @@ class GitHubDouble:
             self.repo.update_ref(ref, sha, ZERO_SHA)
         except GitError:
             raise _validation("Reference already exists") from None
+        if ref.startswith("refs/heads/"):
+            self._emit_push(ref[len("refs/heads/") :], ZERO_SHA, sha, self.bot_login)
         return 201, self._ref_json(base, ref, sha)
 
     def _update_ref(self, base: str, ref: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -1140,6 +1269,7 @@ class GitHubDouble:
         if not force and not self.repo.is_ancestor(old, sha):
             raise _validation("Update is not a fast forward")
         self.repo.update_ref(ref, sha, old)
+        self._emit_push(ref[len("refs/heads/") :], old, sha, self.bot_login)
         return 200, self._ref_json(base, ref, sha)
 
     def _create_pull(self, base: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -1195,6 +1325,8 @@ class GitHubDouble:
             draft=bool(body.get("draft", False)),
         )
         self.pulls[pr.number] = pr
+        number = pr.number
+        self._emit("pull_request", lambda b: self.pull_request_payload(b, number, "opened"))
         return 201, self.pull_json(base, pr)
 
     def _list_pulls(self, base: str, query: dict[str, str]) -> tuple[int, Any]:
@@ -1227,6 +1359,8 @@ class GitHubDouble:
         if state == "closed" and pr.state == "open":
             pr.head_sha = self._head_sha(pr)
             pr.state, pr.closed_at, pr.closed_by = "closed", self.clock(), self.bot_login
+            number = pr.number
+            self._emit("pull_request", lambda b: self.pull_request_payload(b, number, "closed"))
         elif state == "open" and pr.state == "closed" and not pr.merged:
             for other in self.pulls.values():
                 if other.state == "open" and other.head == pr.head and other.base == pr.base:
@@ -1532,8 +1666,10 @@ def serve_in_thread(double: GitHubDouble) -> Iterator[RunningDouble]:
     started.wait(30)
     if "error" in box:
         raise box["error"]
+    running = RunningDouble(double, f"http://127.0.0.1:{box['port']}")
+    double.public_api_url = running.api_url
     try:
-        yield RunningDouble(double, f"http://127.0.0.1:{box['port']}")
+        yield running
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
@@ -1547,7 +1683,9 @@ async def serve_in_loop(
     Blocking clients (PyGithub) must then be called through `asyncio.to_thread`.
     """
     server = await aiohttp_server(double.app())
-    return RunningDouble(double, f"http://127.0.0.1:{server.port}")
+    running = RunningDouble(double, f"http://127.0.0.1:{server.port}")
+    double.public_api_url = running.api_url
+    return running
 
 
 def make_app_keypair() -> tuple[str, str]:
