@@ -8,6 +8,7 @@ from opsbot.core.model import Approve, Intent
 from opsbot.core.parser import Args
 from opsbot.core.registry import Command
 from opsbot.core.results import RequestUpdate, Result
+from opsbot.errors import CommandError
 
 USAGE = "approve <request>"
 
@@ -18,6 +19,10 @@ def parse(args: Args) -> Intent:
 
 def run(intent: Intent, ctx: Context) -> Result:
     requests, req = load(intent, ctx)
+    if ctx.settings.approvals_mode == "github":
+        raise CommandError(
+            f"Approvals for this team are GitHub reviews: approve PR #{req.pr_number} on GitHub ({req.pr_url})."
+        )
     req, message = requests.approve(req, ctx.actor)
     return RequestUpdate(intent, request=req, event="approved", message=message)
 

@@ -18,6 +18,8 @@ from opsbot.core.results import Result
 from opsbot.errors import ConfigError
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
+from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 from opsbot.store import open_store
 
@@ -52,16 +54,22 @@ class Opsbot:
         store: Store | None = None,
         notify: Notify | None = None,
         group_members: GroupMembers | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = DEFAULT_METRICS if metrics is None else metrics
         self.forge = forge or make_forge(settings)
         self.repo = GitRepo(self.forge.repo_path())
         self.store = store or open_store(database_url(settings, self.forge))
-        self._notify_hooks: list[Notify] = [notify] if notify else []
+        self._notify_hooks: list[Notify] = [self.metrics.observe_transition]
+        if notify:
+            self._notify_hooks.append(notify)
         self.requests = Requests(
             self.store, self.forge, notify=self._notify, parse=lambda t: REGISTRY.parse(t)[1]
         )
-        self.dispatcher = Dispatcher(REGISTRY, self.context, group_members)
+        self.dispatcher = Dispatcher(
+            REGISTRY, self.context, group_members, observe=self.metrics.observe_command
+        )
         self._planners: dict[str, Planner] = {}
         self._lock = threading.Lock()
 

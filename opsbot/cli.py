@@ -204,9 +204,12 @@ def cmd_testdrive(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from opsbot.logs import setup_logging
     from opsbot.server import serve
 
-    return serve(_settings(args))
+    settings = _settings(args)
+    setup_logging(settings)
+    return serve(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

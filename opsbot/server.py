@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DRAINING = web.AppKey("opsbot_draining", dict)
 BOT = web.AppKey("opsbot_bot", object)
+SLACK_AUTH = web.AppKey("opsbot_slack_auth", dict)
 
 #: How long shutdown waits for acknowledged commands, and for the outbox flush.
 COMMAND_GRACE_SECONDS = 20.0
@@ -48,6 +50,7 @@ def make_app(
     """The HTTP face of one bot: /healthz, /readyz, /slack/events (when `slack`), and `extra_routes`."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[DRAINING] = {"draining": False}
+    app[SLACK_AUTH] = {"ok": None}  # None: not checked yet; False: Slack refused the token
     app[BOT] = bot
 
     async def healthz(request: web.Request) -> web.Response:
@@ -55,11 +58,17 @@ def make_app(
         return web.Response(text="ok")
 
     async def readyz(request: web.Request) -> web.Response:
-        """Ready: the store answers, and we are not shutting down."""
+        """Ready: the store answers, Slack accepted our token (when configured), the forge's repo is
+        there, and we are not shutting down. Each check is named so a failing probe says which."""
         if request.app[DRAINING]["draining"]:
-            return web.Response(status=503, text="shutting down")
-        ok = await asyncio.get_running_loop().run_in_executor(None, bot.store.ping)
-        return web.Response(text="ok") if ok else web.Response(status=503, text="store unavailable")
+            return web.json_response({"ready": False, "draining": True}, status=503)
+        loop = asyncio.get_running_loop()
+        checks = {"store": await loop.run_in_executor(None, bot.store.ping)}
+        checks["forge"] = await loop.run_in_executor(None, _forge_ready, bot)
+        if slack is not None:
+            checks["slack"] = request.app[SLACK_AUTH]["ok"] is not False
+        ready = all(checks.values())
+        return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -67,6 +76,23 @@ def make_app(
         app.add_routes(slack.routes())
     app.add_routes(list(extra_routes))
     return app
+
+
+def _forge_ready(bot: Any) -> bool:
+    try:
+        return os.path.isdir(bot.forge.repo_path())
+    except Exception:
+        return False
+
+
+def default_routes(bot: Any, settings: Settings) -> list[web.AbstractRouteDef]:
+    """The webhook and metrics routes every `opsbot serve` carries (each authenticates itself)."""
+    from opsbot.intake.github_routes import GitHubWebhooks
+    from opsbot.metrics_routes import metrics_routes
+
+    routes: list[web.AbstractRouteDef] = [*metrics_routes(bot.metrics, settings.metrics_token.get())]
+    routes += GitHubWebhooks(bot, settings).routes()
+    return routes
 
 
 class Server:
@@ -118,7 +144,8 @@ class Server:
                           "SLACK_APP_TOKEN (Socket Mode): Slack cannot reach opsbot")
         else:
             log.warning("SLACK_BOT_TOKEN is not set: serving webhooks and probes without Slack")
-        self.app = make_app(self.bot, self.settings, slack=self.slack, extra_routes=self.extra_routes)
+        routes = [*default_routes(self.bot, self.settings), *self.extra_routes]
+        self.app = make_app(self.bot, self.settings, slack=self.slack, extra_routes=routes)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.requested_port)
@@ -161,8 +188,8 @@ class Server:
             self.bot.close()
 
 
-async def _main(settings: Settings) -> int:
-    server = Server(settings)
+async def _main(settings: Settings, host: str) -> int:
+    server = Server(settings, host=host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -174,7 +201,11 @@ async def _main(settings: Settings) -> int:
 
             try:
                 await server.slack.check_auth()
+                if server.app is not None:
+                    server.app[SLACK_AUTH]["ok"] = True
             except PermanentError:
+                if server.app is not None:
+                    server.app[SLACK_AUTH]["ok"] = False
                 return 2  # SlackPoster logged which setting is wrong
             except TemporaryError as exc:
                 log.warning("Slack is not reachable yet (%s); carrying on", exc)
@@ -185,9 +216,12 @@ async def _main(settings: Settings) -> int:
     return 0
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; the exit code is 0 after a graceful shutdown."""
+def serve(settings: Settings, host: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT; the exit code is 0 after a graceful shutdown, 2 for a refused token.
+
+    `OPSBOT_HOST` (default all interfaces, as a pod needs) lets a laptop or a test bind 127.0.0.1.
+    """
     logging.getLogger("opsbot").setLevel(settings.log_level.upper())
     if not logging.getLogger().handlers:
         logging.basicConfig(level=settings.log_level.upper())
-    return asyncio.run(_main(settings))
+    return asyncio.run(_main(settings, host or os.environ.get("OPSBOT_HOST") or "0.0.0.0"))

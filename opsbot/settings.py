@@ -102,10 +102,16 @@ class Settings:
     env_channels: Mapping[str, str] = field(default_factory=dict)
     approvals_mode: str = "chat"  # chat | github
 
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
     flux_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
     argocd_webhook_token: Secret = field(default_factory=lambda: Secret(""))
     max_body_bytes: int = 1_000_000
     deploy_timeout_seconds: int = 900
+    #: Watch mode (opsbot/intake/watching.py): comma-separated `<cluster>[=<context>]`, where
+    #: <context> is a kubeconfig context or `in-cluster` (default: a context named like the cluster).
+    watch: str = ""
+    #: Namespace of the watch Lease (one replica watches); default: the pod's own namespace.
+    watch_lease_namespace: str = ""
 
     port: int = 3000
     log_level: str = "INFO"
@@ -145,10 +151,13 @@ ENV_VARS: dict[str, str] = {
     "SLACK_API_URL": "slack_api_url",
     "OPSBOT_DEPLOY_CHANNEL": "deploy_channel",
     "OPSBOT_APPROVALS_MODE": "approvals_mode",
+    "OPSBOT_METRICS_TOKEN": "metrics_token",
     "FLUX_WEBHOOK_SECRET": "flux_webhook_secret",
     "ARGOCD_WEBHOOK_TOKEN": "argocd_webhook_token",
     "OPSBOT_MAX_BODY_BYTES": "max_body_bytes",
     "OPSBOT_DEPLOY_TIMEOUT": "deploy_timeout_seconds",
+    "OPSBOT_WATCH": "watch",
+    "OPSBOT_WATCH_LEASE_NAMESPACE": "watch_lease_namespace",
     "OPSBOT_PORT": "port",
     "OPSBOT_LOG_LEVEL": "log_level",
 }
@@ -271,3 +280,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"OPSBOT_PORT: {s.port} is not a TCP port")
     if s.max_replicas < 1:
         raise ConfigError("OPSBOT_MAX_REPLICAS: must be at least 1")
+    if s.deploy_timeout_seconds < 1:
+        raise ConfigError("OPSBOT_DEPLOY_TIMEOUT: must be at least 1 (seconds)")
+    for spec in (part.strip() for part in s.watch.split(",")):
+        cluster, _, context = spec.partition("=")
+        if spec and (not cluster.strip() or ("=" in spec and not context.strip())):
+            raise ConfigError(
+                f"OPSBOT_WATCH: {spec!r} is not <cluster>[=<context>] (e.g. prod-eu=in-cluster,staging)"
+            )

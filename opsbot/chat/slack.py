@@ -28,6 +28,15 @@ Why the pieces are shaped this way:
 * **Ephemeral answers use the response_url** of the command or click (it works in channels the bot
   is not in, and it is what Slack gives for exactly this); chat.postEphemeral is the fallback.
 
+What the limiter does not see: Bolt's one auth.test per process, Socket Mode's
+apps.connections.open (Tier 1, only on (re)connect) and response_url posts (not Web API calls).
+
+Known windows (documented, not hidden): a crash after Slack accepted a thread root and before the
+request row recorded its ts means the same command typed again posts a second root for the same
+PR; the outbox has the equivalent window for replies (see opsbot.intake.notifier). Retried
+deliveries are recognised by trigger_id in memory, per process: after a restart, or on another
+replica, a redelivery is caught by the core instead (same PR, "already open" answer).
+
 Secrets: the bot token lives in the Web API client only, the signing secret in Bolt's verifier,
 the app token in the Socket Mode client; none is ever logged or put in a message.
 """
@@ -81,7 +90,7 @@ _TEMPORARY_ERRORS = frozenset({
 })
 #: Errors that only a person can fix; logged with what to do.
 _ADVICE = {
-    "invalid_auth": "check SLACK_BOT_TOKEN (it must be the app's Bot User OAuth Token, xoxb-...)",
+    "invalid_auth": "check SLACK_BOT_TOKEN: it must be the app's Bot User OAuth Token",
     "not_authed": "SLACK_BOT_TOKEN is empty",
     "token_revoked": "the app was uninstalled or its token revoked; reinstall, then update SLACK_BOT_TOKEN",
     "account_inactive": "the app was uninstalled; reinstall it, then update SLACK_BOT_TOKEN",
@@ -368,6 +377,11 @@ def permalink(team_domain: str, channel: str, ts: str) -> str:
     return f"https://{host}/archives/{channel}/p{ts.replace('.', '')}"
 
 
+def _quiet_token_warning(record: logging.LogRecord) -> bool:
+    """Bolt warns that SLACK_BOT_TOKEN from the environment is unused next to our client: it is expected."""
+    return not str(record.msg).startswith("As you gave `client` as well")
+
+
 class SlackTransport:
     """Bolt app + Web API client + outbox worker + group cache for one `Opsbot`."""
 
@@ -414,13 +428,15 @@ class SlackTransport:
 
     def _make_app(self) -> AsyncApp:
         secret = self.settings.slack_signing_secret.get()
+        bolt_log = logging.getLogger("opsbot.chat.slack.bolt")
+        bolt_log.addFilter(_quiet_token_warning)
         app = AsyncApp(
             client=self.client,
             signing_secret=secret,
             # Without a secret, HTTP is never mounted (see routes()); Socket Mode skips verification.
             request_verification_enabled=bool(secret),
             process_before_response=True,  # listeners only ack and spawn: the response never waits for work
-            logger=logging.getLogger("opsbot.chat.slack.bolt"),
+            logger=bolt_log,
         )
         app.command(COMMAND)(self._on_command)
         for action_id in BUTTON_VERBS:

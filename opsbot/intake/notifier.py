@@ -293,6 +293,8 @@ class OutboxWorker:
                         break
         except TimeoutError:
             log.warning("outbox flush stopped after %.1fs; the rest is posted after the restart", timeout)
+        except Exception:  # at shutdown a dead store must not turn a clean exit into a crash
+            log.exception("outbox flush failed; what is queued is posted after the restart")
         return posted
 
     async def drain_until_idle(self, max_passes: int = 100) -> int:

@@ -291,6 +291,7 @@ class ResourceWatcher:
         self._response_lock = threading.Lock()
         self.resource_version: str | None = None
         self.lists = 0
+        self._missing_logged = False
 
     # ------------------------------------------------------------------------------ loop
 
@@ -337,6 +338,14 @@ class ResourceWatcher:
                     self.resource_version = None
                     expired_in_a_row += 1
                     delay = self._backoff.next() if expired_in_a_row > 1 else 0.0
+                elif exc.status == 404:
+                    # The CRD is not installed (a Flux-only cluster has no Applications): say so
+                    # once, then look again now and then in case it gets installed.
+                    delay = self._backoff.maximum
+                    level = logging.DEBUG if self._missing_logged else logging.WARNING
+                    self._missing_logged = True
+                    log.log(level, "%s is not served by this cluster (404); looking again every %.0fs",
+                            self.resource, delay)
                 else:
                     delay = self._backoff.next()
                     log.warning(

@@ -22,14 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-try:
-    from tests import repos
-except ModuleNotFoundError:  # the repo root is not on sys.path (no conftest/pythonpath setting)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests import repos
-
-FIXTURES, FLEET_DIR, HISTORY, ROOT = repos.FIXTURES, repos.FLEET_DIR, repos.HISTORY, repos.ROOT
-fixture_path, make_repo, realworld = repos.fixture_path, repos.make_repo, repos.realworld
+from tests.repos import FIXTURES, FLEET_DIR, HISTORY, ROOT, fixture_path, make_repo, realworld
 
 K8S_VERSION = "1.37"
 TEMPLATE_DIRS = {
