@@ -48,7 +48,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
+import socket
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +76,8 @@ EPHEMERAL = "ephemeral"
 #: A request asked in chat whose root is not posted yet (still posting, or Slack was limiting us):
 #: replies wait for it this long before they are given up as threadless.
 ROOT_GRACE = timedelta(minutes=30)
+#: how long a worker holds an item it is posting; a worker that dies frees its items after this
+CLAIM_SECONDS = 120.0
 
 Handler = Callable[[OutboxItem], Awaitable[dict[str, Any]]]
 
@@ -207,6 +212,9 @@ class OutboxWorker:
         self.batch = batch
         self.poll_interval = poll_interval
         self.clock = clock
+        #: who holds an item while posting it: replicas over one database never post one item twice
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.claim_seconds = CLAIM_SECONDS
         self._handlers: dict[str, Handler] = {
             THREAD_REPLY: self._thread_reply,
             ROOT_UPDATE: self._root_update,
@@ -327,7 +335,7 @@ class OutboxWorker:
         assert self._drain_lock is not None
         async with self._drain_lock:
             now = self.clock()
-            due = await self._io_call(self.store.outbox_due, now, self.batch)
+            due = await self._io_call(self.store.outbox_claim, now, self.owner, self.claim_seconds, self.batch)
             groups: dict[str, list[OutboxItem]] = {}
             for item in sorted(due, key=lambda i: i.id):  # queue order, not retry order, within a thread
                 group = self._group(item)

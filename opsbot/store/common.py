@@ -14,7 +14,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -545,6 +545,27 @@ class SqlStore(ABC):
                 (self._ts(as_utc(now)), max(0, int(limit))),
             )
         return [outbox_from_row(r) for r in rows]
+
+    def outbox_claim(self, now: datetime, owner: str, lease_seconds: float, limit: int = 50) -> list[OutboxItem]:
+        """Due items this worker may post now: each is claimed (compare-and-set) for `lease_seconds`.
+
+        Why: with several replicas every worker sees the same due rows; only the one whose UPDATE
+        won may post. A worker that dies mid-post loses its claim when the lease runs out, and the
+        item is posted by another — the one documented at-least-once window.
+        """
+        now = as_utc(now)
+        until = now + timedelta(seconds=lease_seconds)
+        claimed: list[OutboxItem] = []
+        for item in self.outbox_due(now, limit):
+            with self._tx(write=True) as tx:
+                won = tx.run(
+                    "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ? AND done_at IS NULL "
+                    "AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)",
+                    (owner, self._ts(until), int(item.id), self._ts(now), owner),
+                )
+            if won == 1:
+                claimed.append(item)
+        return claimed
 
     def outbox_done(self, item_id: int, result: dict[str, Any] | None = None) -> None:
         if result is not None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,9 +22,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from opsbot.app import Opsbot
 from opsbot.chat.slack import RateLimiter, SlackPoster, SlackTransport, UserGroups, permalink
-from opsbot.core.model import Actor, RequestState, Thread
+from opsbot.core.model import Actor, RequestState, Thread, utcnow
 from opsbot.errors import PermanentError, TemporaryError
-from opsbot.intake.notifier import OutboxWorker, queue_channel_post, queue_request_event, save_root
+from opsbot.intake.notifier import (
+    CLAIM_SECONDS,
+    OutboxWorker,
+    queue_channel_post,
+    queue_request_event,
+    save_root,
+)
 from opsbot.server import make_app
 from opsbot.settings import RbacSettings, Role, load_settings
 from tests.doubles.slack import (
@@ -611,7 +618,10 @@ async def test_the_unavoidable_window_posts_again_after_restart(slack_double: Sl
     with pytest.raises(Crash):
         await crashing.drain_once()
     bot.store.outbox_done = real_done  # type: ignore[method-assign]
-    assert await OutboxWorker(bot.store, poster).drain_until_idle() == 1
+    # the dead worker still holds its claim: a restarted one waits for it to run out, then posts
+    assert await OutboxWorker(bot.store, poster).drain_until_idle() == 0
+    later = OutboxWorker(bot.store, poster, clock=lambda: utcnow() + timedelta(seconds=CLAIM_SECONDS + 1))
+    assert await later.drain_until_idle() == 1
     assert [m.text for m in slack_double.messages("C0DEPLOY")] == ["🚀 production", "🚀 production"]
     assert bot.store.outbox_result("deploy:1") == {"channel": "C0DEPLOY", "ts": slack_double.messages("C0DEPLOY")[1].ts}
     bot.close()

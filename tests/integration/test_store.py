@@ -733,3 +733,20 @@ def test_store_satisfies_protocol(tmp_path: Path) -> None:
                 assert callable(getattr(s, name)), name
     finally:
         s.close()
+
+
+def test_outbox_claims_let_one_worker_post_each_item(store: Store) -> None:
+    """Two replicas over one database: every due item goes to exactly one of them until its lease ends."""
+    for i in range(6):
+        assert store.outbox_add(f"k{i}", "thread_reply", {"i": i})
+    now = datetime.now(UTC)
+    a = store.outbox_claim(now, "replica-a", 30, limit=4)
+    b = store.outbox_claim(now, "replica-b", 30, limit=10)
+    assert len(a) == 4 and len(b) == 2
+    assert {x.key for x in a}.isdisjoint({x.key for x in b})
+    assert store.outbox_claim(now, "replica-c", 30) == []  # everything is claimed by a live replica
+    # replica-a dies without finishing: after its lease, replica-b may take its items
+    later = now + timedelta(seconds=31)
+    store.outbox_done(b[0].id, {"ts": "1"})
+    taken = store.outbox_claim(later, "replica-b", 30)
+    assert {x.key for x in taken} == {x.key for x in a} | {b[1].key}

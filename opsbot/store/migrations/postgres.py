@@ -112,6 +112,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "outbox claims, so several replicas never post one item twice",
+        (
+            "ALTER TABLE outbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE outbox ADD COLUMN claimed_until TIMESTAMPTZ",
+        ),
+    ),
 )
 
 check_sequence(MIGRATIONS)

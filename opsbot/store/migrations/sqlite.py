@@ -109,6 +109,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "outbox claims, so several replicas never post one item twice",
+        (
+            "ALTER TABLE outbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE outbox ADD COLUMN claimed_until TEXT",
+        ),
+    ),
 )
 
 check_sequence(MIGRATIONS)
