@@ -110,8 +110,11 @@ class Server:
         port: int | None = None,
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         transport_factory: Callable[..., Any] | None = None,
+        deploys: Any = None,
     ) -> None:
         self.settings = settings
+        self.deploys = deploys
+        self.watch: Any = None
         self._bot = bot
         self.host = host
         self.requested_port = settings.port if port is None else port
@@ -144,7 +147,18 @@ class Server:
                           "SLACK_APP_TOKEN (Socket Mode): Slack cannot reach opsbot")
         else:
             log.warning("SLACK_BOT_TOKEN is not set: serving webhooks and probes without Slack")
-        routes = [*default_routes(self.bot, self.settings), *self.extra_routes]
+        from opsbot.intake.agent_routes import agent_webhook_routes
+        from opsbot.intake.deploys import AgentIntake, DeployProcessor
+        from opsbot.intake.watching import watch_from_settings
+
+        if self.deploys is None:
+            worker = self.slack.worker if self.slack is not None else None
+            self.deploys = AgentIntake(DeployProcessor(self.bot, self.settings, wake=worker.wake if worker else None))
+        routes = [
+            *default_routes(self.bot, self.settings),
+            *agent_webhook_routes(self.bot, self.settings, self.deploys),
+            *self.extra_routes,
+        ]
         self.app = make_app(self.bot, self.settings, slack=self.slack, extra_routes=routes)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -152,6 +166,10 @@ class Server:
         await site.start()
         address: Any = self._runner.addresses[0]
         self.port = int(address[1])
+        await self.deploys.start()  # replays pending agent events, then processes and sweeps
+        self.watch = await asyncio.to_thread(watch_from_settings, self.settings, self.deploys)
+        if self.watch is not None:
+            self.watch.start()
         log.info("opsbot listening on %s:%d", self.host, self.port)
 
     async def _socket_mode(self) -> None:
@@ -169,6 +187,10 @@ class Server:
         self._stopped = True
         if self.app is not None:
             self.app[DRAINING]["draining"] = True
+        if self.watch is not None:
+            await asyncio.to_thread(self.watch.stop)
+        if self.deploys is not None:
+            await self.deploys.stop()  # what is still queued stays pending in the inbox
         if self.slack is not None:
             self.slack.stop_accepting()
             self.slack.stop_socket_mode()
@@ -184,6 +206,8 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.deploys is not None:
+            self.deploys.close()
         if self.bot is not None and self._bot is None:
             self.bot.close()
 
