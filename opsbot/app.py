@@ -12,7 +12,7 @@ from opsbot.core.authz import GroupMembers
 from opsbot.core.context import Context
 from opsbot.core.dispatcher import Dispatcher
 from opsbot.core.model import Actor, Request, Thread
-from opsbot.core.ports import Forge, Store
+from opsbot.core.ports import Forge, LiveReader, Store
 from opsbot.core.requests import Notify, Requests
 from opsbot.core.results import Result
 from opsbot.errors import ConfigError
@@ -24,11 +24,11 @@ from opsbot.settings import Settings
 from opsbot.store import open_store
 
 
-def make_forge(settings: Settings) -> Forge:
+def make_forge(settings: Settings, metrics: Metrics | None = None) -> Forge:
     if settings.forge == "github":
         from opsbot.forge.github import GitHubForge
 
-        return GitHubForge(settings)
+        return GitHubForge(settings, metrics=metrics)
     from opsbot.forge.local import LocalForge
 
     return LocalForge(settings.repo)
@@ -55,18 +55,24 @@ class Opsbot:
         notify: Notify | None = None,
         group_members: GroupMembers | None = None,
         metrics: Metrics | None = None,
+        live: LiveReader | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = DEFAULT_METRICS if metrics is None else metrics
-        self.forge = forge or make_forge(settings)
+        self.forge = forge or make_forge(settings, self.metrics)
         self.repo = GitRepo(self.forge.repo_path())
         self.store = store or open_store(database_url(settings, self.forge))
         self._notify_hooks: list[Notify] = [self.metrics.observe_transition]
         if notify:
             self._notify_hooks.append(notify)
         self.requests = Requests(
-            self.store, self.forge, notify=self._notify, parse=lambda t: REGISTRY.parse(t)[1]
+            self.store,
+            self.forge,
+            notify=self._notify,
+            parse=lambda t: REGISTRY.parse(t)[1],
+            users=settings.users,
         )
+        self.live = live if live is not None else _live_reader(settings)
         self.dispatcher = Dispatcher(
             REGISTRY, self.context, group_members, observe=self.metrics.observe_command
         )
@@ -106,6 +112,7 @@ class Opsbot:
             thread=thread,
             apply=apply,
             planner_for=self.planner_for,
+            live=self.live,
         )
 
     def handle(self, text: str, actor: Actor, thread: Thread | None = None, *, apply: bool = True) -> Result:
@@ -120,6 +127,19 @@ class Opsbot:
             planner.index.persist()
         self.repo.close()
         self.store.close()
+        close = getattr(self.live, "close", None)
+        if callable(close):
+            close()
+
+
+def _live_reader(settings: Settings) -> LiveReader | None:
+    """The clusters of OPSBOT_WATCH give `status` its live side; imported only when configured,
+    so the CLI does not pay for loading the kubernetes client."""
+    if not settings.watch.strip():
+        return None
+    from opsbot.intake.live import live_reader_from_settings
+
+    return live_reader_from_settings(settings)
 
 
 def build(settings: Settings, **kwargs: Any) -> Opsbot:

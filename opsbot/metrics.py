@@ -8,7 +8,10 @@ instance (`DEFAULT`) that the running process shares, and tests build fresh ones
 Why the core does not import this module: the dispatcher and the request lifecycle report through
 plain callbacks (`Dispatcher(observe=...)`, `Opsbot.on_transition`), and `opsbot.app` wires those to
 `observe_command` / `observe_transition` here. Adapters (webhook intake, the Slack and GitHub
-clients) call `record_webhook_event`, `record_api_error` and `record_api_retry` directly.
+clients) call `record_webhook_event`, `record_api_error` and `record_api_retry` directly, on the
+bot's instance (`Opsbot.metrics`). The deploy processor (`opsbot.intake.deploys`) moves requests to
+deployed with the store alone, not through the transition hooks, so it calls
+`record_merge_to_deployed` itself, once per real move (never on a replay).
 
 Label values are normalised and clipped (`_label`), because several of them come from the outside
 (an API name, an error kind) and an unbounded label set would grow the scrape without limit.

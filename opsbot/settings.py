@@ -7,6 +7,7 @@ secrets are wrapped so that no `repr`, log line or f-string can print them by ac
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -101,6 +102,9 @@ class Settings:
     deploy_channel: str = ""
     env_channels: Mapping[str, str] = field(default_factory=dict)
     approvals_mode: str = "chat"  # chat | github
+    #: Slack user id -> GitHub login, so four-eyes holds across chat and GitHub (the requester's own
+    #: review on GitHub never counts) and PR bodies can name the requester as GitHub knows them.
+    users: Mapping[str, str] = field(default_factory=dict)
 
     metrics_token: Secret = field(default_factory=lambda: Secret(""))
     flux_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
@@ -125,6 +129,10 @@ class Settings:
 
     def channel_for_env(self, env: str) -> str:
         return self.env_channels.get(env, self.deploy_channel)
+
+    def github_login(self, user: str) -> str:
+        """The GitHub login of a chat user, or "" when `users` does not map them."""
+        return self.users.get(user, "")
 
 
 #: env var -> settings field; the DESIGN §4 names.
@@ -151,6 +159,7 @@ ENV_VARS: dict[str, str] = {
     "SLACK_API_URL": "slack_api_url",
     "OPSBOT_DEPLOY_CHANNEL": "deploy_channel",
     "OPSBOT_APPROVALS_MODE": "approvals_mode",
+    "OPSBOT_USERS": "users",
     "OPSBOT_METRICS_TOKEN": "metrics_token",
     "FLUX_WEBHOOK_SECRET": "flux_webhook_secret",
     "ARGOCD_WEBHOOK_TOKEN": "argocd_webhook_token",
@@ -203,6 +212,47 @@ def _parse_rbac(raw: Any) -> RbacSettings:
     )
 
 
+_SLACK_USER_ID = re.compile(r"\A[UW][A-Z0-9]{2,}\Z")
+#: GitHub's rule: alphanumerics and single hyphens, not at either end, at most 39 characters.
+_GITHUB_LOGIN = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}\Z")
+
+
+def _parse_users(value: Any) -> dict[str, str]:
+    """`{U123: octocat}` from the file, or `U123=octocat,U456=hubot` from OPSBOT_USERS.
+
+    Why so strict: a typo here silently re-opens the four-eyes gap this mapping closes, and one
+    login claimed by two chat users would make either one's review look like the other's.
+    """
+    if isinstance(value, str):
+        pairs: list[tuple[str, str]] = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            user, sep, login = (s.strip() for s in part.partition("="))
+            if not sep:
+                raise ConfigError(f"OPSBOT_USERS: {part!r} is not <slack user id>=<github login>")
+            pairs.append((user, login))
+    elif isinstance(value, Mapping):
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in value.items()]
+    else:
+        raise ConfigError("users: expected a mapping of Slack user id -> GitHub login")
+    users: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for user, login in pairs:
+        if not _SLACK_USER_ID.match(user):
+            raise ConfigError(f"users: {user!r} is not a Slack user id (like U012ABCDEF)")
+        if not _GITHUB_LOGIN.match(login):
+            raise ConfigError(f"users.{user}: {login!r} is not a GitHub login")
+        if user in users:
+            raise ConfigError(f"users: {user} is listed twice")
+        other = owners.get(login.lower())
+        if other is not None:
+            raise ConfigError(f"users: GitHub login {login!r} is mapped to both {other} and {user}")
+        users[user] = login
+        owners[login.lower()] = user
+    return users
+
+
 def _coerce(name: str, value: Any) -> Any:
     kinds = {f.name: f for f in fields(Settings)}
     default = kinds[name].default
@@ -217,6 +267,8 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
+    if name == "users":
+        return _parse_users(value)
     if name == "env_channels":
         if not isinstance(value, dict):
             raise ConfigError("env_channels: expected a mapping of env -> channel id")

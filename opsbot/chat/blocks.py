@@ -341,6 +341,7 @@ _REPLIES: dict[str, Callable[..., str]] = {
     "closed": texts.closed,
     "warning": texts.no_event_warning,
     "cluster_ready": texts.cluster_ready,
+    "cluster_applied": texts.cluster_applied,
 }
 REPLY_KINDS = tuple(_REPLIES)
 
@@ -351,7 +352,8 @@ def thread_reply(kind: str, /, **facts: Any) -> Rendered:
     approved(by, count=1, needed=1) · merged(by, sha) ·
     deployed(env, agent, agent_kind, agent_name, sha, since_merge=None) · failed(env, reason, message) ·
     superseded(pr_number=None, pr_url="", request_id="") · closed(by="", reason="") ·
-    warning(env, minutes, agent="", agent_kind="", agent_name="") · cluster_ready(name, since_merge=None)
+    warning(env, minutes, agent="", agent_kind="", agent_name="") · cluster_ready(name, since_merge=None) ·
+    cluster_applied(name, agent, agent_kind, agent_name, sha, on="", since_merge=None)
 
     `agent` is the DeployEvent source (flux, argocd, watch); `since_merge` is seconds or a timedelta.
     """
@@ -383,12 +385,17 @@ def deploy_channel_line(
     approvers: Iterable[str] = (),
     since_merge: float | timedelta | None = None,
     reason: str = "",
+    env: str | None = None,
 ) -> Rendered:
-    """One line per outcome for the deploy channel, readable without opening the thread."""
+    """One line per outcome for the deploy channel, readable without opening the thread.
+
+    `env` names where it happened when the request has no env (a created cluster: the management
+    cluster).
+    """
     ok = str(outcome) in (Outcome.SUCCEEDED, RequestState.DEPLOYED)
     line = texts.deploy_line(
         deployed_ok=ok,
-        env=request.env,
+        env=request.env if env is None else env,
         changes=_change_words(request),
         pr=texts.pr_link(request.pr_number, request.pr_url),
         requester=request.requester,
@@ -397,6 +404,19 @@ def deploy_channel_line(
         reason=reason,
     )
     return _single(line)
+
+
+def cluster_ready_channel_line(
+    request: Request, *, approvers: Iterable[str] = (), since_merge: float | timedelta | None = None
+) -> Rendered:
+    """The deploy channel's line when a cluster made by `create cluster` reports Ready."""
+    return _single(texts.cluster_ready_line(
+        request.app,
+        pr=texts.pr_link(request.pr_number, request.pr_url),
+        requester=request.requester,
+        approvers=list(approvers),
+        since_merge=since_merge,
+    ))
 
 
 # --------------------------------------------------------------------------------------------- results

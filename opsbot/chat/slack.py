@@ -69,6 +69,8 @@ from opsbot.core.ports import Store
 from opsbot.core.results import Failure, Proposed, RequestUpdate, Result
 from opsbot.errors import PermanentError, TemporaryError
 from opsbot.intake.notifier import OutboxWorker, load_root, queue_request_event, save_root
+from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -223,11 +225,21 @@ class SlackPoster:
     up the others. Interactive paths (a command's root) pass a few retries and wait in place.
     """
 
-    def __init__(self, client: AsyncWebClient, limiter: RateLimiter, *, backoff: float = 0.5) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        limiter: RateLimiter,
+        *,
+        backoff: float = 0.5,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.client = client
         self.limiter = limiter
         self.backoff = backoff
         self.calls = 0
+        #: every failed call is an `api_errors{api="slack"}`; retries made here are `api_retries`
+        #: (the outbox worker counts the ones it schedules itself, see SlackTransport)
+        self.metrics = DEFAULT_METRICS if metrics is None else metrics
 
     async def call(
         self,
@@ -253,24 +265,29 @@ class SlackPoster:
                 except (AttributeError, TypeError):
                     error = ""
                 if status == 429 or error in ("ratelimited", "rate_limited"):
+                    self.metrics.record_api_error("slack", "rate_limited")
                     wait = _retry_after(exc)
                     self.limiter.penalize(method, wait)
                     failure: TemporaryError = TemporaryError(f"{method}: ratelimited (Retry-After {wait:g}s)",
                                                              retry_after=wait)
                 elif status >= 500 or error in _TEMPORARY_ERRORS:
+                    self.metrics.record_api_error("slack", "server_error" if status >= 500 else error)
                     failure = TemporaryError(f"{method}: {error or f'HTTP {status}'}")
                 else:
+                    self.metrics.record_api_error("slack", error or f"http_{status}")
                     advice = _ADVICE.get(error, "")
                     where = f" for channel {channel}" if channel else ""
                     log.error("Slack refused %s%s: %s%s", method, where, error or f"HTTP {status}",
                               f" ({advice})" if advice else "")
                     raise PermanentError(error or f"HTTP {status}") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self.metrics.record_api_error("slack", "timeout" if isinstance(exc, TimeoutError) else "connection")
                 failure = TemporaryError(f"{method}: {type(exc).__name__}")
             attempt += 1
             if attempt > retries:
                 log.warning("Slack call %s failed: %s", method, failure)
                 raise failure
+            self.metrics.record_api_retry("slack")
             if failure.retry_after is None:  # 429s already wait in the limiter
                 await asyncio.sleep(self.backoff * (2 ** (attempt - 1)))
 
@@ -404,8 +421,12 @@ class SlackTransport:
             token=settings.slack_bot_token.get() or None, base_url=settings.slack_api_url, timeout=10
         )
         self.limiter = limiter or RateLimiter()
-        self.poster = SlackPoster(self.client, self.limiter)
+        self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
+        self.poster = SlackPoster(self.client, self.limiter, metrics=self.metrics)
         self.worker = worker or OutboxWorker(store, self.poster)
+        if self.worker.on_retry is None:
+            # the worker only ever posts to Slack here, so what it reschedules is a Slack retry
+            self.worker.on_retry = lambda exc: self.metrics.record_api_retry("slack")
         self.groups = UserGroups(self.poster, settings.rbac.group_cache_seconds)
         self._groups = rbac_groups(settings)
         if self._groups and getattr(bot.dispatcher, "group_members", None) is None:

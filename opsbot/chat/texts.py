@@ -289,6 +289,50 @@ def cluster_ready(name: str, since_merge: float | timedelta | None = None) -> st
     return f"🟢 Cluster {escape(name)} is Ready{after}"
 
 
+def cluster_applied(name: str, agent: str, agent_kind: str, agent_name: str, sha: str, on: str = "",
+                    since_merge: float | timedelta | None = None) -> str:
+    """Step one of a created cluster going live: the management cluster's agent applied it.
+
+    `🏗️ Cluster edge-2: Flux kustomization clusters applied 1a2b3c4 on mgmt, 4m after merge — waiting
+    for the cluster to report Ready`.
+    """
+    after = f", {duration(since_merge)} after merge" if since_merge is not None else ""
+    where = f" on {escape(on)}" if on else ""
+    who_applied = agent_words(agent, agent_kind, agent_name)
+    return (f"🏗️ Cluster {escape(name)}: {who_applied} applied {escape(short_sha(sha))}{where}{after}"
+            " — waiting for the cluster to report Ready")
+
+
+#: Where a created cluster's manifests are applied, when the event does not name the cluster.
+MANAGEMENT_CLUSTER = "the management cluster"
+
+
+def cluster_label(name: str) -> str:
+    """A created cluster where a sentence expects an environment (`No deploy event for cluster x`)."""
+    return f"cluster {name}"
+
+
+#: The root's status between the two steps of `create cluster` (plain text).
+CLUSTER_APPLIED_STATUS = "applied, waiting for the cluster to report Ready"
+
+
+def cluster_ready_status(name: str) -> str:
+    """The root's status once the new cluster is Ready (plain text, like `status_line`)."""
+    return f"cluster {name} is Ready"
+
+
+def cluster_ready_line(name: str, *, pr: str, requester: str, approvers: Sequence[str],
+                       since_merge: float | timedelta | None) -> str:
+    """`🟢 cluster edge-2 Ready · PR #42 by @alice, approved by @bob · 14m after merge` (deploy channel)."""
+    by = f"{pr} by {who(requester)}" if pr else f"by {who(requester)}"
+    if approvers:
+        by += f", approved by {people(approvers)}"
+    parts = [f"🟢 cluster {escape(name)} Ready", by]
+    if since_merge is not None:
+        parts.append(f"{duration(since_merge)} after merge")
+    return " · ".join(parts)
+
+
 # --------------------------------------------------------------------------------------------- deploy channel
 
 

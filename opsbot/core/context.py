@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opsbot.core.model import Actor, Thread
-from opsbot.core.ports import Forge, Store
+from opsbot.core.ports import Forge, LiveReader, Store
 from opsbot.core.requests import Requests
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
@@ -27,6 +27,8 @@ class Context:
     apply: bool = False
     #: Planner per base ref; app.py caches them per commit so a warm bot plans in one build.
     planner_for: Callable[[str], Planner] | None = None
+    #: The live side of `status` (clusters named by `agent.cluster` and reachable); None: Git only.
+    live: LiveReader | None = None
 
     def base_branch(self) -> str:
         return self.settings.base_branch or self.repo.default_branch()

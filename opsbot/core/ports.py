@@ -208,3 +208,45 @@ class ChatPoster(Protocol):
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class LiveWorkload:
+    """What a workload runs in a cluster right now, as `status` shows it next to what Git says."""
+
+    cluster: str
+    namespace: str
+    kind: str  # Deployment | StatefulSet
+    name: str
+    replicas: int  # desired (spec.replicas)
+    ready_replicas: int
+    updated_replicas: int
+    #: (container name, image) of the pod template, init containers first
+    containers: tuple[tuple[str, str], ...]
+    #: the controller has seen the latest spec and every replica is updated and ready
+    rolled_out: bool
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(image for _, image in self.containers)
+
+
+class LiveReader(Protocol):
+    """Reads workloads from the clusters opsbot can reach (opsbot.intake.live on Kubernetes).
+
+    Why a port: `status` must show the live side without commands importing a cluster client, and
+    tests can hand it any reader.
+    """
+
+    def covers(self, cluster: str) -> bool:
+        """Whether this reader has a connection configured for `cluster` (no network call)."""
+        ...
+
+    def read(self, cluster: str, namespace: str, kind: str, name: str) -> LiveWorkload | None:
+        """The workload, or None when it does not exist there.
+
+        Raises TemporaryError (unreachable, timed out) or PermanentError (credentials refused), and
+        returns within a few seconds: a person is waiting for the answer.
+        """
+        ...
+

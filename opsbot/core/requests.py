@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +46,34 @@ class Requests:
         forge: Forge,
         notify: Notify | None = None,
         parse: Callable[[str], Intent] | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.forge = forge
         self.notify = notify or (lambda r, e, f: None)
         #: turns a stored command back into its intent, for re-planning on a moved base
         self.parse = parse
+        #: chat user id -> GitHub login (settings `users`): one person has one identity per place,
+        #: and four-eyes must see through that, or a requester could approve on GitHub.
+        self.users = dict(users or {})
+        self._logins = {login.lower(): user for user, login in self.users.items()}
+
+    def same_person(self, requester: str, other: str) -> bool:
+        """Whether `other` (a chat id, a CLI name or a GitHub login) is the requester under another name."""
+        if not requester or not other:
+            return False
+        if other == requester:
+            return True
+        mine = {requester.lower(), self.users.get(requester, "").lower()} - {""}
+        owner = self._logins.get(requester.lower())
+        if owner:
+            mine.add(owner.lower())
+        theirs = {other.lower(), self.users.get(other, "").lower()} - {""}
+        owner = self._logins.get(other.lower())
+        if owner:
+            theirs.add(owner.lower())
+        # Logins compare case-insensitively (GitHub's rule); chat ids are upper case by construction.
+        return bool(mine & theirs)
 
     # ------------------------------------------------------------------------------ propose
     def propose(
@@ -102,7 +124,7 @@ class Requests:
                     change,
                     branch,
                     naming.commit_message(change, request),
-                    naming.pr_body(change, diff, request),
+                    naming.pr_body(change, diff, request, requester_login=self.users.get(actor.id, "")),
                     naming.labels_for(change),
                 )
             except (PermanentError, TemporaryError, CommandError) as exc:
@@ -149,7 +171,7 @@ class Requests:
     def approve(self, req: Request, actor: Actor, source: str = "chat") -> tuple[Request, str]:
         if not req.state.is_open:
             raise CommandError(f"Request {req.id} is {req.state}; there is nothing to approve.")
-        if actor.id == req.requester:
+        if self.same_person(req.requester, actor.id):
             raise CommandError(
                 f"You asked for {req.id}, so your approval does not count (four-eyes). Ask a teammate."
             )
@@ -261,7 +283,7 @@ class Requests:
 
     def forge_approved(self, pr_number: int, reviewer: str) -> Request | None:
         req = self.store.find_request_by_pr(self.forge.name, pr_number)
-        if req is None or not req.state.is_open or reviewer == req.requester:
+        if req is None or not req.state.is_open or self.same_person(req.requester, reviewer):
             return None
         if not self.store.add_approval(req.id, reviewer, "github"):
             return None

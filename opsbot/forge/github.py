@@ -46,6 +46,8 @@ from github.Repository import Repository
 
 from opsbot.core.model import Change, PullRequest
 from opsbot.errors import CommandError, ConfigError, PermanentError
+from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,10 @@ class GitHubForge:
         git_url: str | None = None,
         mirror_path: str | None = None,
         git_timeout: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        #: the bot's metrics (errors and retries of every GitHub call); the process default alone
+        self.metrics = DEFAULT_METRICS if metrics is None else metrics
         full_name = settings.github_repository
         if "/" not in full_name:
             raise ConfigError("GITHUB_REPOSITORY: set it to owner/name when OPSBOT_FORGE=github")
@@ -297,6 +302,7 @@ class GitHubForge:
             try:
                 return fn()
             except (GithubException, requests.exceptions.RequestException) as exc:
+                self.metrics.record_api_error("github", _error_kind(exc))
                 if (
                     isinstance(exc, GithubException)
                     and exc.status == 401
@@ -306,6 +312,7 @@ class GitHubForge:
                     # an installation token can be revoked or expire early: mint one and go again
                     refreshed_token = True
                     self._tokens.invalidate()
+                    self.metrics.record_api_retry("github")
                     continue
                 delay, why = self._retry_delay(exc, attempt)
                 if delay is None:
@@ -323,6 +330,7 @@ class GitHubForge:
                         f"GitHub refused {what}: {why} ({attempt} attempts); try again later."
                     ) from None
                 log.warning("%s: %s; retrying in %.1f s (attempt %d)", what, why, delay, attempt)
+                self.metrics.record_api_retry("github")
                 self._sleep(delay)
                 slept += delay
 
@@ -743,6 +751,32 @@ def _completed(pr: GhPullRequest) -> GhPullRequest:
     """Fetch a lazy PullRequest now, inside the retry wrapper, not at some later attribute access."""
     pr.complete()
     return pr
+
+
+def _error_kind(exc: BaseException) -> str:
+    """A small, fixed set of words for the error metric's `kind` label (never the message)."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection"
+    if not isinstance(exc, GithubException):
+        return "other"
+    status = exc.status
+    headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
+    if status == 429 or (
+        status == 403
+        and (
+            "retry-after" in headers
+            or headers.get("x-ratelimit-remaining") == "0"
+            or any(m in _message(exc).lower() for m in _SECONDARY_MARKERS)
+        )
+    ):
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid"}.get(
+        status, f"http_{status}"
+    )
 
 
 def _message(exc: GithubException) -> str:

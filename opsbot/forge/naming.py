@@ -45,8 +45,14 @@ def commit_message(change: Change, request: Request) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pr_body(change: Change, diff: str, request: Request, thread_link: str = "") -> str:
-    """Summary, diff, validation and who asked; never settings or secrets."""
+def pr_body(
+    change: Change, diff: str, request: Request, thread_link: str = "", requester_login: str = ""
+) -> str:
+    """Summary, diff, validation and who asked; never settings or secrets.
+
+    With the requester's GitHub login known (settings `users`), they are @-mentioned, so GitHub
+    shows reviewers whose change it is and notifies the requester of reviews.
+    """
     rows = "\n".join(
         f"| {f.app} | {f.env} | {f.field} | `{f.old if f.old is not None else '(unset)'}` | `{f.new}` |"
         for f in change.fields
@@ -58,11 +64,12 @@ def pr_body(change: Change, diff: str, request: Request, thread_link: str = "") 
         diff = diff[:MAX_DIFF_IN_BODY] + "\n… (diff truncated; see the Files tab)\n"
     notes = "".join(f"> {n}\n" for n in change.notes)
     where = f" in [the chat thread]({thread_link})" if thread_link else ""
+    who = f"@{requester_login} ({request.requester})" if requester_login else request.requester
     return (
         f"{change.title}\n\n"
         f"| app | env | field | from | to |\n|---|---|---|---|---|\n{rows}\n\n"
         f"{notes}"
         f"**Validation**\n{checks}\n\n"
         f"<details><summary>Diff</summary>\n\n```diff\n{diff}```\n</details>\n\n"
-        f"Requested by {request.requester}{where} · opsbot request {request.id} · command: `{request.command}`\n"
+        f"Requested by {who}{where} · opsbot request {request.id} · command: `{request.command}`\n"
     )

@@ -17,6 +17,10 @@ Why it is built this way:
   only then is 202 sent. A key stored before (a redelivery, or Flux repeating an unchanged status
   every interval) is answered 202 "duplicate" and changes nothing.
 
+Every answer is counted in `opsbot_webhook_events{source, outcome}` (the bot's registry):
+accepted, duplicate, ignored, unauthorized, too_large, bad_request, overloaded (queue full),
+unavailable (the store failed), error (a bug; aiohttp answered 500).
+
 Answers are small JSON objects (`{"result": "accepted" | "duplicate" | "ignored"}` or
 `{"error": ...}`); they never echo a secret or a header.
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +45,8 @@ from opsbot.intake.agents import (
     verify_flux_signature,
 )
 from opsbot.intake.deploys import AgentIntake, IntakeItem, event_record, inbox_key
+from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,48 +69,66 @@ class AgentWebhooks:
         *,
         max_body: int | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.intake = intake
         self.max_body = settings.max_body_bytes if max_body is None else max_body
         self.clock = clock
+        #: `opsbot_webhook_events{source, outcome}`: every answer below is counted once
+        self.metrics = DEFAULT_METRICS if metrics is None else metrics
         self._warned: set[str] = set()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(FLUX_PATH, self.flux), web.post(ARGOCD_PATH, self.argocd)]
 
     async def flux(self, request: web.Request) -> web.StreamResponse:
+        return await self._counted("flux", self._flux(request))
+
+    async def argocd(self, request: web.Request) -> web.StreamResponse:
+        return await self._counted("argocd", self._argocd(request))
+
+    async def _counted(self, source: str, handling: Awaitable[tuple[str, web.Response]]) -> web.Response:
+        try:
+            outcome, response = await handling
+        except Exception:
+            self.metrics.record_webhook_event(source, "error")
+            raise
+        self.metrics.record_webhook_event(source, outcome)
+        return response
+
+    async def _flux(self, request: web.Request) -> tuple[str, web.Response]:
         secret = self.settings.flux_webhook_secret.get()
         if not secret:
             return self._unconfigured("flux", "FLUX_WEBHOOK_SECRET")
         body = await self._read_capped(request)
         if body is None:
-            return _reply(413, error=f"body larger than {self.max_body} bytes")
+            return "too_large", _reply(413, error=f"body larger than {self.max_body} bytes")
         if not verify_flux_signature(secret, body, request.headers.get("X-Signature")):
             log.info("Flux event refused: bad or missing X-Signature")
-            return _reply(401, error="bad or missing X-Signature")
+            return "unauthorized", _reply(401, error="bad or missing X-Signature")
         return await self._accept("flux", body, parse_flux_event)
 
-    async def argocd(self, request: web.Request) -> web.StreamResponse:
+    async def _argocd(self, request: web.Request) -> tuple[str, web.Response]:
         token = self.settings.argocd_webhook_token.get()
         if not token:
             return self._unconfigured("argocd", "ARGOCD_WEBHOOK_TOKEN")
         body = await self._read_capped(request)
         if body is None:
-            return _reply(413, error=f"body larger than {self.max_body} bytes")
+            return "too_large", _reply(413, error=f"body larger than {self.max_body} bytes")
         if not verify_bearer(token, request.headers.get("Authorization")):
             log.info("Argo CD event refused: bad or missing Authorization bearer token")
-            return _reply(401, error="bad or missing Authorization: Bearer token")
+            return "unauthorized", _reply(401, error="bad or missing Authorization: Bearer token")
         return await self._accept("argocd", body, parse_argocd_event)
 
     # ------------------------------------------------------------------------------ internals
 
-    def _unconfigured(self, source: str, variable: str) -> web.Response:
+    def _unconfigured(self, source: str, variable: str) -> tuple[str, web.Response]:
         if source not in self._warned:
             self._warned.add(source)
             log.warning("%s event refused: %s is not set, so no %s event can be authenticated",
                         source, variable, source)
-        return _reply(401, error=f"{variable} is not configured")
+        return "unauthorized", _reply(401, error=f"{variable} is not configured")
 
     async def _read_capped(self, request: web.Request) -> bytes | None:
         """The body, or None as soon as it is known to exceed `max_body` (the rest is never read)."""
@@ -123,26 +147,26 @@ class AgentWebhooks:
 
     async def _accept(
         self, source: str, body: bytes, parse: Callable[..., Any]
-    ) -> web.Response:
+    ) -> tuple[str, web.Response]:
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError) as exc:
-            return _reply(400, error=f"body is not JSON: {_json_error(exc)}")
+            return "bad_request", _reply(400, error=f"body is not JSON: {_json_error(exc)}")
         received = self.clock()
         try:
             event = parse(payload, received_at=received)
         except UnsupportedEvent as exc:
-            return _reply(202, result="ignored", reason=exc.message)
+            return "ignored", _reply(202, result="ignored", reason=exc.message)
         except PayloadError as exc:
-            return _reply(400, error=exc.message)
+            return "bad_request", _reply(400, error=exc.message)
         except RecursionError:
-            return _reply(400, error="body is nested too deeply")
+            return "bad_request", _reply(400, error="body is nested too deeply")
         key = inbox_key(event)
         if self.intake.seen(source, key):
-            return _reply(202, result="duplicate")
+            return "duplicate", _reply(202, result="duplicate")
         if not self.intake.try_reserve():
             retry = str(self.intake.retry_after)
-            return _reply(503, headers={"Retry-After": retry}, error="busy; retry later")
+            return "overloaded", _reply(503, headers={"Retry-After": retry}, error="busy; retry later")
         try:
             record = event_record(event, received)
             added = await self.intake.store_event(source, key, record)
@@ -150,12 +174,14 @@ class AgentWebhooks:
             self.intake.release()
             log.error("could not store a %s event: %s", source, type(exc).__name__)
             retry = str(self.intake.retry_after)
-            return _reply(503, headers={"Retry-After": retry}, error="store unavailable; retry later")
+            return "unavailable", _reply(
+                503, headers={"Retry-After": retry}, error="store unavailable; retry later"
+            )
         if not added:
             self.intake.release()
-            return _reply(202, result="duplicate")
+            return "duplicate", _reply(202, result="duplicate")
         self.intake.put_reserved(IntakeItem(source, key, record))
-        return _reply(202, result="accepted")
+        return "accepted", _reply(202, result="accepted")
 
 
 def _json_error(exc: BaseException) -> str:
@@ -171,7 +197,6 @@ def _json_error(exc: BaseException) -> str:
 def agent_webhook_routes(bot: Any, settings: Settings, intake: AgentIntake) -> list[web.RouteDef]:
     """The routes to mount on the bot's aiohttp app (see `AgentWebhooks` for the why).
 
-    `bot` is accepted for symmetry with the other intakes; the intake's processor holds it.
+    `bot` gives the metrics registry its events are counted in (`bot.metrics`, when it has one).
     """
-    del bot
-    return AgentWebhooks(settings, intake).routes()
+    return AgentWebhooks(settings, intake, metrics=getattr(bot, "metrics", None)).routes()

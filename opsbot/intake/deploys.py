@@ -40,6 +40,18 @@ Env mapping (which agent object reconciles which env), in this order:
 3. Argo CD, by name: an Application named like the env (`production`), or `<app>-<env>`
    (`frontend-production`, the longest env name wins), for envs that are not pinned.
 
+Created clusters (`create cluster`, DESIGN §9) go live in two steps, each a reply in the thread:
+
+1. The management cluster's agent applies `clusters/<name>/`. Which agent object does that is
+   pinned in `.opsbot.yaml` as `clusters.agent: {kind, name, namespace, cluster}`; its events are
+   correlated (merge commit ⊑ revision, exactly as for an env) with the create-cluster requests,
+   whose env is empty. One object may reconcile an env and the clusters path at once.
+2. The new Cluster API `Cluster` (`cluster.x-k8s.io`, watch mode on the management cluster)
+   reports its Ready condition True: a reply "🟢 Cluster <name> is Ready", once per request (outbox
+   key `cluster:<request>:ready:*`), and the request is deployed if step one was not heard. A Ready
+   from before the merge is another cluster that had the name and is ignored; a Ready seen before
+   the merge was known is remembered and rechecked.
+
 Cluster names: a binding with a cluster only takes events that carry the same cluster, or none; an
 event that matches bindings of more than one env is ambiguous and deploys nothing (logged once
 with how to pin it). HelmRelease events carry a chart version, not a commit, unless the controller
@@ -61,11 +73,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from opsbot.chat import blocks
+from opsbot.chat import blocks, texts
 from opsbot.core.model import DeployEvent, Outcome, Request, RequestState, utcnow
 from opsbot.core.ports import InboxItem, Store
 from opsbot.errors import ConfigError, OpsbotError
@@ -74,6 +86,8 @@ from opsbot.intake.notifier import ROOT_UPDATE, THREAD_REPLY, queue_channel_post
 from opsbot.manifests.config import AgentRef, RepoConfig, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, norm
 from opsbot.manifests.yamledit import load_all
+from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +112,14 @@ __all__ = [
 #: Inbox sources this module owns (the GitHub webhook owns "github").
 SOURCES = frozenset({"flux", "argocd", "watch"})
 RECORD_VERSION = 1
+#: The env of create-cluster requests (they change no env), as the clusters binding names it.
+CLUSTERS_ENV = ""
+CREATE_CLUSTER = "create-cluster"
+#: Kind of the Cluster API object whose Ready is step two of a created cluster going live.
+CLUSTER_KIND = "Cluster"
+#: A Ready condition this much older than the merge still counts (clock skew between the API
+#: server and opsbot); older than that, it was some earlier cluster of the same name.
+CLUSTER_READY_SKEW = timedelta(minutes=2)
 _SHA1 = re.compile(r"\A[0-9a-f]{40}\Z")
 
 
@@ -179,12 +201,12 @@ class Binding:
     name: str
     namespace: str = ""
     cluster: str = ""
-    rule: str = "config"  # config | flux-path | flux-dir
+    rule: str = "config"  # config | flux-path | flux-dir | clusters
 
     def describe(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         on = f" on cluster {self.cluster}" if self.cluster else ""
-        return f"{self.env}: {self.agent} {self.kind} {where}{self.name}{on} ({self.rule})"
+        return f"{self.env or 'created clusters'}: {self.agent} {self.kind} {where}{self.name}{on} ({self.rule})"
 
 
 @dataclass
@@ -195,6 +217,8 @@ class EnvMap:
     bindings: tuple[Binding, ...]
     sha: str = ""
     notes: tuple[str, ...] = ()
+    #: the agent object applying `clusters.path` on the management cluster (`clusters.agent`)
+    clusters: Binding | None = None
     _by_name: dict[tuple[str, str, str], list[Binding]] = field(default_factory=dict, repr=False)
     _pinned: frozenset[str] = field(default=frozenset(), repr=False)
     _ambiguous_logged: set[tuple[str, ...]] = field(default_factory=set, repr=False)
@@ -246,12 +270,27 @@ class EnvMap:
             ", ".join(envs),
         )
 
+    def applies_clusters(self, event: DeployEvent) -> bool:
+        """Whether the event is about the object that applies created clusters (step one)."""
+        b = self.clusters
+        return (
+            b is not None
+            and agent_of(event) == b.agent
+            and event.kind == b.kind
+            and event.name == b.name
+            and (not b.namespace or b.namespace == event.namespace)
+            and (not b.cluster or not event.cluster or b.cluster == event.cluster)
+        )
+
     def binding_for(self, env: str) -> Binding | None:
         """The object named in a warning ("check that Flux kustomization apps is reconciling")."""
+        if env == CLUSTERS_ENV:
+            return self.clusters
         return next((b for b in self.bindings if b.env == env), None)
 
     def describe(self) -> list[str]:
-        return [b.describe() for b in self.bindings] + list(self.notes)
+        clusters = [self.clusters.describe()] if self.clusters else []
+        return [b.describe() for b in self.bindings] + clusters + list(self.notes)
 
 
 _FLUX_CLUSTER_FILE = re.compile(r"\Aclusters/([^/]+)/[^/]+\.ya?ml\Z")
@@ -366,7 +405,12 @@ def build_env_map(snap: Snapshot, config: RepoConfig | None = None) -> EnvMap:
             bindings.append(
                 Binding(env_name, "flux", "Kustomization", ks.name, ks.namespace, cluster_of(ks), "flux-dir")
             )
-    return EnvMap(envs=tuple(cfg.envs), bindings=tuple(bindings), sha=snap.sha, notes=cfg.notes)
+    clusters = None
+    if cfg.clusters.agent is not None:
+        clusters = replace(_config_binding(CLUSTERS_ENV, cfg.clusters.agent), rule="clusters")
+    return EnvMap(
+        envs=tuple(cfg.envs), bindings=tuple(bindings), sha=snap.sha, notes=cfg.notes, clusters=clusters
+    )
 
 
 class EnvMaps:
@@ -581,6 +625,8 @@ class DeployProcessor:
         self._rechecks_lock = threading.Lock()
         self._warned: set[str] = set()
         self.on_recheck: Callable[[], None] = lambda: None
+        #: merge → deployed time is observed here, where a request really moves (not on a replay)
+        self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
         bot.on_transition(self._on_transition)
 
     # ------------------------------------------------------------------ events
@@ -588,12 +634,21 @@ class DeployProcessor:
     def handle(self, item: IntakeItem, *, replay: bool = False) -> list[Settled]:
         """Act on one stored event. `replay` also re-queues posts a crash may have left unqueued."""
         event = event_from_record(item.record)
-        env = self.env_maps.current().resolve(event)
-        if env is None:
-            return []
-        if event.outcome is not Outcome.PROGRESSING:
-            self._remember(env, event, item)
-        return self._correlate(env, event, item.key, replay=replay)
+        if event.kind == CLUSTER_KIND:
+            return self._cluster_event(event, item)
+        env_map = self.env_maps.current()
+        envs: list[str] = []
+        env = env_map.resolve(event)
+        if env is not None:
+            envs.append(env)
+        if env_map.applies_clusters(event):
+            envs.append(CLUSTERS_ENV)
+        settled: list[Settled] = []
+        for env in envs:
+            if event.outcome is not Outcome.PROGRESSING:
+                self._remember(env, event, item)
+            settled += self._correlate(env, event, item.key, replay=replay)
+        return settled
 
     def _correlate(
         self,
@@ -630,6 +685,10 @@ class DeployProcessor:
                     _detail(event, key),
                     **({"deployed_at": event.at} if target is RequestState.DEPLOYED else {}),
                 )
+                if moved is not None and target is RequestState.DEPLOYED:
+                    since = _since_merge(moved, event)
+                    if since is not None:
+                        self.metrics.record_merge_to_deployed(since)
             self._forget_waiting(request.env)
             if moved is None:
                 continue
@@ -650,6 +709,8 @@ class DeployProcessor:
         return found
 
     def _queue_posts(self, request: Request, target: RequestState, event: AgentEvent) -> list[str]:
+        if request.verb == CREATE_CLUSTER:
+            return self._queue_cluster_posts(request, target, event)
         reply_key, root_key, channel_key = post_keys(request.id, target)
         since = _since_merge(request, event)
         env = request.env
@@ -681,6 +742,126 @@ class DeployProcessor:
             if queue_channel_post(self.store, channel_key, channel, line):
                 queued.append(channel_key)
         return queued
+
+    # ------------------------------------------------------------------ created clusters
+
+    def _queue_cluster_posts(self, request: Request, target: RequestState, event: AgentEvent) -> list[str]:
+        """Step one of `create cluster`: the management cluster's agent applied (or failed to)."""
+        reply_key, root_key, channel_key = post_keys(request.id, target)
+        since = _since_merge(request, event)
+        root: dict[str, Any] = {"request": request.id}
+        queued: list[str] = []
+        if target is RequestState.DEPLOYED:
+            reply = blocks.thread_reply(
+                "cluster_applied", name=request.app, agent=agent_of(event), agent_kind=event.kind,
+                agent_name=event.name, sha=event.revision, on=event.cluster, since_merge=since,
+            )
+            ready = self.store.kv_get(_ready_posted_key(request.id))
+            root["status"] = texts.cluster_ready_status(request.app) if ready else texts.CLUSTER_APPLIED_STATUS
+        else:
+            where = event.cluster or texts.MANAGEMENT_CLUSTER
+            reply = blocks.thread_reply("failed", env=where, reason=event.reason, message=event.message)
+            reason = _one_line(f"{event.reason}: {event.message}" if event.message else event.reason)
+            root["reason"] = reason[:300]
+            channel = self.settings.channel_for_env(request.env)
+            if channel:
+                approvers = [a.approver for a in self.store.approvals(request.id)]
+                line = blocks.deploy_channel_line(
+                    request, outcome=target, approvers=approvers, since_merge=since, reason=reason, env=where
+                )
+                if queue_channel_post(self.store, channel_key, channel, line):
+                    queued.append(channel_key)
+        if self.store.outbox_add(reply_key, THREAD_REPLY,
+                                 {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
+            queued.insert(0, reply_key)
+        if self.store.outbox_add(root_key, ROOT_UPDATE, root):
+            queued.append(root_key)
+        return queued
+
+    def _cluster_event(
+        self, event: AgentEvent, item: IntakeItem | None, *, only: Sequence[Request] | None = None
+    ) -> list[Settled]:
+        """Step two of `create cluster`: the new Cluster reports Ready; told once per request."""
+        if event.outcome is not Outcome.SUCCEEDED:
+            return []
+        binding = self.env_maps.current().clusters
+        if binding is not None and binding.cluster and event.cluster and binding.cluster != event.cluster:
+            return []  # a Cluster of that name on another management cluster
+        if item is not None:
+            self._remember_ready(event, item)
+        if only is not None:
+            candidates = list(only)
+        else:
+            candidates = self.store.list_requests(
+                states=[RequestState.MERGED, RequestState.DEPLOYED, RequestState.FAILED], app=event.name, limit=20
+            )
+        settled: list[Settled] = []
+        for request in candidates:
+            if request.verb != CREATE_CLUSTER or request.app != event.name or request.merged_at is None:
+                continue
+            if request.state not in (RequestState.MERGED, RequestState.DEPLOYED, RequestState.FAILED):
+                continue
+            if event.at < request.merged_at - CLUSTER_READY_SKEW:
+                continue  # Ready since before the merge: an earlier cluster of the same name
+            if request.state is not RequestState.DEPLOYED:
+                # A Ready cluster proves its manifests were applied, whether or not step one was heard
+                # (no `clusters.agent` pinned, or its event lost): the request is deployed now.
+                key = item.key if item is not None else "recheck"
+                on = f" on {event.cluster}" if event.cluster else ""
+                moved = self.store.transition(
+                    request.id, RequestState.DEPLOYED, f"capi:cluster/{event.name}",
+                    f"cluster Ready{on}; event {key}", deployed_at=event.at,
+                )
+                if moved is not None:
+                    since = _since_merge(moved, event)
+                    if since is not None:
+                        self.metrics.record_merge_to_deployed(since)
+                    request = moved
+                self._forget_waiting(request.env)
+            queued = self._queue_cluster_ready(request, event)
+            if queued:
+                settled.append(Settled(request.id, request.state, tuple(queued)))
+                log.info("%s: cluster %s is Ready", request.id, event.name)
+        if settled:
+            self.wake()
+        return settled
+
+    def _queue_cluster_ready(self, request: Request, event: AgentEvent) -> list[str]:
+        base = f"cluster:{request.id}:ready"
+        since = _since_merge(request, event)
+        self.store.kv_set(_ready_posted_key(request.id), event.at.astimezone(UTC).isoformat())
+        self._warned.add(request.id)  # live: the "no deploy event" warning has nothing left to say
+        reply = blocks.thread_reply("cluster_ready", name=request.app, since_merge=since)
+        queued: list[str] = []
+        if self.store.outbox_add(f"{base}:reply", THREAD_REPLY,
+                                 {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
+            queued.append(f"{base}:reply")
+        root = {"request": request.id, "status": texts.cluster_ready_status(request.app)}
+        if self.store.outbox_add(f"{base}:root", ROOT_UPDATE, root):
+            queued.append(f"{base}:root")
+        channel = self.settings.channel_for_env(request.env)
+        if channel:
+            approvers = [a.approver for a in self.store.approvals(request.id)]
+            line = blocks.cluster_ready_channel_line(request, approvers=approvers, since_merge=since)
+            if queue_channel_post(self.store, f"{base}:channel", channel, line):
+                queued.append(f"{base}:channel")
+        return queued
+
+    def _remember_ready(self, event: AgentEvent, item: IntakeItem) -> None:
+        """Keep the latest Ready of each cluster name, for a create-cluster merge known only later."""
+        entry = {"key": item.key, "at": event.at.astimezone(UTC).isoformat(), "record": item.record}
+        self.store.kv_set(_cluster_key(event.name), json.dumps(entry, separators=(",", ":")))
+
+    def _recheck_cluster(self, request: Request) -> list[Settled]:
+        raw = self.store.kv_get(_cluster_key(request.app))
+        try:
+            entry = json.loads(raw) if raw else None
+            event = event_from_record(entry["record"]) if isinstance(entry, dict) else None
+        except (ValueError, PayloadError, KeyError, TypeError):
+            return []
+        if event is None:
+            return []
+        return self._cluster_event(event, None, only=[request])
 
     # ------------------------------------------------------------------ requests waiting per env
 
@@ -756,6 +937,8 @@ class DeployProcessor:
             request = self.store.get_request(rid)
             if request is None or request.state not in (RequestState.MERGED, RequestState.FAILED):
                 continue
+            if request.verb == CREATE_CLUSTER:
+                settled += self._recheck_cluster(request)
             for entry in list(self._latest_for(request.env).values()):
                 try:
                     event = event_from_record(entry["record"])
@@ -803,7 +986,7 @@ class DeployProcessor:
             binding = env_map.binding_for(request.env)
             rendered = blocks.thread_reply(
                 "warning",
-                env=request.env,
+                env=request.env or texts.cluster_label(request.app),
                 minutes=max(1, self.settings.deploy_timeout_seconds // 60),
                 agent=binding.agent if binding else "",
                 agent_kind=binding.kind if binding else "",
@@ -890,6 +1073,14 @@ def _since_merge(request: Request, event: DeployEvent) -> float | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _cluster_key(name: str) -> str:
+    return f"deploy:cluster-ready:{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _ready_posted_key(request_id: str) -> str:
+    return f"deploy:cluster-ready-posted:{request_id}"
 
 
 def _latest_key(env: str, obj: str) -> str:

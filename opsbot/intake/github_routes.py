@@ -62,6 +62,8 @@ from opsbot.intake.github import (
     parse_event,
     verify_signature,
 )
+from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -156,6 +158,8 @@ class GitHubWebhooks:
         self.bot = bot
         self.settings = settings
         self.max_body = settings.max_body_bytes if max_body is None else max_body
+        #: `opsbot_webhook_events{source="github"}`: the bot's own registry when it has one
+        self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
         self.refresher = Coalescer(bot.forge.refresh, "mirror refresh after a push")
         self._warned_unconfigured = False
         self._replayed = False
@@ -182,43 +186,54 @@ class GitHubWebhooks:
                 return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            outcome, response = await self._handle(request)
+        except Exception:
+            self.metrics.record_webhook_event(SOURCE, "error")  # aiohttp answers 500; GitHub redelivers
+            raise
+        self.metrics.record_webhook_event(SOURCE, outcome)
+        return response
+
+    async def _handle(self, request: web.Request) -> tuple[str, web.StreamResponse]:
+        """The answer, and its outcome for the webhook metric (accepted, duplicate, ignored,
+        unauthorized, too_large, bad_request)."""
         secret = self.settings.github_webhook_secret
         if not secret:
             if not self._warned_unconfigured:
                 self._warned_unconfigured = True
                 log.warning("GitHub webhook refused: GITHUB_WEBHOOK_SECRET is not set")
-            return _reply(401, error="webhook secret not configured")
+            return "unauthorized", _reply(401, error="webhook secret not configured")
         body = await self._read_capped(request)
         if body is None:
-            return _reply(413, error=f"body larger than {self.max_body} bytes")
+            return "too_large", _reply(413, error=f"body larger than {self.max_body} bytes")
         if not verify_signature(secret.get(), body, request.headers.get("X-Hub-Signature-256")):
             log.info("GitHub webhook refused: bad or missing X-Hub-Signature-256")
-            return _reply(401, error="bad signature")
+            return "unauthorized", _reply(401, error="bad signature")
         if not self._replayed:
             await self._replay_once()
         event = request.headers.get("X-GitHub-Event", "")
         if event == "ping":
-            return _reply(200, ok=True, pong=True)
+            return "accepted", _reply(200, ok=True, pong=True)
         payload = _decode(body, request.headers.get("Content-Type", ""))
         if payload is None:
-            return _reply(400, error="body is not a JSON object")
+            return "bad_request", _reply(400, error="body is not a JSON object")
         parsed = parse_event(event, payload)
         if parsed is None or not self._wanted(parsed):
-            return _reply(204)
+            return "ignored", _reply(204)
         delivery = request.headers.get("X-GitHub-Delivery", "").strip()
         if not delivery or len(delivery) > 200:
-            return _reply(400, error="missing X-GitHub-Delivery")
+            return "bad_request", _reply(400, error="missing X-GitHub-Delivery")
         record = {"event": event, "type": type(parsed).__name__, "data": dataclasses.asdict(parsed)}
         added = await asyncio.to_thread(self.bot.store.inbox_add, SOURCE, delivery, record)
         if not added:
-            return _reply(200, ok=True, result="duplicate")
+            return "duplicate", _reply(200, ok=True, result="duplicate")
         if isinstance(parsed, Push):
             self.refresher.kick()
             result: dict[str, Any] = {"result": "refresh-scheduled"}
         else:
             result = await asyncio.to_thread(self._apply, parsed)
         await asyncio.to_thread(self._done, delivery)
-        return _reply(200, ok=True, **result)
+        return "accepted", _reply(200, ok=True, **result)
 
     def _wanted(self, event: GitHubEvent) -> bool:
         if self.settings.forge != "github":

@@ -232,6 +232,10 @@ class OutboxWorker:
         #: operator (or a test) asks when a message seems late. Bounded, so a long run never grows.
         self.finished: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self.retries: deque[tuple[str, float, str]] = deque(maxlen=1000)
+        #: Told of every post rescheduled after the chat platform failed (not of items waiting for
+        #: their thread root): the transport counts them as API retries without this module
+        #: knowing which platform, or which metrics, it serves.
+        self.on_retry: Callable[[TemporaryError], None] | None = None
 
     # ------------------------------------------------------------------ extension and control
 
@@ -396,6 +400,11 @@ class OutboxWorker:
                 item.attempts + 1, exc, delay)
         await self._io_call(self.store.outbox_retry, item.id, next_at, str(exc))
         self.retries.append((item.key, delay, str(exc)))
+        if self.on_retry is not None and not isinstance(exc, _NotYet):
+            try:
+                self.on_retry(exc)
+            except Exception:  # counting must never stop a post
+                log.exception("outbox retry hook failed")
         self._blocked_until[self._group(item)] = next_at
         return False
 

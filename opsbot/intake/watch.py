@@ -46,9 +46,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "APPLICATIONS",
+    "CLUSTERS",
     "DEFAULT_RESOURCES",
     "HELMRELEASES",
     "KUSTOMIZATIONS",
+    "LIVE_KINDS",
     "Backoff",
     "LeaseElector",
     "LiveStatus",
@@ -79,7 +81,10 @@ class WatchedResource:
 KUSTOMIZATIONS = WatchedResource("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization")
 HELMRELEASES = WatchedResource("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")
 APPLICATIONS = WatchedResource("argoproj.io", "v1alpha1", "applications", "Application")
-DEFAULT_RESOURCES = (KUSTOMIZATIONS, HELMRELEASES, APPLICATIONS)
+#: Cluster API clusters on a management cluster: the second step of `create cluster` going live
+#: (the agent applied the manifests, then the new cluster reports Ready). Not a deploy of a commit.
+CLUSTERS = WatchedResource("cluster.x-k8s.io", "v1beta1", "clusters", "Cluster")
+DEFAULT_RESOURCES = (KUSTOMIZATIONS, HELMRELEASES, APPLICATIONS, CLUSTERS)
 
 
 class WatchAuthError(PermanentError):
@@ -112,6 +117,8 @@ def event_from_object(
     status = _map(obj.get("status"))
     if resource.kind == "Application":
         return _argo_event(name, namespace, status, now=now, cluster=cluster)
+    if resource.kind == "Cluster":
+        return _cluster_event(name, namespace, meta, status, now=now, cluster=cluster)
     return _flux_event(resource, name, namespace, meta, status, now=now, cluster=cluster)
 
 
@@ -212,6 +219,40 @@ def _argo_event(
         reason=reason,
         message=message,
         at=finished or changed or now,
+        cluster=cluster,
+    )
+
+
+def _cluster_event(
+    name: str,
+    namespace: str,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    *,
+    now: datetime,
+    cluster: str,
+) -> DeployEvent | None:
+    """A Cluster API `Cluster`: succeeded once its Ready condition is True, progressing before.
+
+    The revision is the object's uid, not a commit: a cluster deleted and created again under the
+    same name is another object, so its Ready is a new event and not a redelivery of the old one.
+    """
+    ready = next(
+        (c for c in _list(status.get("conditions")) if isinstance(c, dict) and c.get("type") == "Ready"), None
+    )
+    if ready is None:
+        return None
+    state = _str(ready.get("status"))
+    return DeployEvent(
+        source="watch",
+        kind="Cluster",
+        name=name,
+        namespace=namespace,
+        revision=_str(meta.get("uid")),
+        outcome=Outcome.SUCCEEDED if state == "True" else Outcome.PROGRESSING,
+        reason=_str(ready.get("reason")) or ("Ready" if state == "True" else state or "Unknown"),
+        message=_str(ready.get("message")),
+        at=_time(ready.get("lastTransitionTime")) or now,
         cluster=cluster,
     )
 
@@ -761,7 +802,7 @@ class LeaseElector:
 
 @dataclass(frozen=True)
 class LiveStatus:
-    """What a Deployment runs right now, for `status`: replicas and images, read not guessed."""
+    """What a Deployment (or StatefulSet) runs right now, for `status`: replicas and images, read not guessed."""
 
     name: str
     namespace: str
@@ -772,6 +813,9 @@ class LiveStatus:
     images: tuple[str, ...]
     generation: int
     observed_generation: int
+    #: (container name, image), init containers first: drift is judged per container, not per list
+    containers: tuple[tuple[str, str], ...] = ()
+    kind: str = "Deployment"
 
     @property
     def rolled_out(self) -> bool:
@@ -782,32 +826,45 @@ class LiveStatus:
         )
 
 
-def live_status(api: client.ApiClient, namespace: str, name: str) -> LiveStatus | None:
-    """Read a Deployment's live replicas and container images; None when it does not exist.
+#: Workload kinds `live_status` reads, and their `apps/v1` plural.
+LIVE_KINDS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+
+
+def live_status(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    kind: str = "Deployment",
+    request_timeout: tuple[float, float] = (5, 15),
+) -> LiveStatus | None:
+    """Read a Deployment's (or StatefulSet's) live replicas and container images; None when it does not exist.
 
     The raw JSON is read (not the generated model) so that a field this client version does not
     know, or a missing optional field, cannot fail the read.
     """
+    plural = LIVE_KINDS.get(kind)
+    if plural is None:
+        raise ValueError(f"live status reads {', '.join(LIVE_KINDS)}, not {kind}")
     apps = client.AppsV1Api(api)
+    read = apps.read_namespaced_deployment if kind == "Deployment" else apps.read_namespaced_stateful_set
     try:
         # With _preload_content=False the client returns the urllib3 response, whatever the
         # annotation says.
-        resp: Any = apps.read_namespaced_deployment(
-            name, namespace, _preload_content=False, _request_timeout=(5, 15)
-        )
-        obj = _json_object(resp, "deployment")
+        resp: Any = read(name, namespace, _preload_content=False, _request_timeout=request_timeout)
+        obj = _json_object(resp, kind.lower())
     except ApiException as exc:
         if exc.status == 404:
             return None
         if exc.status in (401, 403):
-            raise PermanentError(_auth_message_deployments(exc.status, namespace)) from None
-        raise TemporaryError(f"reading deployment {namespace}/{name} failed: HTTP {exc.status}") from None
+            raise PermanentError(_auth_message_deployments(exc.status, namespace, plural)) from None
+        raise TemporaryError(f"reading {kind.lower()} {namespace}/{name} failed: HTTP {exc.status}") from None
     except (Urllib3HTTPError, OSError, ValueError) as exc:
-        raise TemporaryError(f"reading deployment {namespace}/{name} failed: {_describe(exc)}") from None
+        raise TemporaryError(f"reading {kind.lower()} {namespace}/{name} failed: {_describe(exc)}") from None
     spec, status, meta = _map(obj.get("spec")), _map(obj.get("status")), _map(obj.get("metadata"))
     pod_spec = _map(_map(spec.get("template")).get("spec"))
-    images = tuple(
-        _str(c.get("image"))
+    containers = tuple(
+        (_str(c.get("name")), _str(c.get("image")))
         for c in [*_list(pod_spec.get("initContainers")), *_list(pod_spec.get("containers"))]
         if isinstance(c, dict) and _str(c.get("image"))
     )
@@ -819,9 +876,11 @@ def live_status(api: client.ApiClient, namespace: str, name: str) -> LiveStatus 
         ready_replicas=_int(status.get("readyReplicas")),
         updated_replicas=_int(status.get("updatedReplicas")),
         available_replicas=_int(status.get("availableReplicas")),
-        images=images,
+        images=tuple(image for _, image in containers),
         generation=_int(meta.get("generation")),
         observed_generation=_int(status.get("observedGeneration")),
+        containers=containers,
+        kind=kind,
     )
 
 
@@ -852,13 +911,13 @@ def _auth_message(resource: WatchedResource, status: int, namespace: str | None)
     )
 
 
-def _auth_message_deployments(status: int, namespace: str) -> str:
+def _auth_message_deployments(status: int, namespace: str, plural: str = "deployments") -> str:
     what = (
         "refused opsbot's credentials (401 Unauthorized)"
         if status == 401
         else "denied opsbot (403 Forbidden)"
     )
-    return f"the Kubernetes API {what} reading deployments.apps in namespace {namespace}"
+    return f"the Kubernetes API {what} reading {plural}.apps in namespace {namespace}"
 
 
 def _describe(exc: BaseException) -> str:

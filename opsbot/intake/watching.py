@@ -20,8 +20,10 @@ Settings (DESIGN §4 style, one variable each):
     that with several replicas exactly one watches. Default: the pod's own namespace, else `default`.
 
 RBAC needed per watched cluster: get/list/watch on `kustomizations.kustomize.toolkit.fluxcd.io`,
-`helmreleases.helm.toolkit.fluxcd.io` and `applications.argoproj.io` (a resource whose CRD is not
-installed is skipped), and get/create/update on `leases.coordination.k8s.io` where the Lease lives.
+`helmreleases.helm.toolkit.fluxcd.io`, `applications.argoproj.io` and (on a Cluster API management
+cluster, for `create cluster`) `clusters.cluster.x-k8s.io` (a resource whose CRD is not installed is
+skipped), get/create/update on `leases.coordination.k8s.io` where the Lease lives, and get on
+`deployments.apps` / `statefulsets.apps` for the live side of `status` (`opsbot.intake.live`).
 """
 
 from __future__ import annotations
@@ -79,16 +81,27 @@ def parse_watch(value: str) -> list[WatchTarget]:
     return targets
 
 
-def api_client_for(target: WatchTarget) -> client.ApiClient:
-    """A client for one target: the pod's service account, or a kubeconfig context."""
+def api_client_for(target: WatchTarget, *, retries: int | None = None) -> client.ApiClient:
+    """A client for one target: the pod's service account, or a kubeconfig context.
+
+    `retries` caps urllib3's own retries (its default is 3 per call); a reader that a person waits
+    on passes 0 so an unreachable cluster costs one timeout, not four.
+    """
     from kubernetes import config
 
     try:
+        cfg = client.Configuration()
         if target.context == IN_CLUSTER:
-            cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)
-            return client.ApiClient(cfg)
-        return config.new_client_from_config(context=target.context)
+        else:
+            # KUBECONFIG is read now, not when the client library was imported
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, context=target.context,
+                client_configuration=cfg,
+            )
+        if retries is not None:
+            cfg.retries = retries
+        return client.ApiClient(cfg)
     except config.ConfigException as exc:
         raise ConfigError(f"OPSBOT_WATCH: cannot connect to cluster {target.cluster!r}: {exc}") from None
 

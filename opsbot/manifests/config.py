@@ -83,6 +83,9 @@ class AppConfig:
 class ClustersConfig:
     path: str = "clusters/{name}"
     templates: str = "templates/clusters"
+    #: The management cluster's agent object that applies `path` (step one of a created cluster
+    #: going live); without it, only the new Cluster reporting Ready is told.
+    agent: AgentRef | None = None
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,15 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
     clusters_raw = raw.get("clusters") or {}
     if not isinstance(clusters_raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: clusters: expected a mapping with path and templates")
+    unknown_clusters = set(clusters_raw) - {"path", "templates", "agent"}
+    if unknown_clusters:
+        raise ConfigError(
+            f"{CONFIG_FILE}: clusters: unknown key {sorted(unknown_clusters)[0]!r} (known: agent, path, templates)"
+        )
     clusters = ClustersConfig(
         path=str(clusters_raw.get("path", ClustersConfig.path)),
         templates=norm(str(clusters_raw.get("templates", ClustersConfig.templates))),
+        agent=_agent(clusters_raw.get("agent"), f"{CONFIG_FILE}: clusters"),
     )
     if "{name}" not in clusters.path:
         raise ConfigError(f"{CONFIG_FILE}: clusters.path must contain {{name}}, e.g. clusters/{{name}}")

@@ -48,6 +48,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.doubles.serving import serve_app_in_thread
+
 DOCS = "https://docs.github.com/rest"
 ZERO_SHA = "0" * 40
 SECONDARY_RATE_LIMIT_MESSAGE = (
@@ -1636,43 +1638,10 @@ def serve_in_thread(double: GitHubDouble) -> Iterator[RunningDouble]:
     Why a thread: PyGithub and `git` are blocking clients; a server in another thread lets a
     plain synchronous test call them directly.
     """
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def start() -> web.AppRunner:
-        runner = web.AppRunner(double.app(), handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["port"] = runner.addresses[0][1]
-        return runner
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            box["runner"] = loop.run_until_complete(start())
-        except BaseException as exc:  # surface start errors to the caller
-            box["error"] = exc
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(box["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="github-double", daemon=True)
-    thread.start()
-    started.wait(30)
-    if "error" in box:
-        raise box["error"]
-    running = RunningDouble(double, f"http://127.0.0.1:{box['port']}")
-    double.public_api_url = running.api_url
-    try:
+    with serve_app_in_thread(double.app(), name="github-double") as served:
+        running = RunningDouble(double, served.url)
+        double.public_api_url = running.api_url
         yield running
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 async def serve_in_loop(

@@ -9,7 +9,8 @@ talks to it over real HTTP on 127.0.0.1.
 
 Served (all need `Authorization: Bearer <token>`):
 - `GET /apis/{group}/{version}[/namespaces/{ns}]/{plural}` list, and with `?watch=1` a watch, for
-  Flux Kustomizations and HelmReleases, Argo CD Applications, Leases and Deployments;
+  Flux Kustomizations and HelmReleases, Argo CD Applications, Cluster API Clusters, Leases,
+  Deployments and StatefulSets;
 - `GET /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}`;
 - `POST /apis/{group}/{version}/namespaces/{ns}/{plural}` (409 AlreadyExists);
 - `PUT /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}` (409 Conflict on a stale
@@ -59,7 +60,10 @@ HELMRELEASE = Kind("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease"
 APPLICATION = Kind("argoproj.io", "v1alpha1", "applications", "Application")
 LEASE = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
-KINDS = {k.key: k for k in (KUSTOMIZATION, HELMRELEASE, APPLICATION, LEASE, DEPLOYMENT)}
+STATEFULSET = Kind("apps", "v1", "statefulsets", "StatefulSet")
+#: Cluster API's Cluster on a management cluster (the second step of `create cluster`).
+CLUSTER = Kind("cluster.x-k8s.io", "v1beta1", "clusters", "Cluster")
+KINDS = {k.key: k for k in (KUSTOMIZATION, HELMRELEASE, APPLICATION, LEASE, DEPLOYMENT, STATEFULSET, CLUSTER)}
 
 
 @dataclass

@@ -120,7 +120,11 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     with ExitStack() as stack:
 
         def make(
-            approvals_mode: str = "chat", *, log_level: str = "WARNING", app_public_key: str | None = None
+            approvals_mode: str = "chat",
+            *,
+            log_level: str = "WARNING",
+            app_public_key: str | None = None,
+            extra_env: dict[str, str] | None = None,
         ) -> World:
             double = GitHubDouble(
                 tmp_path / "github", token=TOKEN, app_id=APP_ID, app_public_key=app_public_key
@@ -141,6 +145,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
                     "OPSBOT_APPROVALS_MODE": approvals_mode,
                     "OPSBOT_STATE_DIR": str(tmp_path / "server-state"),
                     "OPSBOT_DATABASE_URL": f"sqlite:///{(cli_state / 'opsbot.db').absolute()}",
+                    **(extra_env or {}),
                 }
             )
             receiver = stack.enter_context(webhook_receiver(settings))
@@ -153,6 +158,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
                 "GITHUB_TOKEN": TOKEN,
                 "OPSBOT_STATE_DIR": str(cli_state),
                 "OPSBOT_LOG_LEVEL": log_level,
+                **(extra_env or {}),
             }
             return World(double, running, receiver, env, tmp_path)
 
@@ -377,6 +383,30 @@ def test_github_reviews_are_the_approvals_and_the_requester_never_counts(
     assert len(w.double.repo.read_commit(w.main())["parents"]) == 2
 
 
+def test_four_eyes_holds_across_chat_and_github_with_the_users_mapping(
+    make_world: Callable[..., World],
+) -> None:
+    """The requester asked in chat (a Slack id); her own review on GitHub, under her login, does not count."""
+    w = make_world("github", extra_env={"OPSBOT_USERS": "U0ALICE=alice-gh,U0BOB=bob-gh"})
+    w.double.commit_files("main", {".opsbot.yaml": CONFIG_WITH_APPROVALS}, message="Pin opsbot config")
+    run = w.cli_json("run", "scale frontend 5 in production", user="U0ALICE")
+    rid, number = run["request"], run["pr"]["number"]
+    (pull,) = w.double.open_pulls()
+    assert "Requested by @alice-gh (U0ALICE)" in pull.body  # GitHub shows, and notifies, whose change it is
+    w.deliver()
+
+    w.double.add_review(number, "Alice-GH")  # her own GitHub account (logins ignore case)
+    (own,) = w.deliver()
+    assert json.loads(own.body)["result"] == "unchanged" and w.store.approvals(rid) == []
+    assert w.request(rid).state == RequestState.PROPOSED
+
+    w.double.add_review(number, "bob-gh")
+    (bobs,) = w.deliver()
+    assert json.loads(bobs.body)["result"] == "approval-recorded"
+    assert [a.approver for a in w.store.approvals(rid)] == ["bob-gh"]
+    assert w.request(rid).state == RequestState.APPROVED
+
+
 def test_a_permission_refusal_reaches_the_requester_and_leaves_no_request_open(
     make_world: Callable[..., World],
 ) -> None:
@@ -459,8 +489,8 @@ def in_process(make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("OPSBOT_USER", "alice")
     made: list[GitHubForge] = []
 
-    def forge(settings: Settings) -> GitHubForge:
-        made.append(GitHubForge(settings, clock=clock.time, sleep=clock.sleep, timeout=1))
+    def forge(settings: Settings, metrics: Any = None) -> GitHubForge:
+        made.append(GitHubForge(settings, clock=clock.time, sleep=clock.sleep, timeout=1, metrics=metrics))
         return made[-1]
 
     monkeypatch.setattr(app, "make_forge", forge)

@@ -509,3 +509,29 @@ def test_github_app_with_the_wrong_key_is_refused(
     with pytest.raises(PermanentError, match="bad credentials"):
         forge.list_prs()
     assert github_double.issued_tokens == []
+
+
+def test_errors_and_retries_are_counted_in_the_bots_metrics(
+    make_forge: Any, github_double: GitHubDouble, fake_clock: FakeClock
+) -> None:
+    from opsbot.metrics import Metrics
+
+    metrics = Metrics()
+    forge = make_forge(metrics=metrics)
+    github_double.inject("secondary", 1, method="POST", path=r"/git/refs$", seconds=7)
+    github_double.inject("502", 1, method="POST", path=r"/git/commits$")
+    _open(forge, github_double)
+    assert len(fake_clock.sleeps) == 2
+
+    def count(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert count("opsbot_api_errors_total", api="github", kind="rate_limited") == 1
+    assert count("opsbot_api_errors_total", api="github", kind="server_error") == 1
+    assert count("opsbot_api_retries_total", api="github") == 2
+    # out of attempts: the failure is an error, and no retry follows it
+    github_double.inject("502", 100, path=r"/pulls/1$")
+    with pytest.raises(PermanentError):
+        make_forge(metrics=metrics, max_attempts=1).get_pr(1)
+    assert count("opsbot_api_errors_total", api="github", kind="server_error") == 2
+    assert count("opsbot_api_retries_total", api="github") == 2

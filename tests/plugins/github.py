@@ -6,12 +6,10 @@ same running double and a forge pointed at it, with a fake clock so retries neve
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +20,7 @@ from aiohttp import web
 from opsbot.core.model import Change, FieldChange, FileEdit, Scale
 from opsbot.settings import Secret, Settings
 from tests.doubles.github import GitHubDouble, RunningDouble, make_app_keypair, serve_in_thread
+from tests.doubles.serving import ServedApp, serve_app_in_thread
 
 T = TypeVar("T")
 
@@ -154,57 +153,6 @@ def fleet_double(tmp_path: Path) -> GitHubDouble:
 def fleet_server(fleet_double: GitHubDouble) -> Iterator[RunningDouble]:
     with serve_in_thread(fleet_double) as running:
         yield running
-
-
-@dataclass
-class ServedApp:
-    """An aiohttp app on 127.0.0.1 in its own thread and loop (for sync tests and subprocesses)."""
-
-    url: str
-    loop: asyncio.AbstractEventLoop
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        """Run a coroutine on the app's loop (e.g. wait for its background work) and return its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-
-@contextlib.contextmanager
-def serve_app_in_thread(app: web.Application) -> Iterator[ServedApp]:
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def start() -> web.AppRunner:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["port"] = runner.addresses[0][1]
-        return runner
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            box["runner"] = loop.run_until_complete(start())
-        except BaseException as exc:  # surface start errors to the caller
-            box["error"] = exc
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(box["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="served-app", daemon=True)
-    thread.start()
-    started.wait(30)
-    if "error" in box:
-        raise box["error"]
-    try:
-        yield ServedApp(f"http://127.0.0.1:{box['port']}", loop)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 @dataclass

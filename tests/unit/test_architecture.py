@@ -1,5 +1,5 @@
 """The layer rule of DESIGN §6, checked on the source: core, manifests and commands import no Slack,
-GitHub or aiohttp module, and only their adapters import those libraries."""
+GitHub, aiohttp or Kubernetes client module, and only their adapters import those libraries."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ FORBIDDEN_IN_CORE = (
     "opsbot.intake",
     "opsbot.forge.github",
     "opsbot.server",
+    # the live side of `status` comes through the LiveReader port (opsbot.intake.live)
+    "kubernetes",
 )
 ADAPTERS = {
     "slack_bolt": {"opsbot/chat/slack.py"},
@@ -58,6 +60,12 @@ def test_slack_and_github_libraries_are_imported_only_in_their_adapter() -> None
                 if _matches(mod, lib) and rel not in allowed:
                     offenders.append(f"{rel} imports {mod}")
     assert offenders == []
+
+
+def test_kubernetes_validate_is_not_taken_for_the_kubernetes_client() -> None:
+    """The schema validator the gate uses stays allowed; only the cluster client is kept out."""
+    assert not any(_matches("kubernetes_validate", f) for f in FORBIDDEN_IN_CORE)
+    assert any(_matches("kubernetes.client", f) for f in FORBIDDEN_IN_CORE)
 
 
 def test_the_checker_sees_a_violation() -> None:

@@ -258,7 +258,9 @@ def test_watch_mode_rbac_is_read_only_and_bound_to_our_service_account(
         ("kustomize.toolkit.fluxcd.io", "kustomizations"): ["get", "list", "watch"],
         ("helm.toolkit.fluxcd.io", "helmreleases"): ["get", "list", "watch"],
         ("argoproj.io", "applications"): ["get", "list", "watch"],
+        ("cluster.x-k8s.io", "clusters"): ["get", "list", "watch"],
         ("apps", "deployments"): ["get"],
+        ("apps", "statefulsets"): ["get"],
     }
     (lease_rule,) = one(objs, "Role", "opsbot-leader-election")["rules"]
     assert lease_rule["apiGroups"] == ["coordination.k8s.io"] and lease_rule["resources"] == ["leases"]
