@@ -45,6 +45,7 @@ from opsbot.intake.agents import (
     verify_flux_signature,
 )
 from opsbot.intake.deploys import AgentIntake, IntakeItem, event_record, inbox_key
+from opsbot.intake.http import read_capped
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
 from opsbot.settings import Settings
@@ -131,19 +132,7 @@ class AgentWebhooks:
         return "unauthorized", _reply(401, error=f"{variable} is not configured")
 
     async def _read_capped(self, request: web.Request) -> bytes | None:
-        """The body, or None as soon as it is known to exceed `max_body` (the rest is never read)."""
-        if request.content_length is not None and request.content_length > self.max_body:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(min(65536, self.max_body + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.max_body:
-                return None
+        return await read_capped(request, self.max_body)
 
     async def _accept(
         self, source: str, body: bytes, parse: Callable[..., Any]

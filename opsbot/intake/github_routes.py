@@ -62,6 +62,7 @@ from opsbot.intake.github import (
     parse_event,
     verify_signature,
 )
+from opsbot.intake.http import read_capped
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
 from opsbot.settings import Settings
@@ -171,19 +172,7 @@ class GitHubWebhooks:
     # ------------------------------------------------------------------------------ HTTP
 
     async def _read_capped(self, request: web.Request) -> bytes | None:
-        """The body, or None as soon as it is known to exceed `max_body` (the rest is never read)."""
-        if request.content_length is not None and request.content_length > self.max_body:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(min(65536, self.max_body + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.max_body:
-                return None
+        return await read_capped(request, self.max_body)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -37,6 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.doubles.serving import serve_app_in_thread
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -524,40 +526,10 @@ def serve_in_thread(double: KubeDouble) -> Iterator[RunningKube]:
     Why a thread: the kubernetes client is synchronous (urllib3), and the watcher under test runs
     in threads of its own; the test body stays plain synchronous code.
     """
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def start() -> web.AppRunner:
-        runner = web.AppRunner(double.app(), handle_signals=False, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["port"] = runner.addresses[0][1]
-        return runner
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            box["runner"] = loop.run_until_complete(start())
-        except BaseException as exc:  # surface start errors to the caller
-            box["error"] = exc
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
+    def end_watches() -> None:
         double.release_watches()
         double.end_watches()
-        loop.run_until_complete(box["runner"].cleanup())
-        loop.close()
 
-    thread = threading.Thread(target=run, name="kube-double", daemon=True)
-    thread.start()
-    started.wait(30)
-    if "error" in box:
-        raise box["error"]
-    try:
-        yield RunningKube(double, f"http://127.0.0.1:{box['port']}")
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
+    with serve_app_in_thread(double.app(), name="kube-double", shutdown_timeout=0.5,
+                             before_cleanup=end_watches) as served:
+        yield RunningKube(double, served.url)
