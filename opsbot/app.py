@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
 from opsbot.settings import Settings
 from opsbot.store import open_store
+
+log = logging.getLogger(__name__)
 
 
 def make_forge(settings: Settings, metrics: Metrics | None = None) -> Forge:
@@ -116,10 +119,16 @@ class Opsbot:
         )
 
     def handle(self, text: str, actor: Actor, thread: Thread | None = None, *, apply: bool = True) -> Result:
-        if apply:
-            refresh = getattr(self.forge, "refresh_if_stale", None)
-            if callable(refresh):
+        # Plans and proposals read the mirror: bring it up to date when it is older than the bound.
+        refresh = getattr(self.forge, "refresh_if_stale", None)
+        if callable(refresh):
+            try:
                 refresh()
+            except Exception as exc:
+                from opsbot.core.results import Failure
+
+                log.warning("mirror refresh failed: %s", type(exc).__name__)
+                return Failure(None, message=f"Could not refresh the manifest repo mirror: {exc}")
         return self.dispatcher.handle(text, actor, thread, apply=apply)
 
     def close(self) -> None:
