@@ -6,7 +6,6 @@ under CI=true a missing folder is a failure, not a skip.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from opsbot.errors import CommandError
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.index import Index
 from tests.engine import apply_to_branch, diffs, plan, render_env
+from tests.needs import missing
 from tests.repos import make_repo, realworld
 
 pytestmark = pytest.mark.realworld
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.realworld
 def copy_of(name: str, tmp_path: Path) -> GitRepo:
     src = realworld(name)
     if src is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"../shared/fixtures/realworld/{name} is missing in CI")
-        pytest.skip(f"../shared/fixtures/realworld/{name} not present beside this checkout")
+        missing(f"../shared/fixtures/realworld/{name} not present beside this checkout")
     return GitRepo(str(make_repo(src, tmp_path / name)))
 
 

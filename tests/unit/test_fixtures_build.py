@@ -22,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.needs import missing
 from tests.repos import FIXTURES, FLEET_DIR, HISTORY, ROOT, fixture_path, make_repo, realworld
 
 K8S_VERSION = "1.37"
@@ -502,7 +503,7 @@ def test_make_repo_refuses_a_non_empty_dest(tmp_path: Path) -> None:
 def test_make_repo_from_a_realworld_folder(name: str, tmp_path: Path) -> None:
     src = realworld(name)
     if src is None:
-        pytest.skip(f"realworld fixture {name} is not present")
+        missing(f"realworld fixture {name} is not present beside this checkout")
     repo = make_repo(src, tmp_path / "repo")
     assert len(_commits(repo)) == 1
     assert (repo / "LICENSE").read_bytes() == (src / "LICENSE").read_bytes()
