@@ -241,7 +241,8 @@ def _actions(request: Request) -> Block | None:
     if len(value) > BUTTON_VALUE_MAX:
         raise ValueError(f"request id longer than Slack's {BUTTON_VALUE_MAX}-character button value")
     elements: list[Block] = []
-    if request.pr_url and len(request.pr_url) <= BUTTON_URL_MAX:
+    # Slack refuses a button URL that is not a web link (the local forge's file:// PRs have none).
+    if request.pr_url.startswith(("http://", "https://")) and len(request.pr_url) <= BUTTON_URL_MAX:
         elements.append(_button(texts.BUTTON_REVIEW, ACTION_REVIEW, value, url=request.pr_url))
     elements.append(_button(texts.BUTTON_APPROVE, ACTION_APPROVE, value,
                             style="primary" if state is RequestState.PROPOSED else ""))

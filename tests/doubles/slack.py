@@ -284,6 +284,8 @@ def _element_errors(element: Any, ptr: str) -> list[str]:
         url = element.get("url")
         if url is not None and (not isinstance(url, str) or len(url) > 3000):
             errors.append(f"must be less than 3001 characters [json-pointer:{ptr}/url]")
+        elif isinstance(url, str) and not url.startswith(("http://", "https://")):
+            errors.append(f"invalid_url [json-pointer:{ptr}/url]")  # Slack opens only web links
         if element.get("style") not in (None, "primary", "danger"):
             errors.append(f"must be one of primary, danger [json-pointer:{ptr}/style]")
         if "confirm" in element:

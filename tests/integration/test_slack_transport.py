@@ -140,7 +140,8 @@ async def test_proposing_commands_post_one_root_with_buttons(
     assert title in text and facts in text
     assert "requested by <@U0ALICE>" in text
     assert "```" in text  # the diff preview
-    assert root.action_ids() == ["opsbot_review", "opsbot_approve", "opsbot_merge", "opsbot_cancel"]
+    # the local forge's PRs have no web page, and Slack opens only web links: no Review button
+    assert root.action_ids() == ["opsbot_approve", "opsbot_merge", "opsbot_cancel"]
     (request,) = chat.store.list_requests()
     assert (request.channel, request.thread_ts) == (CHANNEL, root.ts)
     assert len(open_prs(chat)) == 1
@@ -288,8 +289,10 @@ async def test_cancel_button_closes_the_pr(slack_chat: ChatFactory) -> None:
 
 async def test_review_button_is_only_acked(slack_chat: ChatFactory) -> None:
     chat = await slack_chat()
+    chat.bot.forge.url = lambda n: f"https://git.example.com/acme/fleet/pull/{n}"  # a forge with web PRs
     await chat.ops(SCALE)
     root = chat.only_root()
+    assert root.action_ids()[0] == "opsbot_review"
     calls = len(chat.double.calls)
     said = await chat.click(root, "review", user="U0BOB")
     assert said.status == 200 and said.ephemerals == []
