@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
 from opsbot.core.requests import Notify, Requests
 from opsbot.core.results import Result
-from opsbot.errors import ConfigError
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
@@ -149,13 +147,3 @@ def _live_reader(settings: Settings) -> LiveReader | None:
     from opsbot.intake.live import live_reader_from_settings
 
     return live_reader_from_settings(settings)
-
-
-def build(settings: Settings, **kwargs: Any) -> Opsbot:
-    try:
-        return Opsbot(settings, **kwargs)
-    except ConfigError:
-        raise
-
-
-Factory = Callable[[Settings], Opsbot]

@@ -29,11 +29,6 @@ class Intent:
     def verb(self) -> str:
         return type(self).__name__.lower()
 
-    @property
-    def proposes(self) -> bool:
-        """True when the intent edits the manifest repo (and so may open a PR)."""
-        return False
-
     def as_dict(self) -> dict[str, Any]:
         return {"verb": self.verb, **asdict(self)}
 
@@ -47,10 +42,6 @@ class Scale(Intent):
     app: str
     env: str
     replicas: int
-
-    @property
-    def proposes(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)
@@ -66,20 +57,12 @@ class ScaleBounds(Intent):
     def verb(self) -> str:
         return "scale"
 
-    @property
-    def proposes(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class Promote(Intent):
     app: str
     target: str
     source: str | None = None
-
-    @property
-    def proposes(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)
@@ -88,20 +71,12 @@ class Deploy(Intent):
     version: str
     env: str
 
-    @property
-    def proposes(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class Rollback(Intent):
     app: str
     env: str
     version: str | None = None
-
-    @property
-    def proposes(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)
@@ -113,10 +88,6 @@ class CreateCluster(Intent):
     @property
     def verb(self) -> str:
         return "create-cluster"
-
-    @property
-    def proposes(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)

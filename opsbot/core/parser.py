@@ -71,7 +71,7 @@ def tokenize(text: str) -> list[str]:
     return [t.strip("\"'`") for t in cleaned.split() if t.strip("\"'`")]
 
 
-def split(text: str, verbs: Sequence[str], *, two_word: Sequence[str] = ()) -> Args:
+def split(text: str, verbs: Sequence[str]) -> Args:
     """Split `text` into Args; the verb is matched case-insensitively against `verbs`."""
     tokens = tokenize(text)
     if tokens and tokens[0].lower() in ("/ops", "ops"):

@@ -55,10 +55,3 @@ class Registry:
             if not exc.usage:
                 raise UsageError(exc.message, usage=command.usage, suggestion=exc.suggestion) from None
             raise
-
-    def for_intent(self, intent: Intent) -> Command:
-        name = "create" if intent.verb == "create-cluster" else intent.verb
-        command = self._by_name.get(name)
-        if command is None:
-            raise KeyError(name)
-        return command

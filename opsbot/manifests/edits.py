@@ -70,12 +70,6 @@ class EditSet:
 # ------------------------------------------------------------------------------------- edit points
 
 
-def rel(frm_dir: str, path: str) -> str:
-    import os
-
-    return os.path.relpath(path, frm_dir or ".")
-
-
 def exclusive(index: Index, env: EnvConfig, path: str) -> bool:
     return not index.other_envs_reading(env, path)
 

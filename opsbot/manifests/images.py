@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 # Docker's tag grammar: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 # Helm chart versions are SemVer 2; Flux also accepts ranges like 6.5.* or >=1.0.0
 CHART_VERSION_RE = re.compile(r"^[0-9A-Za-z.*+^~<>=|, -]{1,64}$")
 

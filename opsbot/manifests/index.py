@@ -50,7 +50,6 @@ class Target:
     rendered: dict[str, Any]  # as the env renders it (kustomize), the doc (plain), merged values (helm)
     objects: list[dict[str, Any]] = field(default_factory=list)  # full render of the root (kustomize)
     chain: list[str] = field(default_factory=list)  # kustomize dirs root -> the one holding the doc
-    values_default: dict[str, Any] = field(default_factory=dict)  # helm: values.yaml
 
     @property
     def is_helmrelease(self) -> bool:
@@ -330,7 +329,6 @@ class Index:
             name,
             SourceDoc(values_file, 0, values),
             _deep_merge(defaults, values),
-            values_default=defaults,
         )
 
     def _unknown_app_message(self, app: str, env: EnvConfig) -> str:

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -274,11 +274,6 @@ def build(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def kustomization_dirs(paths: Iterable[str]) -> list[str]:
-    return sorted(
-        {str(PurePosixPath(p).parent) for p in paths if PurePosixPath(p).name in KUSTOMIZATION_FILES}
-    )
 
 
 def build_files(files: Mapping[str, str], root: str) -> Check:

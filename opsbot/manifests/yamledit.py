@@ -421,7 +421,7 @@ def append_item(text: str, doc: int, path: YPath, item: dict[str, Any]) -> str:
         lines = [f"{' ' * indent}{path[-1]}:", *render_block([item], indent + offset, offset)]
         at = _end_of_node(text, parent) if parent.value else _line_end(text, parent.start_mark.index)
         if len(path) == 1:
-            at = _doc_end(text, doc, parent)
+            at = _end_of_node(text, parent)  # a new top-level key goes after the document's last node
         after = _splice_lines(text, at, lines)
     elif isinstance(seq, SequenceNode) and not seq.flow_style and seq.value:
         first = seq.value[0]
@@ -442,16 +442,3 @@ def append_item(text: str, doc: int, path: YPath, item: dict[str, Any]) -> str:
     if not isinstance(check, list) or not check or check[-1] != item:
         raise EditError(f"appending to {path_str(path)} did not read back as meant")
     return after
-
-
-_DOC_MARK = re.compile(r"^(---|\.\.\.)\s*(#.*)?$", re.M)
-
-
-def _doc_end(text: str, doc: int, root: Node) -> int:
-    """Where a new top-level key of document `doc` goes: after its last node, before any `---`."""
-    return _end_of_node(text, root)
-
-
-def doc_indexes(text: str, predicate: Any) -> list[int]:
-    """Indexes of documents (as Kubernetes reads them) for which predicate(doc) is true."""
-    return [i for i, d in enumerate(load_all(text)) if isinstance(d, dict) and predicate(d)]
