@@ -220,15 +220,6 @@ class RequestState(enum.StrEnum):
     def is_open(self) -> bool:
         return self in (RequestState.PROPOSED, RequestState.APPROVED)
 
-    @property
-    def is_final(self) -> bool:
-        return self in (
-            RequestState.DEPLOYED,
-            RequestState.FAILED,
-            RequestState.CLOSED,
-            RequestState.SUPERSEDED,
-        )
-
 
 #: Which state may follow which: the stores refuse anything else, so a redelivered webhook or a
 #: double click cannot move a request backwards.
@@ -240,8 +231,9 @@ TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     RequestState.MERGED: frozenset({RequestState.DEPLOYED, RequestState.FAILED}),
     RequestState.FAILED: frozenset({RequestState.DEPLOYED}),
     RequestState.DEPLOYED: frozenset(),
-    RequestState.CLOSED: frozenset(),
-    RequestState.SUPERSEDED: frozenset(),
+    # A PR closed here can still be reopened and merged by hand on the forge: the truth is merged.
+    RequestState.CLOSED: frozenset({RequestState.MERGED}),
+    RequestState.SUPERSEDED: frozenset({RequestState.MERGED}),
 }
 
 

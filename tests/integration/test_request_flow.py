@@ -83,6 +83,9 @@ def test_cancel_closes_the_pr(bot: Console) -> None:
     assert isinstance(c, RequestUpdate) and c.request and c.request.state == RequestState.CLOSED
     assert bot.bot.forge.get_pr(a.pr.number).state == "closed"  # type: ignore[union-attr]
     assert isinstance(bot.say(f"merge {a.request.id}", user="bob"), Failure)
+    # reopened and merged by hand on the forge later: the request follows the truth
+    moved = bot.bot.requests.forge_merged(a.pr.number, "f" * 40, "carol")  # type: ignore[union-attr]
+    assert moved is not None and moved.state == RequestState.MERGED and moved.merge_sha == "f" * 40
 
 
 def test_two_prs_on_the_same_file_both_land(bot: Console, fleet: Path) -> None:
