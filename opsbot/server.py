@@ -85,14 +85,31 @@ def _forge_ready(bot: Any) -> bool:
         return False
 
 
-def default_routes(bot: Any, settings: Settings) -> list[web.AbstractRouteDef]:
+def default_routes(bot: Any, settings: Settings, github_hooks: Any = None) -> list[web.AbstractRouteDef]:
     """The webhook and metrics routes every `opsbot serve` carries (each authenticates itself)."""
     from opsbot.intake.github_routes import GitHubWebhooks
     from opsbot.metrics_routes import metrics_routes
 
     routes: list[web.AbstractRouteDef] = [*metrics_routes(bot.metrics, settings.metrics_token.get())]
-    routes += GitHubWebhooks(bot, settings).routes()
+    routes += (github_hooks or GitHubWebhooks(bot, settings)).routes()
     return routes
+
+
+GITHUB_REPLAY_SECONDS = 60.0
+
+
+async def _replay_github(hooks: Any, stop: asyncio.Event) -> None:
+    """Deliveries whose handling failed (e.g. the database blipped) are applied again, bounded by `stop`."""
+    await asyncio.to_thread(hooks.replay)
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), GITHUB_REPLAY_SECONDS)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(hooks.replay, GITHUB_REPLAY_SECONDS)
+        except Exception:
+            log.exception("replaying pending GitHub deliveries failed")
 
 
 class Server:
@@ -115,6 +132,8 @@ class Server:
         self.settings = settings
         self.deploys = deploys
         self.watch: Any = None
+        self.github_hooks: Any = None
+        self._replay_stop: asyncio.Event | None = None
         self._bot = bot
         self.host = host
         self.requested_port = settings.port if port is None else port
@@ -143,8 +162,10 @@ class Server:
             if self.settings.slack_app_token:
                 self._tasks.append(asyncio.create_task(self._socket_mode(), name="opsbot-socket-mode"))
             elif not self.settings.slack_signing_secret:
-                log.error("SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (HTTP mode) nor "
-                          "SLACK_APP_TOKEN (Socket Mode): Slack cannot reach opsbot")
+                log.error(
+                    "SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (HTTP mode) nor "
+                    "SLACK_APP_TOKEN (Socket Mode): Slack cannot reach opsbot"
+                )
         else:
             log.warning("SLACK_BOT_TOKEN is not set: serving webhooks and probes without Slack")
         from opsbot.intake.agent_routes import agent_webhook_routes
@@ -153,9 +174,20 @@ class Server:
 
         if self.deploys is None:
             worker = self.slack.worker if self.slack is not None else None
-            self.deploys = AgentIntake(DeployProcessor(self.bot, self.settings, wake=worker.wake if worker else None))
+            self.deploys = AgentIntake(
+                DeployProcessor(self.bot, self.settings, wake=worker.wake if worker else None)
+            )
+        from opsbot.intake.github_routes import GitHubWebhooks
+
+        self.github_hooks = GitHubWebhooks(self.bot, self.settings)
+        self._replay_stop = asyncio.Event()
+        self._tasks.append(
+            asyncio.create_task(
+                _replay_github(self.github_hooks, self._replay_stop), name="opsbot-github-replay"
+            )
+        )
         routes = [
-            *default_routes(self.bot, self.settings),
+            *default_routes(self.bot, self.settings, self.github_hooks),
             *agent_webhook_routes(self.bot, self.settings, self.deploys),
             *self.extra_routes,
         ]
@@ -187,6 +219,8 @@ class Server:
         self._stopped = True
         if self.app is not None:
             self.app[DRAINING]["draining"] = True
+        if self._replay_stop is not None:
+            self._replay_stop.set()
         if self.watch is not None:
             await asyncio.to_thread(self.watch.stop)
         if self.deploys is not None:

@@ -46,10 +46,12 @@ import json
 import logging
 import urllib.parse
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from opsbot.core.model import utcnow
 from opsbot.core.ports import Store
 from opsbot.core.requests import Requests
 from opsbot.intake.github import (
@@ -299,11 +301,16 @@ class GitHubWebhooks:
             if replayed:
                 log.info("replayed %d GitHub deliveries left pending by an earlier run", replayed)
 
-    def replay(self) -> int:
-        """Apply GitHub inbox items a crash left pending; returns how many. Call once at start."""
+    def replay(self, older_than: float = 0.0) -> int:
+        """Apply GitHub inbox items a crash or a failed delivery left pending; returns how many.
+
+        Called at start and then periodically (with `older_than`, so an item a handler is still
+        working on is left to it; applying twice is harmless anyway: transitions are compare-and-set
+        and posts are keyed)."""
         count = 0
+        cutoff = utcnow() - timedelta(seconds=older_than)
         for item in self.bot.store.inbox_pending(limit=PENDING_SCAN):
-            if item.source != SOURCE:
+            if item.source != SOURCE or item.received_at > cutoff:
                 continue
             event = _event_from_record(item.payload)
             if event is not None and self._wanted(event):

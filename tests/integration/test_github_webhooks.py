@@ -499,6 +499,8 @@ async def test_an_event_stored_before_a_crash_is_applied_on_replay(
     assert [(i.source, i.key) for i in bot.store.inbox_pending()] == [("github", delivery)]
 
     restarted = GitHubWebhooks(bot, settings)
+    # the periodic replay leaves fresh items to the handler that may still be on them
+    assert await asyncio.to_thread(restarted.replay, 60.0) == 0
     assert await asyncio.to_thread(restarted.replay) == 1
     req = bot.store.get_request(rid)
     assert req and (req.state, req.merge_sha) == (RequestState.MERGED, sha)
@@ -657,3 +659,26 @@ async def test_mounted_in_the_bot_server_app_it_works_the_same(
     assert (status, answer) == (200, {"ok": True, "result": "merged", "request": rid})
     req = bot.store.get_request(rid)
     assert req and req.merge_sha == sha
+
+
+async def test_the_server_replays_failed_deliveries_periodically(monkeypatch: Any) -> None:
+    """`opsbot serve` applies pending deliveries at start and again every GITHUB_REPLAY_SECONDS."""
+    from opsbot import server as srv
+
+    calls: list[float] = []
+
+    class Hooks:
+        def replay(self, older_than: float = 0.0) -> int:
+            calls.append(older_than)
+            return 0
+
+    monkeypatch.setattr(srv, "GITHUB_REPLAY_SECONDS", 0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(srv._replay_github(Hooks(), stop))
+    for _ in range(500):  # bounded: at most ~5 s
+        if len(calls) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert calls[0] == 0.0 and all(c == 0.01 for c in calls[1:])
