@@ -7,6 +7,7 @@ lines opsbot would have posted, thread replies included.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,11 @@ class Console:
 
 
 def render(result: Result) -> str:
-    """The plain-text face of a result (the Slack fallback text, chat-shaped)."""
+    """The plain-text face of a result (the Slack fallback text, chat-shaped), mentions as @name."""
+    return re.sub(r"<@([^>|]+)>", r"@\1", _render(result))
+
+
+def _render(result: Result) -> str:
     if isinstance(result, Failure):
         return f"opsbot (only you see this): {result.text()}"
     if isinstance(result, Proposed):

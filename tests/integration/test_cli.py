@@ -183,7 +183,7 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     out = p.stdout
     assert "PR #1 opened · request R1 · needs 1 approval(s)" in out
     assert "four-eyes" in out
-    assert "Merged by <@bob>" in out
+    assert "Merged by @bob as " in out
     assert "production: ghcr.io/acme/frontend:1.4.2 · 5 replicas" in out
     assert git(tmp_path / "td", "log", "-1", "--format=%s").startswith("Scale frontend to 5 replicas")
 
