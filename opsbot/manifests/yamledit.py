@@ -378,7 +378,8 @@ def _replace_empty_flow(
     start, end = node.start_mark.index, node.end_mark.index
     line_end = _line_end(text, end)
     tail = text[end:line_end]
-    after = text[:start].rstrip(" ") + tail.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + text[line_end:]
+    nl = _newline(text)
+    after = text[:start].rstrip(" ") + tail.rstrip("\r\n") + nl + nl.join(lines) + nl + text[line_end:]
     _verify(text, after, doc, path, value)
     return after
 
@@ -398,10 +399,16 @@ def _nest(rest: Sequence[PathStep], value: Any) -> Any:
     return out
 
 
+def _newline(text: str) -> str:
+    """The file's own line ending, so inserted lines never mix CRLF into an LF file or back."""
+    return "\r\n" if "\r\n" in text else "\n"
+
+
 def _splice_lines(text: str, at: int, lines: list[str]) -> str:
-    block = "\n".join(lines) + "\n"
+    nl = _newline(text)
+    block = nl.join(lines) + nl
     if at > 0 and not text[:at].endswith("\n"):
-        block = "\n" + block
+        block = nl + block
     return text[:at] + block + text[at:]
 
 

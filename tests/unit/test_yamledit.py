@@ -120,3 +120,13 @@ def test_render_scalar_round_trips_plain_when_safe() -> None:
     assert render_scalar("1.2.3") == "1.2.3"
     assert render_scalar("1.10") == '"1.10"'
     assert render_scalar(3) == "3"
+
+
+def test_crlf_files_keep_crlf_when_lines_are_inserted() -> None:
+    text = "spec:\r\n  values:\r\n    replicaCount: 1\r\n"
+    out = set_value(text, 0, ["spec", "values", "image", "tag"], "6.5.1")
+    assert out == "spec:\r\n  values:\r\n    replicaCount: 1\r\n    image:\r\n      tag: 6.5.1\r\n"
+    out = set_value(text, 0, ["spec", "values", "replicaCount"], 3)
+    assert out == text.replace("replicaCount: 1", "replicaCount: 3")
+    listed = append_item("images:\r\n- name: a\r\n  newTag: x\r\n", 0, ["images"], {"name": "b", "newTag": "y"})
+    assert listed == "images:\r\n- name: a\r\n  newTag: x\r\n- name: b\r\n  newTag: y\r\n"
