@@ -15,6 +15,7 @@ from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
 from opsbot.core.requests import Notify, Requests
 from opsbot.core.results import Result
+from opsbot.holds import hold_first_command
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
@@ -127,6 +128,7 @@ class Opsbot:
 
                 log.warning("mirror refresh failed: %s", type(exc).__name__)
                 return Failure(None, message=f"Could not refresh the manifest repo mirror: {exc}")
+        hold_first_command()
         return self.dispatcher.handle(text, actor, thread, apply=apply)
 
     def close(self) -> None:

@@ -697,10 +697,17 @@ class SlackTransport:
         async with self._lock(f"root:{request_id}"):
             current = await self._io_call(self.store.get_request, request_id) or result.request
             root = await self._io_call(load_root, self.store, request_id)
-            if root or current.thread_ts:
+            claimed = not root and not current.thread_ts and await self._io_call(
+                self.bot.requests.claim_thread, request_id, self.worker.owner
+            )
+            if not claimed:
+                # another command (maybe on another replica) posts or posted this request's root
+                if not root and not current.thread_ts:
+                    current = await self._wait_for_thread(request_id) or current
+                    root = await self._io_call(load_root, self.store, request_id)
                 where_channel = str(root["channel"]) if root else current.channel
                 where_ts = str(root["ts"]) if root else current.thread_ts
-                link = permalink(domain, where_channel, where_ts)
+                link = permalink(domain, where_channel, where_ts) if where_ts else ""
                 await self.respond(response_url, blocks.notice(texts.already_open(pr, link)), channel=channel,
                                    user=user)
                 return
@@ -708,19 +715,31 @@ class SlackTransport:
             try:
                 ts = await self.poster.post(channel, rendered["text"], rendered["blocks"], retries=3)
             except PermanentError as exc:
-                await self._io_call(self.store.update_request, request_id, channel="")
+                await self._io_call(self.bot.requests.release_thread, request_id, self.worker.owner)
                 error = str(exc)
                 hint = texts.not_in_channel(pr) if error == "not_in_channel" else texts.cannot_post(error, pr)
                 await self.respond(response_url, blocks.notice(hint), channel=channel, user=user)
                 return
             except TemporaryError:
-                await self._io_call(self.store.update_request, request_id, channel="")
+                await self._io_call(self.bot.requests.release_thread, request_id, self.worker.owner)
                 await self.respond(response_url, blocks.notice(texts.post_later(pr)), channel=channel,
                                    user=user)
                 return
-            await self._io_call(self.store.update_request, request_id, channel=channel, thread_ts=ts)
+            await self._io_call(self.bot.requests.attach_thread, request_id, channel, ts)
             await self._io_call(save_root, self.store, request_id, channel, ts, rendered["blocks"])
         self.worker.wake()  # replies queued while the root was being posted can go now
+
+    async def _wait_for_thread(self, request_id: str) -> Request | None:
+        """The root another replica is posting: wait until its ts is recorded (bounded), for the link."""
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
+            current = await self._io_call(self.store.get_request, request_id)
+            if current is None or current.thread_ts or not current.channel or loop.time() >= deadline:
+                return current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------------ buttons
 

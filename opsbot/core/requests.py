@@ -7,13 +7,13 @@ GitHub redelivery meet the same compare-and-set transitions and become no-ops, n
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opsbot.core.model import Actor, Change, Intent, PullRequest, Request, RequestState
-from opsbot.core.ports import Forge, NewRequest, Store
+from opsbot.core.ports import Forge, NewRequest, OpenRequestExists, Store
 from opsbot.errors import CommandError, PermanentError, TemporaryError
 from opsbot.forge import naming
 from opsbot.manifests.planner import Planner, unified_diff
@@ -22,15 +22,6 @@ log = logging.getLogger(__name__)
 
 #: Called after every transition (request, event, facts): the app queues chat posts from it.
 Notify = Callable[[Request, str, dict[str, Any]], None]
-
-_key_locks: dict[str, threading.Lock] = {}
-_key_locks_guard = threading.Lock()
-
-
-def _lock_for(key: str) -> threading.Lock:
-    with _key_locks_guard:
-        return _key_locks.setdefault(key, threading.Lock())
-
 
 @dataclass(frozen=True)
 class Proposal:
@@ -47,8 +38,16 @@ class Requests:
         notify: Notify | None = None,
         parse: Callable[[str], Intent] | None = None,
         users: Mapping[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        pr_wait_seconds: float = 30.0,
     ) -> None:
         self.store = store
+        #: waiting for another replica to record the PR of an intent it claimed first
+        self.clock = clock
+        self.sleep = sleep
+        self.pr_wait_seconds = pr_wait_seconds
         self.forge = forge
         self.notify = notify or (lambda r, e, f: None)
         #: turns a stored command back into its intent, for re-planning on a moved base
@@ -85,58 +84,100 @@ class Requests:
         channel: str = "",
         thread_ts: str = "",
     ) -> Proposal:
+        """One open request per intent, whichever replica asks: the store's unique index decides.
+
+        The replica whose insert wins opens (or finds) the PR; any other waits for that PR to be
+        recorded and answers with it, so a Slack retry landing elsewhere never makes a second request.
+        """
         key = change.intent.key()
         branch = naming.branch_for(change)
-        with _lock_for(key):
-            existing = self.store.find_open_request(key)
-            if existing and existing.pr_number:
-                pr = self.forge.get_pr(existing.pr_number)
-                if pr.state == "open":
-                    return Proposal(existing, pr, True)
-            found = self.forge.find_open_pr(branch)
-            if existing is None:
-                existing = self.store.find_request_by_branch(branch) if found else None
-            if found and existing and existing.state.is_open:
-                return Proposal(existing, found, True)
-            request = self.store.create_request(
-                NewRequest(
-                    intent_key=key,
-                    command=command,
-                    verb=change.intent.verb,
-                    app=change.app,
-                    env=change.env,
-                    requester=actor.id,
-                    forge=self.forge.name,
-                    branch=branch,
-                    base_branch=change.base_branch,
-                    base_sha=change.base_sha,
-                    title=change.title,
-                    summary=change.title,
-                    fields=[f.__dict__ for f in change.fields],
-                    approvals_needed=approvals_needed,
-                    channel=channel,
-                    thread_ts=thread_ts,
-                )
-            )
-            diff = unified_diff(list(change.edits))
+        new = NewRequest(
+            intent_key=key,
+            command=command,
+            verb=change.intent.verb,
+            app=change.app,
+            env=change.env,
+            requester=actor.id,
+            forge=self.forge.name,
+            branch=branch,
+            base_branch=change.base_branch,
+            base_sha=change.base_sha,
+            title=change.title,
+            summary=change.title,
+            fields=[f.__dict__ for f in change.fields],
+            approvals_needed=approvals_needed,
+            channel=channel,
+            thread_ts=thread_ts,
+        )
+        for _attempt in range(3):
             try:
-                pr = found or self.forge.open_pr(
-                    change,
-                    branch,
-                    naming.commit_message(change, request),
-                    naming.pr_body(change, diff, request, requester_login=self.users.get(actor.id, "")),
-                    naming.labels_for(change),
-                )
-            except (PermanentError, TemporaryError, CommandError) as exc:
-                self.store.transition(
-                    request.id, RequestState.CLOSED, "opsbot", f"PR could not be opened: {exc}"
-                )
-                raise CommandError(f"The PR could not be opened: {exc}") from None
-            request = self.store.update_request(
-                request.id, pr_number=pr.number, pr_url=pr.url, head_sha=pr.head_sha
+                request = self.store.create_request(new)
+            except OpenRequestExists as taken:
+                proposal = self._open_proposal(taken.existing)
+                if proposal is not None:
+                    return proposal
+                continue  # the open one turned out merged/closed on the forge: ask the store again
+            return self._open_pr_for(request, change, actor)
+        raise CommandError(f"The request for this change kept changing under me; try `{command}` again.")
+
+    def _open_pr_for(self, request: Request, change: Change, actor: Actor) -> Proposal:
+        branch = request.branch
+        # A PR on this branch that no request records: a process died between opening and recording
+        # it. Adopt it rather than open a second one.
+        found = self.forge.find_open_pr(branch)
+        diff = unified_diff(list(change.edits))
+        try:
+            pr = found or self.forge.open_pr(
+                change,
+                branch,
+                naming.commit_message(change, request),
+                naming.pr_body(change, diff, request, requester_login=self.users.get(actor.id, "")),
+                naming.labels_for(change),
             )
-            self._supersede_others(request)
-            return Proposal(request, pr, not pr.created)
+        except (PermanentError, TemporaryError, CommandError) as exc:
+            self.store.transition(request.id, RequestState.CLOSED, "opsbot", f"PR could not be opened: {exc}")
+            raise CommandError(f"The PR could not be opened: {exc}") from None
+        request = self.store.update_request(request.id, pr_number=pr.number, pr_url=pr.url, head_sha=pr.head_sha)
+        self._supersede_others(request)
+        return Proposal(request, pr, found is not None or not pr.created)
+
+    def _open_proposal(self, existing: Request) -> Proposal | None:
+        """The answer for an intent someone already asked for; None when that request just ended."""
+        current = self._await_pr(existing)
+        if current is None or not current.state.is_open:
+            return None
+        if current.pr_number is None:
+            raise CommandError(
+                f"{current.id} asks for the same change and its PR is still being opened; "
+                "try again in a minute."
+            )
+        pr = self.forge.get_pr(current.pr_number)
+        if pr.state == "open":
+            return Proposal(current, pr, True)
+        # The forge knows more than we do (its webhook is not processed yet): catch up, then retry.
+        if pr.state == "merged":
+            self.forge_merged(pr.number, pr.merge_sha, "github" if self.forge.name == "github" else "forge")
+        else:
+            self.forge_closed(pr.number, "forge")
+        return None
+
+    def _await_pr(self, existing: Request) -> Request | None:
+        """Wait (bounded) until the request's owner records its PR; adopt a PR it opened but never recorded."""
+        deadline = self.clock() + self.pr_wait_seconds
+        delay = 0.05
+        current: Request | None = existing
+        while current is not None and current.state.is_open and current.pr_number is None:
+            found = self.forge.find_open_pr(current.branch) if current.branch else None
+            if found is not None:
+                return self.store.update_request(
+                    current.id, pr_number=found.number, pr_url=found.url, head_sha=found.head_sha
+                )
+            if self.clock() >= deadline:
+                break
+            self.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            current = self.store.get_request(existing.id)
+        return current
 
     def _supersede_others(self, request: Request) -> None:
         """An older open request for the same app, env and verb is replaced by this one."""
@@ -157,6 +198,20 @@ class Requests:
                             "closing superseded PR #%s failed: %s", other.pr_number, type(exc).__name__
                         )
                 self.notify(moved, "superseded", {"by": request.id, "pr": request.pr_number})
+
+    # ------------------------------------------------------------------------------ threads
+    def claim_thread(self, request_id: str, owner: str) -> bool:
+        """Whether `owner` may post this request's thread root: true once per request, across replicas."""
+        return self.store.claim_thread(request_id, owner)
+
+    def release_thread(self, request_id: str, owner: str) -> Request:
+        """The root could not be posted: no thread for now, and the next ask may try again."""
+        self.store.release_thread(request_id, owner)
+        return self.store.update_request(request_id, channel="", thread_ts="")
+
+    def attach_thread(self, request_id: str, channel: str, thread_ts: str) -> Request:
+        """Record where the request's thread lives ("" for both: it has none, replies are skipped)."""
+        return self.store.update_request(request_id, channel=channel, thread_ts=thread_ts)
 
     # ------------------------------------------------------------------------------ lookups
     def get(self, ref: str) -> Request:

@@ -524,6 +524,21 @@ class GitHubDouble:
     def _emit_push(self, branch: str, before: str, after: str, pusher: str) -> None:
         login = pusher.removesuffix("[bot]")
         self._emit("push", lambda base: self.push_payload(base, branch, before, after, login))
+        if before == ZERO_SHA or after == ZERO_SHA:
+            return
+        # GitHub: a push to the head branch of an open PR is `pull_request` `synchronize`, sent by
+        # the pusher, with the old and new head.
+        for pr in self.pulls.values():
+            if pr.state == "open" and pr.head == branch:
+                number = pr.number
+                self._emit(
+                    "pull_request",
+                    lambda base, n=number: {
+                        **self.pull_request_payload(base, n, "synchronize", pusher),
+                        "before": before,
+                        "after": after,
+                    },
+                )
 
     def pending_events(self) -> list[str]:
         with self.lock:
