@@ -1,4 +1,4 @@
-"""`merge <request>`: merge its PR once enough approvals are in; re-planned if the base moved."""
+"""`merge <request>`: merge exactly the approved head of its PR once enough approvals are in."""
 
 from __future__ import annotations
 

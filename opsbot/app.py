@@ -73,6 +73,7 @@ class Opsbot:
             notify=self._notify,
             parse=lambda t: REGISTRY.parse(t)[1],
             users=settings.users,
+            planner_for=self.planner_for,
         )
         self.live = live if live is not None else _live_reader(settings)
         self.dispatcher = Dispatcher(

@@ -349,6 +349,7 @@ class PullRequest:
     title: str = ""
     merge_sha: str = ""
     created: bool = True  # False when an identical open PR was returned instead of a new one
+    head_author: str = ""  # who made the head commit, when the forge knows and it is not opsbot's
 
 
 # --------------------------------------------------------------------------------------------- agents

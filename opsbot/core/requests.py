@@ -12,11 +12,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opsbot.core.model import Actor, Change, Intent, PullRequest, Request, RequestState
+from opsbot.core.model import (
+    Actor,
+    Approval,
+    Change,
+    Intent,
+    PullRequest,
+    Request,
+    RequestState,
+    effect_of,
+)
 from opsbot.core.ports import Forge, NewRequest, OpenRequestExists, Store
-from opsbot.errors import CommandError, PermanentError, TemporaryError
+from opsbot.errors import CommandError, HeadChanged, MergeConflict, PermanentError, TemporaryError
 from opsbot.forge import naming
-from opsbot.manifests.planner import Planner, unified_diff
+from opsbot.manifests.planner import NothingToDo, Planner, unified_diff
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +48,14 @@ class Requests:
         parse: Callable[[str], Intent] | None = None,
         users: Mapping[str, str] | None = None,
         *,
+        planner_for: Callable[[str], Planner] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         pr_wait_seconds: float = 30.0,
     ) -> None:
         self.store = store
+        #: a planner on a ref: re-planning open requests when their base moves
+        self.planner_for = planner_for
         #: waiting for another replica to record the PR of an intent it claimed first
         self.clock = clock
         self.sleep = sleep
@@ -222,6 +234,48 @@ class Requests:
             raise CommandError(f'No request "{ref}". `status` lists the open ones.')
         return req
 
+    # ------------------------------------------------------------------------------ approvals bind
+    # The rule (DESIGN §2): an approval counts while the PR's head is the commit it was given on and
+    # the request's effect (rendered field changes, old -> new) is the effect it was given for.
+    # A commit by anyone else clears approvals; opsbot's own rebase keeps them only when the effect
+    # is identical. Merge sends the approved head to the forge, which merges that commit or nothing.
+
+    def valid_approvals(self, req: Request) -> list[Approval]:
+        """The approvals that still count for the request as it is now."""
+        effect = req.effect
+        return [
+            a
+            for a in self.store.approvals(req.id)
+            if (a.head_sha or req.head_sha) == req.head_sha and (not a.effect or a.effect == effect)
+        ]
+
+    def clear_approvals(self, req: Request, actor: str, why: str) -> Request:
+        """Forget every approval; an approved request needs approval again (back to proposed)."""
+        self.store.clear_approvals(req.id)
+        if req.state == RequestState.APPROVED:
+            req = self.store.transition(req.id, RequestState.PROPOSED, actor, why) or req
+        return req
+
+    def branch_pushed(self, req: Request, head_sha: str, pusher: str) -> Request:
+        """A commit opsbot did not make is on the PR branch: what was approved is not what would merge."""
+        current = self.store.get_request(req.id) or req
+        if not head_sha or head_sha == current.head_sha or not current.state.is_open:
+            return current
+        who = pusher or "someone"
+        current = self.store.update_request(current.id, head_sha=head_sha)
+        current = self.clear_approvals(current, who, f"{who} pushed {head_sha[:7]}; approvals cleared")
+        self.notify(current, "pushed", {"by": who, "sha": head_sha, "needed": current.approvals_needed})
+        return current
+
+    def _head_moved(self, req: Request) -> Request | None:
+        """The request after a push nobody told us about (no webhook: the local forge), else None."""
+        if req.pr_number is None:
+            return None
+        pr = self.forge.get_pr(req.pr_number)
+        if pr.state != "open" or not pr.head_sha or pr.head_sha == req.head_sha:
+            return None
+        return self.branch_pushed(req, pr.head_sha, pr.head_author)
+
     # ------------------------------------------------------------------------------ approve
     def approve(self, req: Request, actor: Actor, source: str = "chat") -> tuple[Request, str]:
         if not req.state.is_open:
@@ -230,14 +284,22 @@ class Requests:
             raise CommandError(
                 f"You asked for {req.id}, so your approval does not count (four-eyes). Ask a teammate."
             )
-        added = self.store.add_approval(req.id, actor.id, source)
-        count = len(self.store.approvals(req.id))
+        moved = self._head_moved(req)
+        if moved is not None:
+            raise CommandError(
+                f"PR #{req.pr_number} changed since it was shown: {moved.head_sha[:7]} was pushed to its branch. "
+                "Read the PR again, then approve."
+            )
+        added = self.store.add_approval(req.id, actor.id, source, head_sha=req.head_sha, effect=req.effect)
+        count = len(self.valid_approvals(req))
         if not added:
             return req, f"You already approved {req.id} ({count}/{max(req.approvals_needed, 1)})."
         if source == "chat" and req.pr_number:
             try:
                 self.forge.comment(
-                    req.pr_number, f"Approved in chat by {actor.display} ({count}/{req.approvals_needed})."
+                    req.pr_number,
+                    f"Approved in chat by {actor.display} ({count}/{req.approvals_needed}) "
+                    f"at {req.head_sha[:7]}.",
                 )
             except Exception as exc:
                 log.warning("PR comment failed: %s", type(exc).__name__)
@@ -245,32 +307,45 @@ class Requests:
             moved = self.store.transition(req.id, RequestState.APPROVED, actor.id, f"approved by {actor.id}")
             if moved:
                 req = moved
-        self.notify(req, "approved", {"by": actor.id, "count": count, "needed": req.approvals_needed})
+        # the head is part of the facts: approving again after a push is a new event, not a repeat
+        self.notify(req, "approved", {"by": actor.id, "count": count, "needed": req.approvals_needed,
+                                      "head": req.head_sha})
         return req, f"Approved by <@{actor.id}> ({count}/{req.approvals_needed})."
 
     # ------------------------------------------------------------------------------ merge
     def merge(
         self, req: Request, actor: Actor, planner_for: Callable[[str], Planner] | None = None
     ) -> tuple[Request, str]:
+        """Merge exactly the approved head, or refuse and say why; never re-plan on the way."""
         if req.state == RequestState.MERGED or req.state == RequestState.DEPLOYED:
             return req, f"{req.id} is already merged ({req.merge_sha[:7]})."
         if not req.state.is_open:
             raise CommandError(f"Request {req.id} is {req.state}; it cannot be merged.")
-        count = len(self.store.approvals(req.id))
+        if req.pr_number is None:
+            raise CommandError(f"{req.id} has no PR.")
+        moved = self._head_moved(req)
+        if moved is not None:
+            raise CommandError(self._changed_text(moved))
+        count = len(self.valid_approvals(req))
         if count < req.approvals_needed:
             raise CommandError(
                 f"{req.id} needs {req.approvals_needed} approval(s) before it can merge and has {count}. "
                 "The requester's own approval never counts."
             )
-        if req.pr_number is None:
-            raise CommandError(f"{req.id} has no PR.")
         message = f"{req.title} (opsbot {req.id}, PR #{req.pr_number})"
         try:
-            pr = self.forge.merge_pr(req.pr_number, message)
-        except CommandError as exc:
-            if "conflict" not in str(exc).lower() or planner_for is None:
-                raise
-            pr = self._replan_and_merge(req, planner_for, message)
+            pr = self.forge.merge_pr(req.pr_number, message, expected_head=req.head_sha)
+        except HeadChanged as exc:
+            head = exc.head_sha or self.forge.get_pr(req.pr_number).head_sha
+            raise CommandError(self._changed_text(self.branch_pushed(req, head, ""))) from None
+        except MergeConflict as exc:
+            # never merged textually, never re-planned silently: re-plan in the open, then ask again
+            self.follow_base(req.base_branch, "a conflict at merge")
+            raise CommandError(
+                f"{req.id} was not merged: {exc.message}",
+                hint=f"opsbot re-planned it on the current {req.base_branch} (see the thread); merge again, "
+                "after a new approval if its effect changed.",
+            ) from None
         moved = self.store.transition(
             req.id, RequestState.MERGED, actor.id, f"merged as {pr.merge_sha[:7]}", merge_sha=pr.merge_sha
         )
@@ -278,26 +353,85 @@ class Requests:
             current = self.store.get_request(req.id)
             return current or req, f"{req.id} is already merged."
         self.notify(moved, "merged", {"by": actor.id, "sha": pr.merge_sha})
+        self.follow_base(moved.base_branch, f"#{moved.pr_number} merged")
         return moved, f"Merged by <@{actor.id}> as {pr.merge_sha[:7]}."
 
-    def _replan_and_merge(
-        self, req: Request, planner_for: Callable[[str], Planner], message: str
-    ) -> PullRequest:
-        """The base moved under the PR: re-apply the intent on the new base, never a textual merge."""
-        assert req.pr_number is not None
-        if self.parse is None:
-            raise CommandError(
-                f"PR #{req.pr_number} conflicts with {req.base_branch}; run the command again."
-            )
-        self.forge.refresh()
-        planner = planner_for(req.base_branch)
-        intent = self.parse(req.command)
-        change = planner.plan(intent)
-        pr = self.forge.update_pr(
-            req.pr_number, change, f"{change.title}\n\nRe-planned on {change.base_sha[:7]}.\n"
+    @staticmethod
+    def _changed_text(req: Request) -> str:
+        return (
+            f"{req.id} was not merged: PR #{req.pr_number} changed after it was approved "
+            f"({req.head_sha[:7]} was pushed to its branch). It needs approval again."
         )
-        self.store.update_request(req.id, base_sha=change.base_sha, head_sha=pr.head_sha)
-        return self.forge.merge_pr(req.pr_number, message)
+
+    # ------------------------------------------------------------------------------ open PRs follow their base
+    def follow_base(self, base_branch: str, after: str) -> list[Request]:
+        """The base moved: re-plan every open request on it whose PR is not on the new base commit.
+
+        Errors are logged per request and never undo what moved the base (a merge already happened).
+        """
+        if self.planner_for is None or self.parse is None or not base_branch:
+            return []
+        try:
+            self.forge.refresh()
+            planner = self.planner_for(base_branch)
+        except Exception as exc:
+            log.warning("cannot re-plan open requests on %s: %s", base_branch, type(exc).__name__)
+            return []
+        rebased: list[Request] = []
+        for req in self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], limit=500):
+            if req.base_branch != base_branch or req.pr_number is None or req.base_sha == planner.index.snap.sha:
+                continue
+            try:
+                rebased.append(self.rebase(req, planner, after))
+            except Exception:
+                log.exception("re-planning %s on %s failed", req.id, base_branch)
+        return rebased
+
+    def rebase(self, req: Request, planner: Planner, after: str) -> Request:
+        """Re-plan one request on `planner`'s base and force its branch there (opsbot's own commit).
+
+        Same effect -> the approvals stand (re-bound to the new head); another effect -> cleared, and
+        the thread says old -> new; nothing left to do -> the request is closed with that reason.
+        """
+        assert self.parse is not None and req.pr_number is not None
+        intent = self.parse(req.command)
+        try:
+            change = planner.plan(intent)
+        except NothingToDo as exc:
+            reason = exc.message
+            self.forge.close_pr(req.pr_number, f"Closed by opsbot: {reason}")
+            moved = self.store.transition(req.id, RequestState.CLOSED, "opsbot", f"no longer applies: {reason}")
+            if moved is not None:
+                self.notify(moved, "closed", {"by": "opsbot", "reason": reason})
+            return moved or req
+        old_effect, new_effect = req.effect, effect_of(change.fields)
+        pr = self.forge.update_pr(
+            req.pr_number,
+            change,
+            naming.commit_message(change, req) + f"\nRe-planned on {change.base_sha[:7]} after {after}.\n",
+        )
+        current = self.store.update_request(
+            req.id,
+            base_sha=change.base_sha,
+            head_sha=pr.head_sha,
+            fields=[f.__dict__ for f in change.fields],
+            title=change.title,
+        )
+        same = old_effect == new_effect
+        if same:
+            self.store.rebind_approvals(req.id, pr.head_sha, new_effect)
+        else:
+            current = self.clear_approvals(current, "opsbot", f"re-planned after {after}: the effect changed")
+        facts = {
+            "base": req.base_branch,
+            "after": after,
+            "sha": pr.head_sha,
+            "same": same,
+            "old": [list(e) for e in old_effect],
+            "new": [list(e) for e in new_effect],
+        }
+        self.notify(current, "rebased", facts)
+        return current
 
     # ------------------------------------------------------------------------------ close
     def cancel(self, req: Request, actor: Actor) -> tuple[Request, str]:
@@ -325,6 +459,7 @@ class Requests:
         )
         if moved:
             self.notify(moved, "merged", {"by": merged_by, "sha": merge_sha})
+            self.follow_base(moved.base_branch, f"#{pr_number} merged")
         return moved
 
     def forge_closed(self, pr_number: int, closed_by: str) -> Request | None:
@@ -336,13 +471,25 @@ class Requests:
             self.notify(moved, "closed", {"by": closed_by})
         return moved
 
-    def forge_approved(self, pr_number: int, reviewer: str) -> Request | None:
+    def forge_pushed(self, pr_number: int, head_sha: str, pusher: str) -> Request | None:
+        """GitHub `synchronize`: a head we did not record (ours is recorded before GitHub tells us)."""
+        req = self.store.find_request_by_pr(self.forge.name, pr_number)
+        if req is None or not req.state.is_open or head_sha == req.head_sha:
+            return None
+        return self.branch_pushed(req, head_sha, pusher)
+
+    def forge_approved(self, pr_number: int, reviewer: str, commit_sha: str = "") -> Request | None:
+        """A GitHub review approval counts for the commit it was given on (`commit_id`), nothing else."""
         req = self.store.find_request_by_pr(self.forge.name, pr_number)
         if req is None or not req.state.is_open or self.same_person(req.requester, reviewer):
             return None
-        if not self.store.add_approval(req.id, reviewer, "github"):
+        if commit_sha and commit_sha != req.head_sha:
+            log.info("review of PR #%s by %s is for %s, not the head %s: not counted",
+                     pr_number, reviewer, commit_sha[:7], req.head_sha[:7])
             return None
-        count = len(self.store.approvals(req.id))
+        if not self.store.add_approval(req.id, reviewer, "github", head_sha=req.head_sha, effect=req.effect):
+            return None
+        count = len(self.valid_approvals(req))
         if count >= req.approvals_needed:
             req = (
                 self.store.transition(
@@ -350,5 +497,6 @@ class Requests:
                 )
                 or req
             )
-        self.notify(req, "approved", {"by": reviewer, "count": count, "needed": req.approvals_needed})
+        self.notify(req, "approved", {"by": reviewer, "count": count, "needed": req.approvals_needed,
+                                      "head": req.head_sha})
         return req

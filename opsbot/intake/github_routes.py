@@ -26,7 +26,10 @@ What each event does:
                                            opsbot did not open is announced in the deploy
                                            channel (a `channel_post` outbox item)
 `pull_request` closed, not merged          `Requests.forge_closed`
-`pull_request_review` submitted, approved  `Requests.forge_approved`, only with
+`pull_request` synchronize                 `Requests.forge_pushed`: a head opsbot did not record
+                                           clears the approvals (told in the thread)
+`pull_request_review` submitted, approved  `Requests.forge_approved` for the review's
+                                           `commit_id` (counts only if it is the head), only with
                                            `approvals_mode: github` (four-eyes applies)
 `push`                                     mirror refresh in the background
 `ping`                                     200
@@ -59,6 +62,7 @@ from opsbot.intake.github import (
     PrClosed,
     PrMerged,
     PrOpened,
+    PrSynchronized,
     Push,
     ReviewApproved,
     parse_event,
@@ -234,7 +238,7 @@ class GitHubWebhooks:
             return False
         if isinstance(event, ReviewApproved):
             return self.settings.approvals_mode == "github"
-        return isinstance(event, PrMerged | PrClosed | Push)
+        return isinstance(event, PrMerged | PrClosed | PrSynchronized | Push)
 
     # ------------------------------------------------------------------------------ actions
 
@@ -252,8 +256,11 @@ class GitHubWebhooks:
             moved = requests.forge_closed(event.number, event.closed_by or "github")
             return {"result": "closed" if moved else "unchanged"}
         if isinstance(event, ReviewApproved):
-            moved = requests.forge_approved(event.number, event.reviewer)
+            moved = requests.forge_approved(event.number, event.reviewer, event.commit_sha)
             return {"result": "approval-recorded" if moved else "unchanged"}
+        if isinstance(event, PrSynchronized):
+            moved = requests.forge_pushed(event.number, event.after, event.pusher)
+            return {"result": "approvals-cleared" if moved else "unchanged"}
         # a push needs no replay: the mirror is fetched before planning whenever it is stale
         return {"result": "ignored"}
 

@@ -119,8 +119,13 @@ def _reply_facts(store: Store, request: Request, event: str, facts: Mapping[str,
                 "needed": int(facts.get("needed", 1) or 1)}
     if event == "merged":
         return {"by": str(facts.get("by", "")), "sha": str(facts.get("sha", ""))}
+    if event == "pushed":
+        return {"by": str(facts.get("by", "")), "sha": str(facts.get("sha", "")),
+                "needed": int(facts.get("needed", 1) or 0)}
     if event == "closed":
         return {"by": str(facts.get("by", "")), "reason": str(facts.get("reason", ""))}
+    if event == "rebased":
+        return {k: facts.get(k) for k in ("base", "after", "sha", "same", "old", "new")}
     if event == "superseded":
         by = str(facts.get("by", ""))
         newer = store.get_request(by) if by else None
@@ -153,6 +158,8 @@ def queue_request_event(
         if store.outbox_add(f"{base}:reply", THREAD_REPLY, payload):
             added.append(f"{base}:reply")
     root: dict[str, Any] = {"request": request.id}
+    if not status and event == "pushed":
+        status = texts.pushed_status(str(facts.get("by", "")), str(facts.get("sha", "")))
     if status:
         root["status"] = status
     if reason:

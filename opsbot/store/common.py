@@ -537,6 +537,17 @@ class SqlStore(ABC):
             )
         return added == 1
 
+    def rebind_approvals(self, request_id: str, head_sha: str, effect: Sequence[Sequence[str]]) -> int:
+        """opsbot re-planned the request with the same effect: its approvals now hold for the new head."""
+        number = parse_id(request_id)
+        if number is None:
+            return 0
+        with self._tx(write=True) as tx:
+            return tx.run(
+                "UPDATE approvals SET head_sha = ?, effect = ? WHERE request_id = ?",
+                (head_sha, self._json([list(item) for item in effect]), number),
+            )
+
     def clear_approvals(self, request_id: str) -> int:
         """Forget every approval of a request; how many there were."""
         number = parse_id(request_id)
