@@ -99,7 +99,8 @@ GITHUB_REPLAY_SECONDS = 60.0
 
 
 async def _replay_github(hooks: Any, stop: asyncio.Event) -> None:
-    """Deliveries whose handling failed (e.g. the database blipped) are applied again, bounded by `stop`."""
+    """Deliveries whose handling failed (e.g. the database blipped) are applied again, and open PRs
+    follow a base that moved without telling us; every minute, bounded by `stop`."""
     await asyncio.to_thread(hooks.replay)
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
@@ -110,6 +111,8 @@ async def _replay_github(hooks: Any, stop: asyncio.Event) -> None:
             await asyncio.to_thread(hooks.replay, GITHUB_REPLAY_SECONDS)
         except Exception:
             log.exception("replaying pending GitHub deliveries failed")
+        # the periodic check: a base moved without a webhook (the local forge, a lost delivery)
+        hooks.refresher.kick()
 
 
 class Server:

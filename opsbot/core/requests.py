@@ -364,6 +364,26 @@ class Requests:
         )
 
     # ------------------------------------------------------------------------------ open PRs follow their base
+    def follow_bases(self) -> list[Request]:
+        """Every base branch of an open request, followed (a push webhook, the periodic check)."""
+        bases = {
+            r.base_branch
+            for r in self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], limit=500)
+            if r.base_branch and r.pr_number is not None
+        }
+        rebased: list[Request] = []
+        for base in sorted(bases):
+            rebased += self.follow_base(base, "")
+        return rebased
+
+    def _moved_by(self, base_branch: str, sha: str) -> str:
+        """How a thread names a base move: the PR whose merge it was, else the new commit."""
+        for r in self.store.list_requests(states=[RequestState.MERGED, RequestState.DEPLOYED, RequestState.FAILED],
+                                          limit=50):
+            if r.merge_sha == sha and r.pr_number is not None:
+                return f"#{r.pr_number} merged"
+        return f"{base_branch} moved to {sha[:7]}"
+
     def follow_base(self, base_branch: str, after: str) -> list[Request]:
         """The base moved: re-plan every open request on it whose PR is not on the new base commit.
 
@@ -377,10 +397,12 @@ class Requests:
         except Exception as exc:
             log.warning("cannot re-plan open requests on %s: %s", base_branch, type(exc).__name__)
             return []
+        head = planner.index.snap.sha
         rebased: list[Request] = []
         for req in self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], limit=500):
-            if req.base_branch != base_branch or req.pr_number is None or req.base_sha == planner.index.snap.sha:
+            if req.base_branch != base_branch or req.pr_number is None or req.base_sha == head:
                 continue
+            after = after or self._moved_by(base_branch, head)
             try:
                 rebased.append(self.rebase(req, planner, after))
             except Exception:
@@ -446,7 +468,9 @@ class Requests:
         return moved, f"Cancelled by <@{actor.id}>; PR #{req.pr_number} closed."
 
     # ------------------------------------------------------------------------------ forge events
-    def forge_merged(self, pr_number: int, merge_sha: str, merged_by: str) -> Request | None:
+    def forge_merged(self, pr_number: int, merge_sha: str, merged_by: str, *, follow: bool = True) -> Request | None:
+        """Merged on the forge (by hand, or our own merge seen again); `follow=False` when the caller
+        re-plans the open PRs on the moved base itself (the webhook does it in the background)."""
         req = self.store.find_request_by_pr(self.forge.name, pr_number)
         if req is None:
             return None
@@ -459,7 +483,8 @@ class Requests:
         )
         if moved:
             self.notify(moved, "merged", {"by": merged_by, "sha": merge_sha})
-            self.follow_base(moved.base_branch, f"#{pr_number} merged")
+            if follow:
+                self.follow_base(moved.base_branch, f"#{pr_number} merged")
         return moved
 
     def forge_closed(self, pr_number: int, closed_by: str) -> Request | None:

@@ -31,7 +31,8 @@ What each event does:
 `pull_request_review` submitted, approved  `Requests.forge_approved` for the review's
                                            `commit_id` (counts only if it is the head), only with
                                            `approvals_mode: github` (four-eyes applies)
-`push`                                     mirror refresh in the background
+`push`                                     mirror refresh, then open PRs follow their moved
+                                           base (`Requests.follow_bases`), in the background
 `ping`                                     200
 anything else                              204, not stored
 =========================================  ==================================================
@@ -167,13 +168,21 @@ class GitHubWebhooks:
         self.max_body = settings.max_body_bytes if max_body is None else max_body
         #: `opsbot_webhook_events{source="github"}`: the bot's own registry when it has one
         self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
-        self.refresher = Coalescer(bot.forge.refresh, "mirror refresh after a push")
+        self.refresher = Coalescer(self._refresh_and_follow, "mirror refresh and re-planning after a push")
         self._warned_unconfigured = False
         self._replayed = False
         self._replay_lock = asyncio.Lock()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(PATH, self.handle)]
+
+    def _refresh_and_follow(self) -> None:
+        """Fetch the mirror, then re-plan the open PRs whose base moved (in the background: GitHub
+        gives a delivery 10 s, and re-planning a dozen PRs may take longer)."""
+        self.bot.forge.refresh()
+        follow = getattr(self.bot.requests, "follow_bases", None)
+        if callable(follow):
+            follow()
 
     # ------------------------------------------------------------------------------ HTTP
 
@@ -227,6 +236,8 @@ class GitHubWebhooks:
             result: dict[str, Any] = {"result": "refresh-scheduled"}
         else:
             result = await asyncio.to_thread(self._apply, parsed)
+            if isinstance(parsed, PrMerged):
+                self.refresher.kick()  # the base moved: open PRs on it follow, in the background
         await asyncio.to_thread(self._done, delivery)
         return "accepted", _reply(200, ok=True, **result)
 
@@ -250,7 +261,9 @@ class GitHubWebhooks:
             if known is None:
                 queued = self._announce_foreign_merge(event)
                 return {"result": "merged-elsewhere", "announced": queued}
-            moved = requests.forge_merged(event.number, event.merge_sha, event.merged_by or "github")
+            moved = requests.forge_merged(
+                event.number, event.merge_sha, event.merged_by or "github", follow=False
+            )
             return {"result": "merged" if moved else "unchanged", "request": known.id}
         if isinstance(event, PrClosed):
             moved = requests.forge_closed(event.number, event.closed_by or "github")

@@ -1457,7 +1457,9 @@ class GitHubDouble:
             "GIT_CONFIG_NOSYSTEM": "1",
             "HOME": str(self.root),
         }
-        if request.headers.get("Content-Encoding"):
+        # aiohttp has already inflated a gzip body (git gzips big negotiations, e.g. a fetch with
+        # many branches): handing http-backend the header too would make it inflate plain bytes.
+        if request.headers.get("Content-Encoding") and raw[:2] == b"\x1f\x8b":
             env["HTTP_CONTENT_ENCODING"] = request.headers["Content-Encoding"]
         if request.headers.get("Git-Protocol"):
             env["GIT_PROTOCOL"] = request.headers["Git-Protocol"]

@@ -706,12 +706,20 @@ async def test_mounted_in_the_bot_server_app_it_works_the_same(
 
 
 async def test_the_server_replays_failed_deliveries_periodically(monkeypatch: Any) -> None:
-    """`opsbot serve` applies pending deliveries at start and again every GITHUB_REPLAY_SECONDS."""
+    """`opsbot serve` applies pending deliveries at start and again every GITHUB_REPLAY_SECONDS, and
+    each time checks whether open PRs must follow a base that moved (the periodic check)."""
     from opsbot import server as srv
 
     calls: list[float] = []
+    kicks: list[int] = []
+
+    class Refresher:
+        def kick(self) -> None:
+            kicks.append(len(calls))
 
     class Hooks:
+        refresher = Refresher()
+
         def replay(self, older_than: float = 0.0) -> int:
             calls.append(older_than)
             return 0
@@ -726,3 +734,4 @@ async def test_the_server_replays_failed_deliveries_periodically(monkeypatch: An
     stop.set()
     await asyncio.wait_for(task, 5)
     assert calls[0] == 0.0 and all(c == 0.01 for c in calls[1:])
+    assert kicks and kicks[0] == 2  # after each periodic replay, not before the first
