@@ -154,6 +154,12 @@ class Server:
         from opsbot.app import Opsbot
 
         self.bot = self._bot or await asyncio.to_thread(Opsbot, self.settings)
+        repair = getattr(getattr(self.bot, "requests", None), "repair", None)
+        if callable(repair):  # a PR opened just before a crash is recorded, never opened twice
+            try:
+                await asyncio.to_thread(repair)
+            except Exception:
+                log.exception("repairing requests left open by a crash failed")
         if self.settings.slack_bot_token:
             factory = self.transport_factory
             if factory is None:

@@ -21,6 +21,7 @@ from opsbot.core.model import (
     Request,
     RequestState,
     effect_of,
+    utcnow,
 )
 from opsbot.core.ports import Forge, NewRequest, OpenRequestExists, Store
 from opsbot.errors import CommandError, HeadChanged, MergeConflict, PermanentError, TemporaryError
@@ -28,6 +29,9 @@ from opsbot.forge import naming
 from opsbot.manifests.planner import NothingToDo, Planner, unified_diff
 
 log = logging.getLogger(__name__)
+
+#: An open request with no PR this old has lost its opener (a crash between insert and PR).
+STALE_OPENING_SECONDS = 120.0
 
 #: Called after every transition (request, event, facts): the app queues chat posts from it.
 Notify = Callable[[Request, str, dict[str, Any]], None]
@@ -174,22 +178,53 @@ class Requests:
         return None
 
     def _await_pr(self, existing: Request) -> Request | None:
-        """Wait (bounded) until the request's owner records its PR; adopt a PR it opened but never recorded."""
+        """Wait (bounded) until the request's owner records its PR; adopt a PR it opened but never
+        recorded; close it when its owner is long gone without opening one (crash repair)."""
         deadline = self.clock() + self.pr_wait_seconds
         delay = 0.05
         current: Request | None = existing
         while current is not None and current.state.is_open and current.pr_number is None:
-            found = self.forge.find_open_pr(current.branch) if current.branch else None
-            if found is not None:
-                return self.store.update_request(
-                    current.id, pr_number=found.number, pr_url=found.url, head_sha=found.head_sha
-                )
+            repaired = self._repair(current)
+            if repaired is not current:
+                return repaired
             if self.clock() >= deadline:
                 break
             self.sleep(delay)
             delay = min(delay * 2, 1.0)
             current = self.store.get_request(existing.id)
         return current
+
+    def _repair(self, req: Request) -> Request | None:
+        """An open request without a PR: record the PR its branch has (the process died between
+        opening and recording it), or close it if it is older than any live opener could be.
+        Returns `req` itself when it may still be in the hands of a live replica."""
+        found = self.forge.find_open_pr(req.branch) if req.branch else None
+        if found is not None:
+            log.info("recording PR #%s of %s, opened before a restart", found.number, req.id)
+            return self.store.update_request(req.id, pr_number=found.number, pr_url=found.url, head_sha=found.head_sha)
+        age = (utcnow() - req.created_at).total_seconds()
+        if age < max(self.pr_wait_seconds, STALE_OPENING_SECONDS):
+            return req
+        reason = "its PR was never opened (opsbot stopped before); ask again"
+        closed = self.store.transition(req.id, RequestState.CLOSED, "opsbot", reason)
+        if closed is not None:
+            self.notify(closed, "closed", {"by": "opsbot", "reason": reason})
+        return closed
+
+    def repair(self) -> list[Request]:
+        """At start: every open request without a recorded PR is recorded or closed (never orphaned)."""
+        fixed: list[Request] = []
+        for req in self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], limit=500):
+            if req.pr_number is not None:
+                continue
+            try:
+                after = self._repair(req)
+            except Exception:
+                log.exception("repairing %s failed", req.id)
+                continue
+            if after is not None and after is not req:
+                fixed.append(after)
+        return fixed
 
     def _supersede_others(self, request: Request) -> None:
         """An older open request for the same app, env and verb is replaced by this one."""

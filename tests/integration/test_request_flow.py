@@ -256,3 +256,82 @@ def test_read_commands(bot: Console) -> None:
 
 def _actor(name: str) -> Actor:
     return Actor(name, name, "chat")
+
+
+class _Died(BaseException):
+    """The process dying: not an Exception, so nothing on the way catches it."""
+
+
+def _die_after_opening(bot: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next PR is opened on the forge, then the process dies before recording it."""
+    real = bot.bot.store.update_request
+
+    def update_request(request_id: str, **fields: object) -> object:
+        if "pr_number" in fields:
+            raise _Died()
+        return real(request_id, **fields)
+
+    monkeypatch.setattr(bot.bot.store, "update_request", update_request)
+
+
+def _restarted(fleet: Path) -> Console:
+    return Console(Opsbot(load_settings(environ={}, repo=str(fleet))), out=io.StringIO())
+
+
+def test_a_pr_opened_but_not_recorded_is_recorded_when_asked_again(
+    bot: Console, fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _die_after_opening(bot, monkeypatch)
+    with pytest.raises(_Died):
+        bot.say("scale frontend 5 in production")
+    (pr,) = bot.bot.forge.list_prs()
+    (lost,) = bot.bot.store.list_requests()
+    assert lost.pr_number is None and lost.state == RequestState.PROPOSED
+    monkeypatch.undo()
+
+    again = _restarted(fleet)
+    try:
+        answer = again.say("scale frontend 5 in production", user="carol")
+        assert isinstance(answer, Proposed) and answer.existing and answer.pr and answer.request
+        assert (answer.request.id, answer.pr.number) == (lost.id, pr.number)
+        assert len(again.bot.forge.list_prs()) == 1 and len(again.bot.store.list_requests()) == 1
+        assert again.bot.store.get_request(lost.id).pr_number == pr.number  # type: ignore[union-attr]
+    finally:
+        again.bot.close()
+
+
+def test_a_pr_opened_but_not_recorded_is_recorded_at_start(
+    bot: Console, fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _die_after_opening(bot, monkeypatch)
+    with pytest.raises(_Died):
+        bot.say("scale frontend 5 in production")
+    monkeypatch.undo()
+    again = _restarted(fleet)
+    try:
+        (fixed,) = again.bot.requests.repair()
+        (pr,) = again.bot.forge.list_prs()
+        assert (fixed.pr_number, fixed.pr_url, fixed.state) == (pr.number, pr.url, RequestState.PROPOSED)
+        assert again.bot.requests.repair() == []  # nothing left to do
+    finally:
+        again.bot.close()
+
+
+def test_a_request_whose_pr_was_never_opened_is_closed_once_stale(
+    bot: Console, fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.bot.forge, "open_pr", lambda *a, **k: (_ for _ in ()).throw(_Died()))
+    with pytest.raises(_Died):
+        bot.say("scale frontend 5 in production")
+    monkeypatch.undo()
+    (lost,) = bot.bot.store.list_requests()
+    assert bot.bot.requests.repair() == []  # young: another replica may still be opening it
+    from opsbot.core import requests as lifecycle
+
+    monkeypatch.setattr(lifecycle, "STALE_OPENING_SECONDS", 0.0)
+    monkeypatch.setattr(bot.bot.requests, "pr_wait_seconds", 0.0)
+    (closed,) = bot.bot.requests.repair()
+    assert closed.id == lost.id and closed.state == RequestState.CLOSED
+    again = bot.say("scale frontend 5 in production")  # the intent is free again: one PR, not two
+    assert isinstance(again, Proposed) and again.request and again.request.id != lost.id
+    assert len(bot.bot.forge.list_prs()) == 1
