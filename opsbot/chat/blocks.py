@@ -338,6 +338,7 @@ _REPLIES: dict[str, Callable[..., str]] = {
     "merged": texts.merged,
     "pushed": texts.pushed,
     "rebased": texts.rebased,
+    "updated": texts.updated,
     "deployed": texts.deployed,
     "failed": texts.failed,
     "superseded": texts.superseded,

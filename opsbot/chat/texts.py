@@ -265,6 +265,15 @@ def rebased(base: str, after: str, sha: str = "", same: bool = True, old: Any = 
             "so approval is needed again.")
 
 
+def updated(base: str = "", after: str = "", sha: str = "", same: bool = True, old: Any = (), new: Any = ()) -> str:
+    """The same intent asked again planned differently (another config, a moved base): the PR follows."""
+    head = "✏️ Updated the PR to what was just asked again"
+    if same:
+        return f"{head}; the change is the same ({_effect_words(new)}), so approvals stand."
+    return (f"{head}; the change is now {_effect_words(new)} (was {_effect_words(old)}), "
+            "so approval is needed again.")
+
+
 def pushed_status(by: str, sha: str) -> str:
     """The root's status line after a push by someone else (plain text)."""
     return f"needs approval again: {by or 'someone'} pushed {short_sha(sha)}"

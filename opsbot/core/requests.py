@@ -36,6 +36,16 @@ STALE_OPENING_SECONDS = 120.0
 #: Called after every transition (request, event, facts): the app queues chat posts from it.
 Notify = Callable[[Request, str, dict[str, Any]], None]
 
+def _edits(fields: Any) -> set[tuple[str, ...]]:
+    """What a PR's diff does, file by file: two changes with equal edits show the same diff."""
+    out: set[tuple[str, ...]] = set()
+    for f in fields:
+        get = f.get if isinstance(f, dict) else (lambda k, d=None, f=f: getattr(f, k, d))
+        out.add(tuple(str(get(k, "") if get(k, "") is not None else "") for k in ("file", "app", "env", "field",
+                                                                               "old", "new")))
+    return out
+
+
 @dataclass(frozen=True)
 class Proposal:
     request: Request
@@ -129,7 +139,7 @@ class Requests:
             try:
                 request = self.store.create_request(new)
             except OpenRequestExists as taken:
-                proposal = self._open_proposal(taken.existing)
+                proposal = self._open_proposal(taken.existing, change)
                 if proposal is not None:
                     return proposal
                 continue  # the open one turned out merged/closed on the forge: ask the store again
@@ -157,8 +167,12 @@ class Requests:
         self._supersede_others(request)
         return Proposal(request, pr, found is not None or not pr.created)
 
-    def _open_proposal(self, existing: Request) -> Proposal | None:
-        """The answer for an intent someone already asked for; None when that request just ended."""
+    def _open_proposal(self, existing: Request, change: Change | None = None) -> Proposal | None:
+        """The answer for an intent someone already asked for; None when that request just ended.
+
+        "Already open" must mean the same change: when `change` (what was just planned and shown)
+        differs from what the PR holds, the PR is updated to it first.
+        """
         current = self._await_pr(existing)
         if current is None or not current.state.is_open:
             return None
@@ -169,6 +183,9 @@ class Requests:
             )
         pr = self.forge.get_pr(current.pr_number)
         if pr.state == "open":
+            if change is not None and _edits(current.fields) != _edits(change.fields):
+                current = self.replace_change(current, change, "updated", "the same ask again")
+                pr = self.forge.get_pr(pr.number)
             return Proposal(current, pr, True)
         # The forge knows more than we do (its webhook is not processed yet): catch up, then retry.
         if pr.state == "merged":
@@ -461,6 +478,12 @@ class Requests:
             if moved is not None:
                 self.notify(moved, "closed", {"by": "opsbot", "reason": reason})
             return moved or req
+        return self.replace_change(req, change, "rebased", after)
+
+    def replace_change(self, req: Request, change: Change, event: str, after: str) -> Request:
+        """Put `change` on the request's PR branch (opsbot's own commit), then apply the rule: the
+        approvals stand only if the effect is identical; the thread is told either way (`event`)."""
+        assert req.pr_number is not None
         old_effect, new_effect = req.effect, effect_of(change.fields)
         pr = self.forge.update_pr(
             req.pr_number,
@@ -487,7 +510,7 @@ class Requests:
             "old": [list(e) for e in old_effect],
             "new": [list(e) for e in new_effect],
         }
-        self.notify(current, "rebased", facts)
+        self.notify(current, event, facts)
         return current
 
     # ------------------------------------------------------------------------------ close

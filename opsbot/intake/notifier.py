@@ -124,7 +124,7 @@ def _reply_facts(store: Store, request: Request, event: str, facts: Mapping[str,
                 "needed": int(facts.get("needed", 1) or 0)}
     if event == "closed":
         return {"by": str(facts.get("by", "")), "reason": str(facts.get("reason", ""))}
-    if event == "rebased":
+    if event in ("rebased", "updated"):
         return {k: facts.get(k) for k in ("base", "after", "sha", "same", "old", "new")}
     if event == "superseded":
         by = str(facts.get("by", ""))

@@ -335,3 +335,26 @@ def test_a_request_whose_pr_was_never_opened_is_closed_once_stale(
     again = bot.say("scale frontend 5 in production")  # the intent is free again: one PR, not two
     assert isinstance(again, Proposed) and again.request and again.request.id != lost.id
     assert len(bot.bot.forge.list_prs()) == 1
+
+
+def test_asking_again_after_the_change_would_differ_updates_the_open_pr(bot: Console, fleet: Path) -> None:
+    first = bot.say("scale frontend 5 in production", user="alice")
+    assert isinstance(first, Proposed) and first.request and first.pr
+    rid = first.request.id
+    assert bot.say(f"approve {rid}", user="bob").request.state == RequestState.APPROVED  # type: ignore[union-attr]
+    # a teammate changes production by hand; nobody tells opsbot (local forge, no periodic check yet)
+    prod = fleet / "overlays" / "production" / "kustomization.yaml"
+    prod.write_text(prod.read_text().replace("count: 3", "count: 4", 1))
+    git(fleet, "commit", "-qam", "frontend to 4 by hand")
+
+    again = bot.say("scale frontend 5 in production", user="carol")
+    assert isinstance(again, Proposed) and again.existing and again.request and again.pr
+    assert (again.request.id, again.pr.number) == (rid, first.pr.number)  # the same PR, now holding this diff
+    assert [(f["old"], f["new"]) for f in again.request.fields] == [("4", "5")]
+    branch_file = git(fleet, "show", f"{again.pr.branch}:overlays/production/kustomization.yaml")
+    assert branch_file == prod.read_text().replace("count: 4", "count: 5", 1)
+    assert again.diff.count("-    count: 4") == 1  # what was printed is what the PR holds
+    # the effect changed (3 -> 5 became 4 -> 5): bob's approval no longer stands
+    assert bot.bot.store.approvals(rid) == []
+    assert bot.bot.store.get_request(rid).state == RequestState.PROPOSED  # type: ignore[union-attr]
+    assert any(line.startswith(f"  ↳ thread {rid}: • updated by @") for line in bot.transcript)

@@ -559,3 +559,12 @@ def test_pushed_reply_names_the_pusher_and_the_commit() -> None:
         "⚠️ <@U0DAVE> pushed ccccccc to the PR branch; approvals are cleared and approval is needed again "
         "before it can merge."
     )
+
+
+def test_updated_reply_says_whether_approvals_stand() -> None:
+    old = [["frontend", "production", "replicas", "3", "5"]]
+    new = [["frontend", "production", "replicas", "4", "5"]]
+    assert blocks.thread_reply("updated", same=False, old=old, new=new)["text"] == (
+        "✏️ Updated the PR to what was just asked again; the change is now frontend replicas 4 → 5 "
+        "(was frontend replicas 3 → 5), so approval is needed again."
+    )
