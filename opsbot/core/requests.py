@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from opsbot.core.model import (
@@ -415,6 +416,30 @@ class Requests:
             f"({req.head_sha[:7]} was pushed to its branch). It needs approval again."
         )
 
+    # ------------------------------------------------------------------------------ deployed / failed
+    def settle(
+        self,
+        request_id: str,
+        target: RequestState,
+        actor: str,
+        detail: str,
+        at: datetime | None = None,
+        since_merge: float | None = None,
+    ) -> Request | None:
+        """The agent's verdict on a merged request: deployed or failed (compare-and-set; None when it
+        had already moved). The deploy correlator words and queues the posts for it itself, so the
+        event published here carries `posted: True` and is for observers (metrics, the console)."""
+        if target not in (RequestState.DEPLOYED, RequestState.FAILED):
+            raise ValueError(f"settle moves to deployed or failed, not {target}")
+        fields = {"deployed_at": at} if target is RequestState.DEPLOYED and at is not None else {}
+        moved = self.store.transition(request_id, target, actor, detail, **fields)
+        if moved is not None:
+            facts: dict[str, Any] = {"by": actor, "detail": detail, "posted": True}
+            if target is RequestState.DEPLOYED and since_merge is not None:
+                facts["since_merge"] = since_merge
+            self.notify(moved, str(target), facts)
+        return moved
+
     # ------------------------------------------------------------------------------ open PRs follow their base
     def follow_bases(self) -> list[Request]:
         """Every base branch of an open request, followed (a push webhook, the periodic check)."""
@@ -443,6 +468,13 @@ class Requests:
         """
         if self.planner_for is None or self.parse is None or not base_branch:
             return []
+        waiting = [
+            r
+            for r in self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], limit=500)
+            if r.base_branch == base_branch and r.pr_number is not None
+        ]
+        if not waiting:
+            return []  # nothing to follow: no fetch, no planning
         try:
             self.forge.refresh()
             planner = self.planner_for(base_branch)
@@ -451,8 +483,8 @@ class Requests:
             return []
         head = planner.index.snap.sha
         rebased: list[Request] = []
-        for req in self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], limit=500):
-            if req.base_branch != base_branch or req.pr_number is None or req.base_sha == head:
+        for req in waiting:
+            if req.base_sha == head:
                 continue
             after = after or self._moved_by(base_branch, head)
             try:

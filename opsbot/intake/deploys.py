@@ -82,12 +82,12 @@ from opsbot.core.model import DeployEvent, Outcome, Request, RequestState, utcno
 from opsbot.core.ports import InboxItem, Store
 from opsbot.errors import ConfigError, OpsbotError
 from opsbot.intake.agents import AgentEvent, PayloadError
-from opsbot.intake.notifier import ROOT_UPDATE, THREAD_REPLY, queue_channel_post
 from opsbot.manifests.config import AgentRef, RepoConfig, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, norm
 from opsbot.manifests.yamledit import load_all
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
+from opsbot.notify.outbox import ROOT_UPDATE, THREAD_REPLY, queue, queue_channel_post
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -559,6 +559,11 @@ class DeployBot(Protocol):
 
     def on_transition(self, hook: Callable[[Request, str, dict[str, Any]], None]) -> None: ...
 
+    @property
+    def requests(self) -> Any:
+        """The request lifecycle (opsbot.core.requests): the only writer of request state."""
+        ...
+
 
 @dataclass(frozen=True)
 class IntakeItem:
@@ -678,17 +683,12 @@ class DeployProcessor:
             if request.state is target:  # replay: moved by this very event before a crash
                 moved: Request | None = request
             else:
-                moved = self.store.transition(
-                    request.id,
-                    target,
-                    _actor(event),
-                    _detail(event, key),
-                    **({"deployed_at": event.at} if target is RequestState.DEPLOYED else {}),
+                # the lifecycle writes the state and publishes the event (metrics observe merge -> live)
+                moved = self.bot.requests.settle(
+                    request.id, target, _actor(event), _detail(event, key),
+                    at=event.at if target is RequestState.DEPLOYED else None,
+                    since_merge=_since_merge(request, event),
                 )
-                if moved is not None and target is RequestState.DEPLOYED:
-                    since = _since_merge(moved, event)
-                    if since is not None:
-                        self.metrics.record_merge_to_deployed(since)
             self._forget_waiting(request.env)
             if moved is None:
                 continue
@@ -725,13 +725,13 @@ class DeployProcessor:
             reply = blocks.thread_reply("failed", env=env, reason=event.reason, message=event.message)
             reason = _one_line(f"{event.reason}: {event.message}" if event.message else event.reason)
         queued: list[str] = []
-        if self.store.outbox_add(reply_key, THREAD_REPLY,
+        if queue(self.store, reply_key, THREAD_REPLY,
                                  {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
             queued.append(reply_key)
         root: dict[str, Any] = {"request": request.id}
         if reason:
             root["reason"] = reason[:300]
-        if self.store.outbox_add(root_key, ROOT_UPDATE, root):
+        if queue(self.store, root_key, ROOT_UPDATE, root):
             queued.append(root_key)
         channel = self.settings.channel_for_env(env)
         if channel:
@@ -771,10 +771,10 @@ class DeployProcessor:
                 )
                 if queue_channel_post(self.store, channel_key, channel, line):
                     queued.append(channel_key)
-        if self.store.outbox_add(reply_key, THREAD_REPLY,
+        if queue(self.store, reply_key, THREAD_REPLY,
                                  {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
             queued.insert(0, reply_key)
-        if self.store.outbox_add(root_key, ROOT_UPDATE, root):
+        if queue(self.store, root_key, ROOT_UPDATE, root):
             queued.append(root_key)
         return queued
 
@@ -808,14 +808,11 @@ class DeployProcessor:
                 # (no `clusters.agent` pinned, or its event lost): the request is deployed now.
                 key = item.key if item is not None else "recheck"
                 on = f" on {event.cluster}" if event.cluster else ""
-                moved = self.store.transition(
+                moved = self.bot.requests.settle(
                     request.id, RequestState.DEPLOYED, f"capi:cluster/{event.name}",
-                    f"cluster Ready{on}; event {key}", deployed_at=event.at,
+                    f"cluster Ready{on}; event {key}", at=event.at, since_merge=_since_merge(request, event),
                 )
                 if moved is not None:
-                    since = _since_merge(moved, event)
-                    if since is not None:
-                        self.metrics.record_merge_to_deployed(since)
                     request = moved
                 self._forget_waiting(request.env)
             queued = self._queue_cluster_ready(request, event)
@@ -833,11 +830,11 @@ class DeployProcessor:
         self._warned.add(request.id)  # live: the "no deploy event" warning has nothing left to say
         reply = blocks.thread_reply("cluster_ready", name=request.app, since_merge=since)
         queued: list[str] = []
-        if self.store.outbox_add(f"{base}:reply", THREAD_REPLY,
+        if queue(self.store, f"{base}:reply", THREAD_REPLY,
                                  {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
             queued.append(f"{base}:reply")
         root = {"request": request.id, "status": texts.cluster_ready_status(request.app)}
-        if self.store.outbox_add(f"{base}:root", ROOT_UPDATE, root):
+        if queue(self.store, f"{base}:root", ROOT_UPDATE, root):
             queued.append(f"{base}:root")
         channel = self.settings.channel_for_env(request.env)
         if channel:
@@ -994,7 +991,7 @@ class DeployProcessor:
             )
             key = warning_key(request.id)
             payload = {"request": request.id, "text": rendered["text"], "blocks": rendered["blocks"]}
-            if self.store.outbox_add(key, THREAD_REPLY, payload):
+            if queue(self.store, key, THREAD_REPLY, payload):
                 queued.append(key)
         if queued:
             self.wake()

@@ -39,7 +39,7 @@ anything else                              204, not stored
 
 `channel_post` payload queued here: `{"channel": settings.deploy_channel, "text": ..., "blocks":
 None}` under the key `github:merged-elsewhere:<owner/name>#<number>`; the outbox worker
-(`opsbot.intake.notifier`) posts it. Without a deploy channel nothing is queued.
+(`opsbot.notify.outbox`) posts it. Without a deploy channel nothing is queued.
 """
 
 from __future__ import annotations
@@ -72,13 +72,13 @@ from opsbot.intake.github import (
 from opsbot.intake.http import read_capped
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
+from opsbot.notify.outbox import CHANNEL_POST, queue
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/github"
 SOURCE = "github"
-CHANNEL_POST = "channel_post"
 #: How many pending inbox items are searched for the one just added (to mark it done). A backlog
 #: beyond this only means the item stays pending and is replayed later, which is harmless.
 PENDING_SCAN = 1000
@@ -293,7 +293,7 @@ class GitHubWebhooks:
         repo = event.repository or self.settings.github_repository
         key = f"github:merged-elsewhere:{repo}#{event.number}"
         payload = {"channel": channel, "text": text, "blocks": None}
-        return self.bot.store.outbox_add(key, CHANNEL_POST, payload)
+        return queue(self.bot.store, key, CHANNEL_POST, payload)
 
     def _done(self, delivery: str) -> None:
         for item in self.bot.store.inbox_pending(limit=PENDING_SCAN):

@@ -41,8 +41,8 @@ from opsbot.intake.deploys import (
     inbox_key,
     post_keys,
 )
-from opsbot.intake.notifier import OutboxWorker
 from opsbot.manifests.gitrepo import GitRepo
+from opsbot.notify.outbox import OutboxWorker
 from opsbot.settings import Settings, load_settings
 from tests.plugins.slack import fleet_with_config
 from tests.repos import make_repo

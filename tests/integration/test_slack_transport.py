@@ -25,13 +25,8 @@ from opsbot.app import Opsbot
 from opsbot.chat.slack import RateLimiter, SlackPoster, SlackTransport, UserGroups, permalink
 from opsbot.core.model import Actor, RequestState, Thread, utcnow
 from opsbot.errors import PermanentError, TemporaryError
-from opsbot.intake.notifier import (
-    CLAIM_SECONDS,
-    OutboxWorker,
-    queue_channel_post,
-    queue_request_event,
-    save_root,
-)
+from opsbot.notify.messages import queue_request_event
+from opsbot.notify.outbox import CLAIM_SECONDS, OutboxWorker, queue_channel_post, save_root
 from opsbot.server import make_app
 from opsbot.settings import RbacSettings, Role, load_settings
 from tests.doubles.slack import (
