@@ -18,8 +18,9 @@ def parse(args: Args) -> Intent:
 
 def run(intent: Intent, ctx: Context) -> Result:
     requests, req = load(intent, ctx)
-    req, message = requests.merge(req, ctx.actor, ctx.planner)
-    return RequestUpdate(intent, request=req, event="merged", message=message)
+    done = requests.merge(req, ctx.actor, ctx.planner)
+    return RequestUpdate(intent, request=done.request, event="merged", message=done.message,
+                         events=done.events)
 
 
 COMMAND = Command("merge", USAGE, "merge an approved change", parse, run, kind="request")

@@ -385,10 +385,6 @@ def rbac_groups(settings: Settings) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------- transport
 
-#: The transition events fired by the `bot.handle` call running in this context (see `_handle`).
-_EVENTS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("opsbot_events", default=None)
-
-
 def permalink(team_domain: str, channel: str, ts: str) -> str:
     """The web link of a message (what chat.getPermalink returns, without spending a call on it)."""
     host = f"{team_domain}.slack.com" if team_domain else "slack.com"
@@ -595,26 +591,18 @@ class SlackTransport:
 
     # ------------------------------------------------------------------ running commands
 
-    async def _handle(self, text: str, actor: Actor, thread: Thread) -> tuple[Result, list[str]]:
-        """`bot.handle` on a worker thread, and which transitions it fired (to keep clicks quiet)."""
+    async def _handle(self, text: str, actor: Actor, thread: Thread) -> Result:
+        """`bot.handle` on a worker thread (with this context, for log fields)."""
         if self._groups:
             await self.groups.refresh(self._groups)
-        events: list[str] = []
-        token = _EVENTS.set(events)
-        try:
-            ctx = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            result: Result = await loop.run_in_executor(
-                self._work, lambda: ctx.run(self.bot.handle, text, actor, thread)
-            )
-        finally:
-            _EVENTS.reset(token)
-        return result, events
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        result: Result = await loop.run_in_executor(
+            self._work, lambda: ctx.run(self.bot.handle, text, actor, thread)
+        )
+        return result
 
     def _on_transition(self, request: Request, event: str, facts: dict[str, Any]) -> None:
-        events = _EVENTS.get()
-        if events is not None:
-            events.append(event)
         try:
             queue_request_event(self.store, request, event, facts)
         except Exception:  # the transition happened; a failed queue must not undo the answer
@@ -672,7 +660,7 @@ class SlackTransport:
         user = str(body.get("user_id", ""))
         response_url = str(body.get("response_url", ""))
         actor = Actor(user, str(body.get("user_name", "")), "chat")
-        result, _events = await self._handle(text, actor, Thread(channel))
+        result = await self._handle(text, actor, Thread(channel))
         domain = str(body.get("team_domain", ""))
         if isinstance(result, Failure):
             await self.respond(response_url, self._failure(result), channel=channel, user=user)
@@ -783,10 +771,10 @@ class SlackTransport:
             return
         # a double click waits for the first one, then finds the work done
         async with self._lock(f"click:{request_id}"):
-            result, events = await self._handle(f"{verb} {request_id}", Actor(user, name, "chat"),
-                                                Thread(channel, message_ts or None))
+            result = await self._handle(f"{verb} {request_id}", Actor(user, name, "chat"),
+                                        Thread(channel, message_ts or None))
         if isinstance(result, Failure):
             await self.respond(response_url, self._failure(result), channel=channel, user=user)
-        elif not events:
+        elif not (isinstance(result, RequestUpdate) and result.events):
             # nothing moved (e.g. "you already approved"): only the clicker needs to know
             await self.respond(response_url, blocks.result_message(result), channel=channel, user=user)

@@ -48,6 +48,16 @@ def _edits(fields: Any) -> set[tuple[str, ...]]:
 
 
 @dataclass(frozen=True)
+class Moved:
+    """What approve/merge/cancel did: the request after it, the answer, and the events it published
+    for this request (empty when nothing moved, e.g. a second click), so callers need no side channel."""
+
+    request: Request
+    message: str
+    events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Proposal:
     request: Request
     pr: PullRequest
@@ -330,7 +340,7 @@ class Requests:
         return self.branch_pushed(req, pr.head_sha, pr.head_author)
 
     # ------------------------------------------------------------------------------ approve
-    def approve(self, req: Request, actor: Actor, source: str = "chat") -> tuple[Request, str]:
+    def approve(self, req: Request, actor: Actor, source: str = "chat") -> Moved:
         if not req.state.is_open:
             raise CommandError(f"Request {req.id} is {req.state}; there is nothing to approve.")
         if self.same_person(req.requester, actor.id):
@@ -346,7 +356,7 @@ class Requests:
         added = self.store.add_approval(req.id, actor.id, source, head_sha=req.head_sha, effect=req.effect)
         count = len(self.valid_approvals(req))
         if not added:
-            return req, f"You already approved {req.id} ({count}/{max(req.approvals_needed, 1)})."
+            return Moved(req, f"You already approved {req.id} ({count}/{max(req.approvals_needed, 1)}).")
         if source == "chat" and req.pr_number:
             try:
                 self.forge.comment(
@@ -363,15 +373,15 @@ class Requests:
         # the head is part of the facts: approving again after a push is a new event, not a repeat
         self.notify(req, "approved", {"by": actor.id, "count": count, "needed": req.approvals_needed,
                                       "head": req.head_sha})
-        return req, f"Approved by <@{actor.id}> ({count}/{req.approvals_needed})."
+        return Moved(req, f"Approved by <@{actor.id}> ({count}/{req.approvals_needed}).", ("approved",))
 
     # ------------------------------------------------------------------------------ merge
     def merge(
         self, req: Request, actor: Actor, planner_for: Callable[[str], Planner] | None = None
-    ) -> tuple[Request, str]:
+    ) -> Moved:
         """Merge exactly the approved head, or refuse and say why; never re-plan on the way."""
         if req.state == RequestState.MERGED or req.state == RequestState.DEPLOYED:
-            return req, f"{req.id} is already merged ({req.merge_sha[:7]})."
+            return Moved(req, f"{req.id} is already merged ({req.merge_sha[:7]}).")
         if not req.state.is_open:
             raise CommandError(f"Request {req.id} is {req.state}; it cannot be merged.")
         if req.pr_number is None:
@@ -404,10 +414,10 @@ class Requests:
         )
         if moved is None:
             current = self.store.get_request(req.id)
-            return current or req, f"{req.id} is already merged."
+            return Moved(current or req, f"{req.id} is already merged.")
         self.notify(moved, "merged", {"by": actor.id, "sha": pr.merge_sha})
         self.follow_base(moved.base_branch, f"#{moved.pr_number} merged")
-        return moved, f"Merged by <@{actor.id}> as {pr.merge_sha[:7]}."
+        return Moved(moved, f"Merged by <@{actor.id}> as {pr.merge_sha[:7]}.", ("merged",))
 
     @staticmethod
     def _changed_text(req: Request) -> str:
@@ -546,16 +556,16 @@ class Requests:
         return current
 
     # ------------------------------------------------------------------------------ close
-    def cancel(self, req: Request, actor: Actor) -> tuple[Request, str]:
+    def cancel(self, req: Request, actor: Actor) -> Moved:
         if not req.state.is_open:
             raise CommandError(f"Request {req.id} is {req.state}; there is nothing to cancel.")
         if req.pr_number:
             self.forge.close_pr(req.pr_number, f"Cancelled by {actor.display} in chat.")
         moved = self.store.transition(req.id, RequestState.CLOSED, actor.id, f"cancelled by {actor.id}")
         if moved is None:
-            return req, f"{req.id} was already closed."
+            return Moved(req, f"{req.id} was already closed.")
         self.notify(moved, "closed", {"by": actor.id})
-        return moved, f"Cancelled by <@{actor.id}>; PR #{req.pr_number} closed."
+        return Moved(moved, f"Cancelled by <@{actor.id}>; PR #{req.pr_number} closed.", ("closed",))
 
     # ------------------------------------------------------------------------------ forge events
     def forge_merged(self, pr_number: int, merge_sha: str, merged_by: str, *, follow: bool = True) -> Request | None:

@@ -358,3 +358,14 @@ def test_asking_again_after_the_change_would_differ_updates_the_open_pr(bot: Con
     assert bot.bot.store.approvals(rid) == []
     assert bot.bot.store.get_request(rid).state == RequestState.PROPOSED  # type: ignore[union-attr]
     assert any(line.startswith(f"  ↳ thread {rid}: • updated by @") for line in bot.transcript)
+
+
+def test_the_transitions_a_command_fired_come_back_in_its_result(bot: Console) -> None:
+    r = bot.say("scale frontend 5 in production", user="alice")
+    assert isinstance(r, Proposed) and r.request
+    rid = r.request.id
+    first, repeat = bot.say(f"approve {rid}", user="bob"), bot.say(f"approve {rid}", user="bob")
+    assert isinstance(first, RequestUpdate) and isinstance(repeat, RequestUpdate)
+    assert (first.events, repeat.events) == (("approved",), ())  # a second click moved nothing
+    merged, again = bot.say(f"merge {rid}", user="bob"), bot.say(f"merge {rid}", user="bob")
+    assert (merged.events, again.events) == (("merged",), ())  # type: ignore[attr-defined]
