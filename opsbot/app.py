@@ -13,7 +13,7 @@ from opsbot.core.context import Context
 from opsbot.core.dispatcher import Dispatcher
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
-from opsbot.core.requests import Notify, Requests
+from opsbot.core.requests import Notify, RequestLifecycle
 from opsbot.core.results import Result
 from opsbot.holds import hold_first_command
 from opsbot.manifests.gitrepo import GitRepo
@@ -67,7 +67,7 @@ class Opsbot:
         self._notify_hooks: list[Notify] = [self.metrics.observe_transition]
         if notify:
             self._notify_hooks.append(notify)
-        self.requests = Requests(
+        self.requests = RequestLifecycle(
             self.store,
             self.forge,
             notify=self._notify,

@@ -64,7 +64,9 @@ class Proposal:
     existing: bool
 
 
-class Requests:
+class RequestLifecycle:
+    """The only writer of request state: every transition is audited and published as one event."""
+
     def __init__(
         self,
         store: Store,
@@ -625,3 +627,7 @@ class Requests:
         self.notify(req, "approved", {"by": reviewer, "count": count, "needed": req.approvals_needed,
                                       "head": req.head_sha})
         return req
+
+
+#: The former name, kept for code written against it.
+Requests = RequestLifecycle

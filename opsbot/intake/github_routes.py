@@ -21,18 +21,18 @@ Why it is built this way:
 What each event does:
 
 =========================================  ==================================================
-`pull_request` closed, merged              `Requests.forge_merged` with `merge_commit_sha` (also
+`pull_request` closed, merged              `RequestLifecycle.forge_merged` with `merge_commit_sha` (also
                                            for PRs merged by hand on GitHub); a merged PR that
                                            opsbot did not open is announced in the deploy
                                            channel (a `channel_post` outbox item)
-`pull_request` closed, not merged          `Requests.forge_closed`
-`pull_request` synchronize                 `Requests.forge_pushed`: a head opsbot did not record
+`pull_request` closed, not merged          `RequestLifecycle.forge_closed`
+`pull_request` synchronize                 `RequestLifecycle.forge_pushed`: a head opsbot did not record
                                            clears the approvals (told in the thread)
-`pull_request_review` submitted, approved  `Requests.forge_approved` for the review's
+`pull_request_review` submitted, approved  `RequestLifecycle.forge_approved` for the review's
                                            `commit_id` (counts only if it is the head), only with
                                            `approvals_mode: github` (four-eyes applies)
 `push`                                     mirror refresh, then open PRs follow their moved
-                                           base (`Requests.follow_bases`), in the background
+                                           base (`RequestLifecycle.follow_bases`), in the background
 `ping`                                     200
 anything else                              204, not stored
 =========================================  ==================================================
@@ -57,7 +57,7 @@ from aiohttp import web
 
 from opsbot.core.model import utcnow
 from opsbot.core.ports import Store
-from opsbot.core.requests import Requests
+from opsbot.core.requests import RequestLifecycle
 from opsbot.intake.github import (
     GitHubEvent,
     PrClosed,
@@ -103,7 +103,7 @@ class Bot(Protocol):
     def store(self) -> Store: ...
 
     @property
-    def requests(self) -> Requests: ...
+    def requests(self) -> RequestLifecycle: ...
 
     @property
     def forge(self) -> _Forge: ...
