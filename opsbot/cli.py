@@ -109,15 +109,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from opsbot.manifests.config import CONFIG_FILE, discover, render_config
     from opsbot.manifests.gitrepo import GitRepo
+    from opsbot.manifests.paths import write_inside
 
     repo = GitRepo(args.repo)
     target = Path(args.repo) / CONFIG_FILE
+    if target.is_symlink():
+        print(f"opsbot: {target} is a symbolic link; opsbot does not write through links.", file=sys.stderr)
+        return 2
     if target.exists() and not args.force:
         print(f"opsbot: {target} exists; use --force to overwrite.", file=sys.stderr)
         return 1
     cfg = discover(repo.snapshot(repo.default_branch()))
     text = render_config(cfg)
-    target.write_text(text)
+    write_inside(Path(args.repo), CONFIG_FILE, text)
     print(text, end="")
     print(f"# written to {target}; commit it to pin the layout.", file=sys.stderr)
     return 0

@@ -141,15 +141,18 @@ def _fill(args: Args, slot: str, value: str) -> None:
 def name_word(value: str, what: str) -> str:
     """App and env names: Kubernetes-style names, compared in lower case."""
     v = value.lower()
-    if not v or len(v) > 253 or not all(c.isalnum() or c in "-._" for c in v):
+    # ASCII only: Kubernetes names are, and look-alike letters (Cyrillic "а") must not pass as names.
+    if not v or len(v) > 253 or not all((c.isascii() and c.isalnum()) or c in "-._" for c in v):
         raise CommandError(f'"{value}" is not a valid {what} name: use letters, digits, "-", "." and "_".')
     return v
 
 
 def whole_number(value: str, what: str) -> int:
     v = value.strip()
-    if v.startswith("-") and v[1:].isdigit():
+    # `isdigit` is true for "²", "①" and fullwidth digits, which `int` rejects or reads differently:
+    # only ASCII digits are numbers here.
+    if v.startswith("-") and v[1:].isascii() and v[1:].isdigit():
         raise CommandError(f"{what} must be 0 or more, not {v}.")
-    if not v.isdigit() or len(v) > 6:
+    if not (v.isascii() and v.isdigit()) or len(v) > 6:
         raise CommandError(f'{what} must be a whole number, not "{value}".')
     return int(v)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import ConfigError
+from opsbot.manifests import paths, safeyaml
 from opsbot.manifests.gitrepo import Snapshot, join, norm
 from opsbot.manifests.yamledit import load_all
 
@@ -95,6 +96,8 @@ class RepoConfig:
     clusters: ClustersConfig = field(default_factory=ClustersConfig)
     helm: HelmKeys = field(default_factory=HelmKeys)
     from_file: bool = False
+    #: `kustomize: {allow_remote: true}`: let builds fetch remote bases (off: a build is local only).
+    kustomize_allow_remote: bool = False
     notes: tuple[str, ...] = ()
 
     def env_names(self) -> list[str]:
@@ -121,12 +124,19 @@ class RepoConfig:
 
 
 _ENV_KEYS = {"path", "paths", "branch", "promote_from", "approvals", "agent", "protected", "max_replicas"}
-_TOP_KEYS = {"environments", "apps", "clusters", "helm"}
+_TOP_KEYS = {"environments", "apps", "clusters", "helm", "kustomize"}
+
+
+def _text(raw: Any, where: str) -> str:
+    """A config value that must be a word or a number, checked before anything calls `str()` on it."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise ConfigError(f"{where}: expected text, got {paths._kind(raw)}")
+    return str(raw)
 
 
 def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = safeyaml.load_config(text, CONFIG_FILE) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{CONFIG_FILE}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
@@ -149,7 +159,7 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             envs = {}
         envs_raw = {}
     for name, spec in envs_raw.items():
-        where = f"{CONFIG_FILE}: environments.{name}"
+        where = f"{CONFIG_FILE}: environments.{_text(name, f'{CONFIG_FILE}: environments')}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping with path or branch")
         bad = set(spec) - _ENV_KEYS
@@ -160,8 +170,11 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         paths_raw = spec.get("paths", spec.get("path"))
         if paths_raw is None and not spec.get("branch"):
             raise ConfigError(f"{where}: needs `path` (a directory or values file) or `branch`")
-        paths = tuple(
-            norm(str(p)) for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
+        if paths_raw is not None and not isinstance(paths_raw, (str, list)):
+            raise ConfigError(f"{where}.path: expected a path or a list of paths")
+        env_paths = tuple(
+            paths.repo_path(p, f"{where}.path")
+            for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
         )
         approvals = spec.get("approvals", 0)
         if not isinstance(approvals, int) or approvals < 0:
@@ -171,9 +184,9 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
         envs[str(name)] = EnvConfig(
             name=str(name),
-            paths=paths,
-            branch=str(spec["branch"]) if spec.get("branch") else None,
-            promote_from=str(spec["promote_from"]) if spec.get("promote_from") else None,
+            paths=env_paths,
+            branch=_text(spec["branch"], f"{where}.branch") if spec.get("branch") else None,
+            promote_from=_text(spec["promote_from"], f"{where}.promote_from") if spec.get("promote_from") else None,
             approvals=approvals,
             agent=_agent(spec.get("agent"), where),
             protected=bool(spec.get("protected", False)),
@@ -186,14 +199,18 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
                 f"which is not an environment ({', '.join(envs)})"
             )
     apps: dict[str, AppConfig] = {}
-    for name, spec in (raw.get("apps") or {}).items():
+    apps_raw = raw.get("apps") or {}
+    if not isinstance(apps_raw, dict):
+        raise ConfigError(f"{CONFIG_FILE}: apps: expected a mapping of app names")
+    for name, spec in apps_raw.items():
+        _text(name, f"{CONFIG_FILE}: apps")
         if isinstance(spec, str):
             spec = {"workload": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{CONFIG_FILE}: apps.{name}: expected {{workload: NAME}}")
         apps[str(name)] = AppConfig(
             name=str(name),
-            workload=str(spec.get("workload", name)),
+            workload=_text(spec.get("workload", name), f"{CONFIG_FILE}: apps.{name}.workload"),
             helm=_helm_keys(spec.get("helm"), f"apps.{name}.helm") if spec.get("helm") else None,
         )
     clusters_raw = raw.get("clusters") or {}
@@ -205,13 +222,36 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             f"{CONFIG_FILE}: clusters: unknown key {sorted(unknown_clusters)[0]!r} (known: agent, path, templates)"
         )
     clusters = ClustersConfig(
-        path=str(clusters_raw.get("path", ClustersConfig.path)),
-        templates=norm(str(clusters_raw.get("templates", ClustersConfig.templates))),
+        path=paths.repo_path(clusters_raw.get("path", ClustersConfig.path), f"{CONFIG_FILE}: clusters.path"),
+        templates=paths.repo_path(
+            clusters_raw.get("templates", ClustersConfig.templates), f"{CONFIG_FILE}: clusters.templates"
+        ),
         agent=_agent(clusters_raw.get("agent"), f"{CONFIG_FILE}: clusters"),
     )
     if "{name}" not in clusters.path:
         raise ConfigError(f"{CONFIG_FILE}: clusters.path must contain {{name}}, e.g. clusters/{{name}}")
-    return RepoConfig(envs=envs, apps=apps, clusters=clusters, helm=helm, from_file=True)
+    # The name is checked here with a stand-in, so a path that leaves the repo for any name is refused
+    # now, not at the first `create cluster`.
+    paths.fill_name(clusters.path, "x", f"{CONFIG_FILE}: clusters.path")
+    return RepoConfig(
+        envs=envs,
+        apps=apps,
+        clusters=clusters,
+        helm=helm,
+        from_file=True,
+        kustomize_allow_remote=_allow_remote(raw.get("kustomize")),
+    )
+
+
+def _allow_remote(raw: Any) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, dict) or set(raw) - {"allow_remote"}:
+        raise ConfigError(f"{CONFIG_FILE}: kustomize: expected {{allow_remote: true|false}}")
+    value = raw.get("allow_remote", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{CONFIG_FILE}: kustomize.allow_remote: expected true or false")
+    return value
 
 
 def _helm_keys(raw: Any, where: str) -> HelmKeys:
@@ -219,7 +259,10 @@ def _helm_keys(raw: Any, where: str) -> HelmKeys:
         return HelmKeys()
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: {where}: expected {{replicas: KEY, tag: KEY}}")
-    return HelmKeys(replicas=str(raw.get("replicas", "replicaCount")), tag=str(raw.get("tag", "image.tag")))
+    return HelmKeys(
+        replicas=_text(raw.get("replicas", "replicaCount"), f"{CONFIG_FILE}: {where}.replicas"),
+        tag=_text(raw.get("tag", "image.tag"), f"{CONFIG_FILE}: {where}.tag"),
+    )
 
 
 def _agent(raw: Any, where: str) -> AgentRef | None:
@@ -230,10 +273,12 @@ def _agent(raw: Any, where: str) -> AgentRef | None:
     kind = str(raw["kind"])
     return AgentRef(
         kind=kind,
-        name=str(raw.get("name", "")),
-        namespace=str(raw.get("namespace", "flux-system" if kind == "flux" else "argocd")),
-        cluster=str(raw.get("cluster", "")),
-        object_kind=str(raw.get("object", "Kustomization" if kind == "flux" else "Application")),
+        name=_text(raw.get("name", ""), f"{where}.agent.name"),
+        namespace=_text(raw.get("namespace", "flux-system" if kind == "flux" else "argocd"), f"{where}.agent.namespace"),
+        cluster=_text(raw.get("cluster", ""), f"{where}.agent.cluster"),
+        object_kind=_text(
+            raw.get("object", "Kustomization" if kind == "flux" else "Application"), f"{where}.agent.object"
+        ),
     )
 
 
@@ -286,7 +331,7 @@ def discover(snap: Snapshot) -> RepoConfig:
         m = _FLUX_CLUSTER.match(path)
         if not m or "/flux-system/" in path:
             continue
-        for target in _flux_kustomization_paths(snap.read(path)):
+        for target in _flux_kustomization_paths(snap.read(path), path):
             if target.startswith("clusters/") or not snap.is_dir(target):
                 continue
             add(m.group(1), "flux clusters", target)
@@ -296,7 +341,7 @@ def discover(snap: Snapshot) -> RepoConfig:
         raise ConfigError(
             "No environments found. Looked for overlays/<env>/kustomization.yaml, apps/<env>/, "
             "values-<env>.yaml beside Chart.yaml, Flux clusters/<env>/ and <env>/ folders of plain manifests. "
-            f"Pin them in {CONFIG_FILE} (see `opsbot init --help`)."
+            f"Run `opsbot init` to write a {CONFIG_FILE}, or write one by hand (docs/configuration.md)."
         )
     envs: dict[str, EnvConfig] = {}
     notes: list[str] = []
@@ -324,10 +369,11 @@ def discover(snap: Snapshot) -> RepoConfig:
     return RepoConfig(envs=ordered, notes=tuple(notes))
 
 
-def _flux_kustomization_paths(text: str) -> list[str]:
+def _flux_kustomization_paths(text: str, where: str = "a Flux file") -> list[str]:
     out: list[str] = []
+    safeyaml.check_size(text, where)
     try:
-        docs = load_all(text)
+        docs = load_all(text, where)
     except yaml.YAMLError:
         return out
     for d in docs:

@@ -464,7 +464,9 @@ def verify_kustomize(index: Index, es: EditSet, t: Target) -> tuple[Check, list[
     Returns the check and the objects the build produced (empty when it failed)."""
     overrides = dict(es.texts)
     try:
-        after = build(t.snap, index.graph(t.snap), t.root, overrides)
+        after = build(
+            t.snap, index.graph(t.snap), t.root, overrides, allow_remote=index.config.kustomize_allow_remote
+        )
     except BuildError as exc:
         return Check("kustomize build", False, f"{t.root}: {exc.message}"), []
     return _compare(es, t, after), after

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import CommandError, OpsbotError
+from opsbot.manifests import safeyaml
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -151,6 +152,8 @@ class Snapshot:
     blobs: dict[str, str]  # path -> blob sha
     reader: BlobReader
     cache: DocCache = field(default_factory=lambda: DocCache(None))
+    #: Symlinks in the tree: never read as files, and no write may go through one (see paths.py).
+    links: frozenset[str] = field(default_factory=frozenset)
     _texts: dict[str, str] = field(default_factory=dict)
     _dirs: set[str] | None = None
 
@@ -184,7 +187,7 @@ class Snapshot:
         if cached is not None:
             return cached
         try:
-            docs = list(yaml.load_all(self.read(path), Loader=_LOADER))
+            docs = safeyaml.load_file(self.read(path), path)
         except yaml.YAMLError:
             docs = []
         self.cache.put(sha, docs)
@@ -291,6 +294,7 @@ class GitRepo:
             if snap is None:
                 listing = git(self.path, "ls-tree", "-r", "-z", "--full-tree", sha)
                 blobs: dict[str, str] = {}
+                links: set[str] = set()
                 for entry in listing.split("\0"):
                     if not entry:
                         continue
@@ -298,7 +302,9 @@ class GitRepo:
                     mode, kind, obj = meta.split()
                     if kind == "blob" and mode != "120000":
                         blobs[path] = obj
-                snap = Snapshot(self.path, ref, sha, blobs, self.reader, self.cache)
+                    elif mode == "120000":
+                        links.add(path)
+                snap = Snapshot(self.path, ref, sha, blobs, self.reader, self.cache, links=frozenset(links))
                 if len(self._snapshots) > 16:
                     self._snapshots.pop(next(iter(self._snapshots)))
                 self._snapshots[sha] = snap

@@ -132,6 +132,11 @@ class Index:
         if name in self.config.envs:
             return self.config.envs[name]
         names = self.config.env_names()
+        if not names:
+            raise CommandError(
+                f'Unknown environment "{name}": no environments are configured or discovered in this repo. '
+                f"Run `opsbot init` to write a {CONFIG_FILE}, or write one by hand (docs/configuration.md)."
+            )
         near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
         hint = f' Did you mean "{near[0]}"?' if near else ""
         raise CommandError(f'Unknown environment "{name}".{hint} Environments: {", ".join(names)}.')
@@ -161,7 +166,9 @@ class Index:
         with self._lock:
             if key not in self._renders:
                 try:
-                    self._renders[key] = build(snap, self.graph(snap), root)
+                    self._renders[key] = build(
+                        snap, self.graph(snap), root, allow_remote=self.config.kustomize_allow_remote
+                    )
                 except BuildError as exc:
                     raise CommandError(
                         f"kustomize build of {root} fails on the base commit: {exc.message}"

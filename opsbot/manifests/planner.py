@@ -26,6 +26,7 @@ from opsbot.core.model import (
 )
 from opsbot.errors import CommandError, ValidationFailed
 from opsbot.manifests import edits as E
+from opsbot.manifests import paths
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
 from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
@@ -37,6 +38,7 @@ from opsbot.manifests.index import (
     primary_container,
 )
 from opsbot.manifests.kustomize import build_files
+from opsbot.manifests.templating import check_value, prove, substitute
 from opsbot.manifests.validate import check_schema, check_yaml
 from opsbot.manifests.yamledit import load_all
 
@@ -311,6 +313,7 @@ class Planner:
     ) -> Change:
         edits = es.file_edits()
         for e in edits:
+            paths.check_no_links(e.path, t.snap.links)
             others = self.index.other_envs_reading(t.env, e.path) if e.before is not None else []
             if others:
                 raise CommandError(
@@ -350,19 +353,21 @@ class Planner:
     # ------------------------------------------------------------------------------ clusters
     def create_cluster(self, intent: CreateCluster) -> Change:
         name = intent.name
-        if not DNS1123_LABEL.match(name):
+        if not DNS1123_LABEL.fullmatch(name):
             raise CommandError(
                 f'"{name}" is not a valid cluster name: use lowercase letters, digits and "-", start and end '
                 "with a letter or digit, at most 63 characters (DNS-1123 label)."
             )
         snap = self.index.snap
         cfg = self.config.clusters
-        dest = cfg.path.format(name=name).strip("/")
-        if snap.is_dir(dest) or snap.exists(dest):
+        dest = paths.fill_name(cfg.path, name, ".opsbot.yaml: clusters.path")
+        if snap.is_dir(dest) or snap.exists(dest) or dest in snap.links:
             raise CommandError(f"Cluster {name} already exists at {dest}/. Pick another name.")
+        paths.check_no_links(dest, snap.links)
         files = self._template_files(snap, intent.template or "default", cfg.templates)
         variables = {"CLUSTER_NAME": name}
         for k, v in intent.variables:
+            check_value(k, v)
             variables[k.upper().replace("-", "_")] = v
         rendered: list[FileEdit] = []
         missing: set[str] = set()
@@ -371,7 +376,11 @@ class Planner:
             out, miss, seen = substitute(text, variables)
             missing |= miss
             used |= seen
-            rendered.append(FileEdit(f"{dest}/{rel}", None, out))
+            path = paths.repo_path(f"{dest}/{rel}", f"template file {rel}")
+            paths.check_no_links(path, snap.links)
+            if not miss:
+                prove(path, text, out, {k: v for k, v in variables.items() if k in seen})
+            rendered.append(FileEdit(path, None, out))
         if missing:
             raise CommandError(
                 f"Template {intent.template or 'default'} needs {', '.join(sorted(missing))}. "
@@ -417,9 +426,8 @@ class Planner:
         )
 
     def _template_files(self, snap: Snapshot, template: str, repo_dir: str) -> list[tuple[str, str]]:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", template):
-            raise CommandError(f'"{template}" is not a template name.')
-        base = f"{repo_dir}/{template}"
+        paths.segment(template, "template")
+        base = paths.repo_path(f"{repo_dir}/{template}", f"template {template}")
         repo_files = snap.files_under(base)
         if repo_files:
             snap.prefetch(repo_files)
@@ -440,66 +448,6 @@ class Planner:
             else []
         )
         raise CommandError(f'No cluster template "{template}". Templates: {", ".join(available) or "none"}.')
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
-
-
-def substitute(text: str, variables: dict[str, str]) -> tuple[str, set[str], set[str]]:
-    """clusterctl/drone-envsubst subset: ${VAR} and ${VAR:=default}; returns (text, missing, used)."""
-    missing: set[str] = set()
-    used: set[str] = set()
-
-    def repl(m: re.Match[str]) -> str:
-        var, default = m.group(1), m.group(2)
-        used.add(var)
-        if var in variables:
-            value = variables[var]
-            whole = _whole_scalar(text, m)
-            if whole and default is not None and _yaml_type(value) != _yaml_type(default):
-                raise CommandError(
-                    f"{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, but the template "
-                    f"expects {_yaml_type(default)} (default {default})."
-                )
-            if whole and default is None and _yaml_type(value) != "text":
-                raise CommandError(
-                    f"{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, not text; the template "
-                    "would change its type. Quote the placeholder in the template or pick another value."
-                )
-            return value
-        if default is not None:
-            return default
-        missing.add(var)
-        return m.group(0)
-
-    return _VAR.sub(repl, text), missing, used
-
-
-def _whole_scalar(text: str, m: re.Match[str]) -> bool:
-    """True when the placeholder is the entire plain value on its line (`key: ${VAR}`)."""
-    line_start = text.rfind("\n", 0, m.start()) + 1
-    line_end = text.find("\n", m.end())
-    before = text[line_start : m.start()].rstrip()
-    after = text[m.end() : len(text) if line_end < 0 else line_end].split("#", 1)[0].strip()
-    return (before.endswith(":") or before.endswith("-")) and not after
-
-
-def _yaml_type(value: str) -> str:
-    import yaml
-
-    try:
-        v = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return "text"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int):
-        return "a number"
-    if isinstance(v, float):
-        return "a decimal number"
-    if v is None:
-        return "null"
-    return "text"
 
 
 def _check_tag(tag: str) -> None:
