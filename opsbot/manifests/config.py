@@ -138,7 +138,10 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
     try:
         raw = safeyaml.load_config(text, CONFIG_FILE) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{CONFIG_FILE}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{CONFIG_FILE}: not valid YAML{where} ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping at the top")
     unknown = set(raw) - _TOP_KEYS
