@@ -164,6 +164,7 @@ def _run_case(case: Case, base_dir: Path) -> Outcome:
         "LC_ALL": "C.UTF-8",
         "OPSBOT_USER": "mallory",
         "GIT_CONFIG_NOSYSTEM": "1",
+        "PYTHONPATH": str(ROOT),  # the child runs this checkout's opsbot, whatever is installed
     }
     argv = case.argv[:1] + ["--repo", str(repo)] + case.argv[1:]
     proc = subprocess.run(
