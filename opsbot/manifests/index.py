@@ -81,7 +81,15 @@ class Target:
 class Index:
     """Everything opsbot knows about one base commit (and the env branches it refers to)."""
 
-    def __init__(self, repo: GitRepo, ref: str, env_refs: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        repo: GitRepo,
+        ref: str,
+        env_refs: dict[str, str] | None = None,
+        config: RepoConfig | None = None,
+    ) -> None:
+        """`config` reads an old commit with today's config and layout (history, rollback): the
+        `.opsbot.yaml` of that commit may be missing or describe a layout that no longer exists."""
         self.repo = repo
         self.base_ref = ref
         #: per-env commit overrides for branch-per-env history (rollback reads older env branch tips)
@@ -90,7 +98,8 @@ class Index:
         self._graphs: dict[str, Graph] = {}
         self._state_file = repo.cache.path.parent / f"index-{self.snap.sha}.pickle" if repo.cache.path else None
         self._saved_nodes = -1
-        self.config: RepoConfig = self._load_state() or load_config(self.snap)
+        saved = self._load_state()
+        self.config: RepoConfig = config if config is not None else (saved or load_config(self.snap))
         self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.RLock()
 

@@ -24,7 +24,7 @@ from opsbot.core.model import (
     Scale,
     ScaleBounds,
 )
-from opsbot.errors import CommandError, ValidationFailed
+from opsbot.errors import CommandError, OpsbotError, ValidationFailed
 from opsbot.manifests import edits as E
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
 from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
@@ -252,13 +252,15 @@ class Planner:
             files.append(str(PurePosixPath(t.root).parent / "values.yaml"))
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
+            # Today's config and layout, never the old commit's `.opsbot.yaml` or re-discovery: the
+            # question is what today's env ran back then.
             if t.env.branch:
-                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha})
+                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config)
             else:
-                idx = Index(self.repo, sha)
+                idx = Index(self.repo, sha, config=self.config)
             try:
                 old = idx.find(t.app, t.env.name)
-            except CommandError:
+            except OpsbotError:  # the app or its files were not there yet, or did not parse then
                 continue
             v = current_version(old, tag_key)
             if v != cur and (v.images or v.chart or v.tag):
