@@ -309,23 +309,30 @@ class Index:
             out.extend(d for d in self.docs(snap, f) if isinstance(d, dict))
         return out
 
+    def helm_chart(self, env: EnvConfig, snap: Snapshot, values_file: str) -> tuple[str, str]:
+        """(chart folder or "" for a chart not in the repo, chart name) of a values file; the chart
+        name is the app's name, in listings and in lookups alike."""
+        vc = env.chart_of(values_file)
+        chart_dir = vc.chart if vc else str(PurePosixPath(values_file).parent)
+        name = vc.name if vc else PurePosixPath(chart_dir).name
+        chart_file = join(chart_dir, "Chart.yaml")
+        if chart_dir and snap.exists(chart_file):
+            meta = self.docs(snap, chart_file)
+            if meta and isinstance(meta[0], dict) and meta[0].get("name"):
+                name = str(meta[0]["name"])
+        return chart_dir, name
+
     def _find_helm(
         self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str
     ) -> Target | None:
-        chart_dir = str(PurePosixPath(values_file).parent)
-        chart_name = PurePosixPath(chart_dir).name
-        chart_file = join(chart_dir, "Chart.yaml")
-        if snap.exists(chart_file):
-            meta = self.docs(snap, chart_file)
-            if meta and isinstance(meta[0], dict) and meta[0].get("name"):
-                chart_name = str(meta[0]["name"])
+        chart_dir, chart_name = self.helm_chart(env, snap, values_file)
         if chart_name != name:
             return None
         docs = self.docs(snap, values_file)
         values = docs[0] if docs and isinstance(docs[0], dict) else {}
-        default_file = join(chart_dir, "values.yaml")
+        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
         defaults: dict[str, Any] = {}
-        if snap.exists(default_file):
+        if default_file and default_file != values_file and snap.exists(default_file):
             d = self.docs(snap, default_file)
             defaults = d[0] if d and isinstance(d[0], dict) else {}
         return Target(
@@ -353,7 +360,7 @@ class Index:
         for root in env.paths:
             kind = self.root_kind(snap, root)
             if kind == "helm":
-                names.add(PurePosixPath(root).parent.name)
+                names.add(self.helm_chart(env, snap, root)[1])
                 continue
             patches = self.graph(snap).patch_files(root)
             files = [

@@ -249,7 +249,9 @@ class Planner:
         graph = self.index.graph(t.snap)
         files = [t.root] if t.layout == "helm" else graph.closure(t.root)[1]
         if t.layout == "helm":
-            files.append(str(PurePosixPath(t.root).parent / "values.yaml"))
+            chart_dir = self.index.helm_chart(t.env, t.snap, t.root)[0]
+            if chart_dir:
+                files.append(f"{chart_dir}/values.yaml")
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
             # Today's config and layout, never the old commit's `.opsbot.yaml` or re-discovery: the
