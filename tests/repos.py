@@ -146,6 +146,11 @@ FIXTURES: tuple[str, ...] = (
     "branch-per-env",
     "cluster-templates",
     "late-config",
+    "envs-components",
+    "argo-helm-values",
+    "testing-chain",
+    "kargo-appset",
+    "flux-env-roots",
 )
 
 

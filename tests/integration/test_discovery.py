@@ -1,0 +1,153 @@
+"""Discovery on the layouts people actually have: GitOps objects first, folder conventions second,
+and the promotion order the repo states (Kargo, ApplicationSet lists, Flux dependsOn)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from opsbot.errors import CommandError
+from opsbot.manifests.config import ValuesChart, parse_config, render_config
+from opsbot.manifests.gitrepo import GitRepo
+from opsbot.manifests.index import Index
+from tests.engine import plan
+from tests.repos import commit_files, make_repo
+
+
+def index_of(fixture: str, tmp_path: Path) -> Index:
+    return Index(GitRepo(str(make_repo(fixture, tmp_path / fixture))), "main")
+
+
+def envs(index: Index) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    return {n: (e.paths, e.promote_from) for n, e in index.config.envs.items()}
+
+
+def test_envs_dirs_with_components_yml_and_name_prefix(tmp_path: Path) -> None:
+    index = index_of("envs-components", tmp_path)
+    assert envs(index) == {
+        "dev": (("envs/dev",), None),
+        "staging": (("envs/staging",), "dev"),
+        "production": (("envs/production",), "staging"),
+    }
+    for env in index.config.envs.values():
+        assert index.apps_in(env) == ["shop"]
+    # the component's patch and the env's namePrefix are in what the env renders
+    dev = index.find("shop", "dev")
+    assert dev.rendered["metadata"]["name"] == "dev-shop"
+    assert dev.rendered["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "LOG_LEVEL", "value": "debug"}
+    ]
+
+
+def test_argo_applications_tie_values_files_to_a_chart_elsewhere(tmp_path: Path) -> None:
+    index = index_of("argo-helm-values", tmp_path)
+    assert envs(index) == {
+        "dev": (("values/guestbook/values-dev.yaml",), None),
+        "staging": (("values-staging.yaml",), "dev"),  # repo root, via `$values/`
+        "prod": (("values/guestbook/values-prod.yaml",), "staging"),
+    }
+    assert index.config.envs["staging"].charts == (
+        ValuesChart("values-staging.yaml", "charts/guestbook", "guestbook"),
+    )
+    # the app-of-apps folder (argocd/apps) is not taken for an env root
+    assert all("argocd" not in p for e in index.config.envs.values() for p in e.paths)
+    t = index.find("guestbook", "dev")
+    # the chart's defaults (charts/guestbook/values.yaml) under the env's own values
+    assert (t.rendered["replicaCount"], t.rendered["image"]["tag"]) == (1, "1.5.0-rc.2")
+
+
+def test_values_file_ties_survive_init(tmp_path: Path) -> None:
+    """What init writes reads back as the same config (charts: pins the values -> chart tie)."""
+    index = index_of("argo-helm-values", tmp_path)
+    again = parse_config(render_config(index.config))
+    assert {n: (e.paths, e.charts) for n, e in again.envs.items()} == {
+        n: (e.paths, e.charts) for n, e in index.config.envs.items()
+    }
+
+
+def test_root_env_folders_holding_helmrelease_patches(tmp_path: Path) -> None:
+    index = index_of("flux-env-roots", tmp_path)
+    assert envs(index) == {"staging": (("staging",), None), "production": (("production",), "staging")}
+    t = index.find("podinfo", "production")
+    assert t.is_helmrelease and t.rendered["spec"]["chart"]["spec"]["version"] == "6.4.1"
+
+
+def test_testing_qa_uat_in_the_usual_order_and_promote_does_not_skip_testing(tmp_path: Path) -> None:
+    index = index_of("testing-chain", tmp_path)
+    assert index.config.chains() == [["testing", "qa", "uat", "production"]]
+    change = plan(index.repo, "promote api to qa")
+    assert change.title == "Promote api from testing to qa"
+    assert plan(index.repo, "promote api to production").title == "Promote api from uat to production"
+
+
+def test_order_from_applicationset_list_and_kargo_stages(tmp_path: Path) -> None:
+    """The names alone would give integration → perf → uat; the repo says uat comes first."""
+    index = index_of("kargo-appset", tmp_path)
+    assert index.config.chains() == [["integration", "uat", "perf", "production"]]
+    assert index.config.envs["integration"].promote_from is None  # Kargo: direct from the Warehouse
+
+
+@pytest.mark.parametrize("drop", ["kargo", "argocd"])
+def test_either_kargo_or_the_applicationset_alone_gives_the_order(tmp_path: Path, drop: str) -> None:
+    path = make_repo("kargo-appset", tmp_path / "r", history=False)
+    shutil.rmtree(path / drop)
+    commit_files(path, f"Drop {drop}", {})
+    index = Index(GitRepo(str(path)), "main")
+    assert index.config.chains() == [["integration", "uat", "perf", "production"]]
+
+
+def test_order_from_flux_depends_on(tmp_path: Path) -> None:
+    path = make_repo("kargo-appset", tmp_path / "r", history=False)
+    shutil.rmtree(path / "kargo")
+    shutil.rmtree(path / "argocd")
+    flux = "".join(
+        f"""---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: checkout-{env}
+  namespace: flux-system
+spec:
+  interval: 10m
+  path: ./envs/{env}
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+"""
+        + (f"  dependsOn:\n    - name: checkout-{dep}\n" if dep else "")
+        for env, dep in [("integration", None), ("uat", "integration"), ("perf", "uat"), ("production", "perf")]
+    )
+    commit_files(path, "Flux Kustomizations per env", {"flux/checkout.yaml": flux})
+    index = Index(GitRepo(str(path)), "main")
+    assert index.config.chains() == [["integration", "uat", "perf", "production"]]
+    assert "flux Kustomization" in index.config.envs["perf"].found_by
+
+
+def test_a_cycle_in_the_repo_order_falls_back_to_names_and_says_so(tmp_path: Path) -> None:
+    path = make_repo("kargo-appset", tmp_path / "r", history=False)
+    stages = (path / "kargo" / "stages.yaml").read_text()
+    stages = stages.replace("        direct: true\n", "        stages:\n          - production\n", 1)
+    commit_files(path, "Loop the stages", {"kargo/stages.yaml": stages})
+    shutil.rmtree(path / "argocd")
+    commit_files(path, "Drop the ApplicationSet", {})
+    config = Index(GitRepo(str(path)), "main").config
+    assert list(config.envs) == ["integration", "perf", "uat", "production"]
+    assert any("cycle" in n for n in config.notes)
+
+
+def test_helm_app_is_listed_and_found_by_its_chart_name(tmp_path: Path) -> None:
+    """The folder is `helm-chart`, the chart is `web`: one name both ways."""
+    path = make_repo("helm-values", tmp_path / "r", history=False)
+    shutil.move(str(path / "charts" / "podinfo"), str(path / "charts" / "helm-chart"))
+    commit_files(path, "Rename the chart folder", {})
+    index = Index(GitRepo(str(path)), "main")
+    env = index.env("production")
+    assert "podinfo" in index.apps_in(env) and "helm-chart" not in index.apps_in(env)
+    assert index.find("podinfo", "production").root == "charts/helm-chart/values-production.yaml"
+    with pytest.raises(CommandError) as err:
+        index.find("helm-chart", "production")
+    assert err.value.message.startswith('Unknown app "helm-chart" in production.')
+    assert err.value.message.endswith("Apps in production: podinfo, redis.")
