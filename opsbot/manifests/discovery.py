@@ -401,3 +401,34 @@ def _chart_name(snap: Snapshot, chart_dir: str) -> str:
     if docs and isinstance(docs[0], dict) and docs[0].get("name"):
         return str(docs[0]["name"])
     return PurePosixPath(chart_dir).name
+
+
+def render_skeleton(found: Found, reason: str) -> str:
+    """A fully commented `.opsbot.yaml` holding what discovery saw, for a person to finish."""
+    out = [
+        "# opsbot configuration skeleton, written by `opsbot init`: discovery could not decide on its own.",
+        *(f"#   {line}" for line in reason.splitlines()),
+        "# Uncomment and edit what fits this repo, then commit it and run `opsbot check`.",
+        "# Reference: docs/configuration.md.",
+        "#",
+        "# environments:",
+    ]
+    if found.rules:
+        for env in sorted(found.rules, key=env_sort_key):
+            rules = found.rules[env]
+            paths = [p for ps in rules.values() for p in ps]
+            out += [
+                f"#   {env}:  # found by {', '.join(rules)}",
+                f"#     paths: [{', '.join(dict.fromkeys(paths))}]",
+            ]
+    else:
+        out += ["#   production:", "#     path: <folder or values file of this env>", "#     approvals: 1"]
+    if found.kustomize_dirs:
+        out += ["#", "# Kustomize folders in the repo (candidates for env paths):"]
+        out += [f"#   - {d}" for d in found.kustomize_dirs]
+    if found.chart_dirs:
+        out += ["#", "# Helm charts in the repo (an env path may be a values file of one):"]
+        out += [f"#   - {d}" for d in found.chart_dirs]
+    if found.notes:
+        out += ["#", "# Notes:", *(f"#   {n}" for n in found.notes)]
+    return "\n".join(out) + "\n"

@@ -24,6 +24,11 @@ from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
 from opsbot.manifests.images import parse_image
 from opsbot.manifests.kustomize import BuildError, Graph, build
 
+
+class UnknownApp(CommandError):
+    """No app of that name in the env: an answer about the name, not a fault of the repo."""
+
+
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout", "HelmRelease")
 HPA_KIND = "HorizontalPodAutoscaler"
 
@@ -229,7 +234,7 @@ class Index:
             else:
                 hits.extend(self._find_in_dir(app, workload, env, snap, root, kind))
         if not hits:
-            raise CommandError(self._unknown_app_message(app, env))
+            raise UnknownApp(self._unknown_app_message(app, env))
         if len(hits) > 1:
             where = ", ".join(f"{t.kind} in {t.source.file if t.source else t.root}" for t in hits)
             raise CommandError(
@@ -349,10 +354,25 @@ class Index:
 
     def _unknown_app_message(self, app: str, env: EnvConfig) -> str:
         known = self.apps_in(env)
+        if app in known:
+            return (
+                f'"{app}" is defined in the files of {env.name}, but opsbot cannot match it to one object in '
+                f"what {env.name} renders, so it will not change it. Run `opsbot check` to see the env's render."
+            )
+        aliases = self.aliases_in(env, known)
+        near = difflib.get_close_matches(app, [*known, *aliases], n=1, cutoff=0.6)
+        hint = f' Did you mean "{near[0]}"?' if near and near[0] != app else ""
+        listing = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
+        also = f" (aliases: {', '.join(f'{a} → {w}' for a, w in aliases.items())})" if aliases else ""
+        return f'Unknown app "{app}" in {env.name}.{hint} Apps in {env.name}: {listing or "none found"}{also}.'
+
+    def unknown_app(self, app: str) -> UnknownApp:
+        """`app` is in no env at all: say so, with the nearest name and every app there is."""
+        known = sorted({a for env in self.config.envs.values() for a in self.apps_in(env)})
         near = difflib.get_close_matches(app, known, n=1, cutoff=0.6)
         hint = f' Did you mean "{near[0]}"?' if near else ""
         listing = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
-        return f'Unknown app "{app}" in {env.name}.{hint} Apps in {env.name}: {listing or "none found"}.'
+        return UnknownApp(f'Unknown app "{app}".{hint} Apps: {listing or "none found"}.')
 
     def apps_in(self, env: EnvConfig) -> list[str]:
         snap = self.env_snapshot(env)
@@ -377,8 +397,12 @@ class Index:
                         n = (d.get("metadata") or {}).get("name")
                         if n:
                             names.add(str(n))
-        aliases = [a for a, c in self.config.apps.items() if c.workload in names]
-        return sorted(names | set(aliases))
+        return sorted(names)
+
+    def aliases_in(self, env: EnvConfig, apps: list[str] | None = None) -> dict[str, str]:
+        """`.opsbot.yaml` aliases (alias -> workload) that name an app of `env`; not apps themselves."""
+        known = set(self.apps_in(env) if apps is None else apps)
+        return {a: c.workload for a, c in sorted(self.config.apps.items()) if c.workload in known and a != c.workload}
 
 
 def _match_rendered(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:

@@ -203,9 +203,7 @@ class Planner:
         t = self.index.find(intent.app, dst.name)
         have, src = current_version(t, keys.tag), current_version(s, keys.tag)
         if t.layout != s.layout or t.is_helmrelease != s.is_helmrelease:
-            raise CommandError(
-                f"{intent.app} is deployed differently in {src_env.name} and {dst.name}; promote needs the same layout."
-            )
+            raise CommandError(_cross_layout(intent.app, s, src, t))
         if t.is_helmrelease or t.layout == "helm":
             want = Version(chart=src.chart if t.is_helmrelease else None, tag=src.tag or have.tag)
         else:
@@ -512,6 +510,24 @@ def _check_tag(tag: str) -> None:
             f'"{tag}" is not a valid image tag: use letters, digits, "_", "." and "-", starting with a letter, '
             'digit or "_", at most 128 characters.'
         )
+
+
+def _layout_name(t: Target) -> str:
+    if t.is_helmrelease:
+        return "a Flux HelmRelease"
+    return {"helm": "a Helm values file", "kustomize": "kustomize", "plain": "plain manifests"}[t.layout]
+
+
+def _cross_layout(app: str, s: Target, src: Version, t: Target) -> str:
+    """Promote copies like for like; across layouts the person says the version, and this says which."""
+    head = (
+        f"{app} is deployed with {_layout_name(s)} in {s.env.name} and with {_layout_name(t)} in {t.env.name}, "
+        "so opsbot cannot copy one onto the other."
+    )
+    tag = src.tag if (s.is_helmrelease or s.layout == "helm") else src.primary_tag(app)
+    if t.is_helmrelease or not tag:
+        return f"{head} Say `deploy {app} <version> to {t.env.name}` with the version {t.env.name} should run."
+    return f"{head} {s.env.name} runs image tag {tag}: say `deploy {app} {tag} to {t.env.name}` to run it there."
 
 
 def _s(v: Any) -> str | None:
