@@ -101,6 +101,8 @@ class Index:
         self.snap = repo.snapshot(ref)
         self._graphs: dict[str, Graph] = {}
         self._saved_nodes = -1
+        #: an injected config is today's, not this commit's: it must never be cached under this commit
+        self._borrowed_config = config is not None
         saved = self._load_state()
         self.config: RepoConfig = config if config is not None else (saved or load_config(self.snap))
         self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -131,7 +133,7 @@ class Index:
 
     def persist(self) -> None:
         graph = self._graphs.get(self.snap.sha)
-        if graph is None or len(graph.nodes) <= self._saved_nodes:
+        if self._borrowed_config or graph is None or len(graph.nodes) <= self._saved_nodes:
             self.repo.cache.save()
             return
         db = self.repo.db

@@ -83,6 +83,7 @@ def test_aliases_are_not_counted_as_apps(tmp_path: Path, capsys: pytest.CaptureF
     repo = make_repo("fleet", tmp_path / "r", history=False)
     commit_files(repo, "Alias web", {".opsbot.yaml": "apps:\n  web:\n    workload: frontend\n"})
     code, out = check(repo, capsys)
+    assert code == 0, out
     assert "  apps: api, cache, frontend, worker\n  aliases: web → frontend" in out, out
     bot = Opsbot(load_settings(environ={}, repo=str(repo)))
     try:
