@@ -247,7 +247,9 @@ def _scan_gitops(snap: Snapshot, found: Found) -> None:
         for dep in deps if isinstance(deps, list) else []:
             if not isinstance(dep, dict) or not dep.get("name"):
                 continue
-            others = flux_names.get((str(dep.get("namespace") or ns), str(dep["name"])), set()) - {env}
+            holders = flux_names.get((str(dep.get("namespace") or ns), str(dep["name"])), set())
+            # the same name in this env is this cluster's own object (infrastructure before apps)
+            others = holders - {env} if env not in holders else set()
             if len(others) == 1:
                 found.edges.append((next(iter(others)), env, "Flux dependsOn"))
     for names, who in list_orders:

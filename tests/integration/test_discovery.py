@@ -151,3 +151,29 @@ def test_helm_app_is_listed_and_found_by_its_chart_name(tmp_path: Path) -> None:
         index.find("helm-chart", "production")
     assert err.value.message.startswith('Unknown app "helm-chart" in production.')
     assert err.value.message.endswith("Apps in production: podinfo, redis.")
+
+
+def test_depends_on_inside_each_cluster_says_nothing_about_env_order(tmp_path: Path) -> None:
+    """flux2-multi-tenancy style: each cluster's tenants depend on its own kyverno-policies."""
+    path = make_repo("flux-helmrelease", tmp_path / "r", history=False)
+    ks = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: {name}
+  namespace: flux-system
+spec:
+  interval: 1h
+  path: ./{path}
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+"""
+    files: dict[str, str | None] = {"policies/kustomization.yaml": "resources: []\n"}
+    for env in ("staging", "production"):
+        files[f"clusters/{env}/policies.yaml"] = ks.format(name="policies", path="policies")
+        apps = (path / "clusters" / env / "apps.yaml").read_text()
+        files[f"clusters/{env}/apps.yaml"] = apps + "  dependsOn:\n    - name: policies\n"
+    commit_files(path, "Apps wait for policies", files)
+    config = Index(GitRepo(str(path)), "main").config
+    assert config.chains() == [["staging", "production"]] and config.notes == ()

@@ -143,3 +143,20 @@ def test_promote_across_two_layouts_says_what_to_do(tmp_path: Path) -> None:
     )
     change = plan(GitRepo(str(repo)), "deploy api 3.3.0 to production")
     assert [(f.old, f.new) for f in change.fields] == [("3.2.0", "3.3.0")]
+
+
+@pytest.mark.realworld
+def test_check_on_flux2_multi_tenancy_reports_shared_infrastructure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.needs import missing
+    from tests.repos import realworld
+
+    src = realworld("flux2-multi-tenancy")
+    if src is None:
+        missing("../shared/fixtures/realworld/flux2-multi-tenancy not present beside this checkout")
+    repo = make_repo(src, tmp_path / "fmt")
+    code, out = check(repo, capsys)
+    assert code == 0, out
+    assert "ℹ️ infrastructure/kyverno is shared by staging, production" in out
+    assert "promotion: staging → production" in out and "cycle" not in out
