@@ -151,6 +151,7 @@ FIXTURES: tuple[str, ...] = (
     "testing-chain",
     "kargo-appset",
     "flux-env-roots",
+    "flux-valuesfrom",
 )
 
 

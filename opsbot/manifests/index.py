@@ -9,12 +9,15 @@ commit, so a warm plan on a large fleet is one build.
 from __future__ import annotations
 
 import difflib
+import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+import yaml
 
 from opsbot.errors import CommandError
 from opsbot.manifests.codec import CodecError, decode, encode
@@ -58,6 +61,44 @@ class Target:
     @property
     def is_helmrelease(self) -> bool:
         return self.kind == "HelmRelease"
+
+    def values_from(self) -> list[tuple[str, dict[str, Any]]]:
+        """A HelmRelease's `valuesFrom` ConfigMaps as this env renders them: (name, values), in order.
+
+        Flux merges these first and `spec.values` over them, so what the release runs is both."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        spec = self.rendered.get("spec") or {}
+        ns = (self.rendered.get("metadata") or {}).get("namespace")
+        for ref in spec.get("valuesFrom") or []:
+            if not isinstance(ref, dict) or ref.get("kind") != "ConfigMap" or ref.get("targetPath"):
+                continue
+            for obj in self.objects:
+                meta = obj.get("metadata") or {}
+                if obj.get("kind") == "ConfigMap" and meta.get("name") == ref.get("name") and (
+                    meta.get("namespace") == ns
+                ):
+                    text = (obj.get("data") or {}).get(str(ref.get("valuesKey") or "values.yaml"))
+                    try:
+                        values = yaml.safe_load(text) if isinstance(text, str) else None
+                    except yaml.YAMLError:
+                        values = None
+                    if isinstance(values, dict):
+                        out.append((str(ref["name"]), values))
+        return out
+
+    def helm_values(self) -> dict[str, Any]:
+        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values`."""
+        merged: dict[str, Any] = {}
+        for _, values in self.values_from():
+            merged = _deep_merge(merged, values)
+        return _deep_merge(merged, (self.rendered.get("spec") or {}).get("values") or {})
+
+    def values_from_setting(self, dotted: str) -> str | None:
+        """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""
+        if dig((self.rendered.get("spec") or {}).get("values") or {}, dotted) is not None:
+            return None
+        hits = [name for name, values in self.values_from() if dig(values, dotted) is not None]
+        return hits[-1] if hits else None
 
     def hpas(self) -> list[dict[str, Any]]:
         """Autoscalers whose scaleTargetRef names this workload (more than one is a repo bug)."""
@@ -316,6 +357,23 @@ class Index:
             )
         return targets
 
+    def generated_from(self, t: Target, configmap: str) -> list[str]:
+        """The files a `configMapGenerator` of the env builds ConfigMap `configmap` from (the
+        rendered name may carry kustomize's hash suffix)."""
+        graph = self.graph(t.snap)
+        out: list[str] = []
+        for d in graph.closure(t.root)[0]:
+            for gen in graph.node(d).data.get("configMapGenerator") or []:
+                if not isinstance(gen, dict) or not gen.get("name"):
+                    continue
+                name = str(gen["name"])
+                if configmap != name and not re.fullmatch(re.escape(name) + r"-[a-z0-9]{10}", configmap):
+                    continue
+                for f in gen.get("files") or []:
+                    if isinstance(f, str):
+                        out.append(join(d, f.split("=", 1)[-1]))
+        return out
+
     def _plain_docs(self, snap: Snapshot, files: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for f in files:
@@ -514,7 +572,7 @@ def current_version(t: Target, helm_tag_key: str) -> Version:
     if t.is_helmrelease:
         spec = t.rendered.get("spec") or {}
         chart = dig(spec, "chart.spec.version")
-        tag = dig(spec.get("values") or {}, helm_tag_key)
+        tag = dig(t.helm_values(), helm_tag_key)
         return Version(chart=None if chart is None else str(chart), tag=None if tag is None else str(tag))
     return Version(images=tuple((str(c.get("name")), str(c.get("image"))) for c in containers(t.rendered)))
 
@@ -523,7 +581,7 @@ def current_replicas(t: Target, helm_replicas_key: str) -> int | None:
     if t.layout == "helm":
         v = dig(t.rendered, helm_replicas_key)
     elif t.is_helmrelease:
-        v = dig((t.rendered.get("spec") or {}).get("values") or {}, helm_replicas_key)
+        v = dig(t.helm_values(), helm_replicas_key)
     else:
         v = (t.rendered.get("spec") or {}).get("replicas")
         if v is None and t.kind in ("Deployment", "StatefulSet", "Rollout"):

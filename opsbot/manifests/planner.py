@@ -118,6 +118,7 @@ class Planner:
                 f"count. Change its bounds instead: `scale {intent.app} <min>-<max> in {t.env.name}`."
             )
         keys = self.config.helm_keys(intent.app)
+        self._not_generated(t, keys.replicas)
         old = current_replicas(t, keys.replicas)
         if old == intent.replicas:
             raise NothingToDo(f"{intent.app} already runs {old} replicas in {t.env.name}. Nothing to change.")
@@ -267,6 +268,25 @@ class Planner:
                 return v
         return None
 
+    def _not_generated(self, t: Target, key: str) -> None:
+        """Refuse to shadow a value that a HelmRelease takes from a generated ConfigMap.
+
+        Writing `spec.values` would win over it (Flux merges `valuesFrom` first), leaving two
+        different values in the repo; editing the values file renames the generated ConfigMap, which
+        the render proof cannot yet tell from an unrelated change. So say where the value lives."""
+        if not t.is_helmrelease:
+            return
+        cm = t.values_from_setting(key)
+        if cm is None:
+            return
+        files = self.index.generated_from(t, cm)
+        where = f" from {', '.join(files)}" if files else ""
+        raise CommandError(
+            f"{t.app} in {t.env.name} takes {key} from ConfigMap {cm} (valuesFrom), generated{where}; "
+            f"opsbot does not edit generated values files yet. Change {key} there, or move it into the "
+            "HelmRelease's spec.values so opsbot can change it."
+        )
+
     def _set_version(
         self,
         intent: Intent,
@@ -291,6 +311,7 @@ class Planner:
                 )
                 fields.append(FieldChange(t.app, env, "chart version", have.chart, want.chart, t.root))
             if want.tag and want.tag != have.tag:
+                self._not_generated(t, keys.tag)
                 E.set_helmrelease(
                     self.index, es, t, ["spec", "values", *keys.tag.split(".")], want.tag, "image tag"
                 )

@@ -177,3 +177,21 @@ spec:
     commit_files(path, "Apps wait for policies", files)
     config = Index(GitRepo(str(path)), "main").config
     assert config.chains() == [["staging", "production"]] and config.notes == ()
+
+
+def test_helmrelease_values_from_a_generated_configmap_are_read_and_not_shadowed(tmp_path: Path) -> None:
+    """Flux merges valuesFrom first and spec.values over it: opsbot reads both, and will not write a
+    spec.values key that would silently override the env's values file."""
+    from opsbot.manifests.index import current_replicas, current_version
+
+    index = index_of("flux-valuesfrom", tmp_path)
+    t = index.find("podinfo", "production")
+    assert current_replicas(t, "replicaCount") == 3
+    assert current_version(t, "image.tag").tag == "6.4.0"
+    assert t.helm_values()["ingress"]["className"] == "nginx"  # spec.values still counts
+    with pytest.raises(CommandError) as err:
+        plan(index.repo, "scale podinfo 5 in production")
+    assert "from apps/production/values-production.yaml" in err.value.message
+    assert "takes replicaCount from ConfigMap podinfo-values-" in err.value.message
+    with pytest.raises(CommandError, match=r"takes image\.tag from ConfigMap"):
+        plan(index.repo, "promote podinfo to production")

@@ -141,6 +141,13 @@ CASES = [
         "staging",
         {"HelmRelease/podinfo/podinfo:spec.values.replicaCount"},
     ),
+    # values-<env>.yaml tied to a Flux HelmRelease by valuesFrom (a generated ConfigMap)
+    (
+        "flux-valuesfrom",
+        "deploy podinfo 6.5.1 to production",
+        "production",
+        {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
+    ),
     (
         "flux-env-roots",
         "deploy podinfo 6.5.1 to production",
