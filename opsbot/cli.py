@@ -122,7 +122,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         from opsbot.manifests.discovery import render_skeleton, scan
 
-        text = render_skeleton(scan(snap), exc.args[0] if exc.args else str(exc))
+        text = render_skeleton(scan(snap, inventory=True), exc.args[0] if exc.args else str(exc))
         done = (
             f"# discovery could not decide, so {target} is a commented skeleton of what it found: "
             "edit it, then run `opsbot check`."

@@ -46,7 +46,19 @@ _MARKERS = ("kustomize.toolkit.fluxcd.io", "argoproj.io", "kargo.akuity.io")
 #: Reading every YAML file of a 20,000-file fleet for GitOps objects would cost seconds; past this many
 #: candidates only files in the folders such objects usually live in are read.
 _MAX_SCAN = 3000
-_GITOPS_DIRS = ("clusters", "argocd", "argo", "argo-cd", "apps", "applications", "bootstrap", "kargo", "flux")
+_GITOPS_DIRS = (
+    "clusters",
+    "argocd",
+    "argo",
+    "argo-cd",
+    "applications",
+    "applicationsets",
+    "appsets",
+    "bootstrap",
+    "kargo",
+    "flux",
+    "gitops",
+)
 _TEMPLATE_VAR = re.compile(r"\{\{-?\s*\.?(?:values\.)?([A-Za-z0-9_.\[\]-]+?)\s*-?\}\}")
 
 
@@ -128,21 +140,28 @@ def env_order(names: list[str], edges: Iterable[tuple[str, str, str]]) -> tuple[
 # ------------------------------------------------------------------------------------------ scanning
 
 
-def scan(snap: Snapshot) -> Found:
+def _parent(path: str) -> str:
+    """PurePosixPath(path).parent for repo paths, without its cost on 20,000 paths ("" at the top)."""
+    return path.rpartition("/")[0]
+
+
+def scan(snap: Snapshot, *, inventory: bool = False) -> Found:
+    """What the repo says about envs; `inventory` also lists kustomize folders and charts (for init)."""
     found = Found()
     _scan_gitops(snap, found)
     _scan_folders(snap, found)
     _scan_plain(snap, found)
-    found.kustomize_dirs = sorted(
-        {str(PurePosixPath(p).parent) for p in snap.blobs if _ENV_FOLDER.match(p)} - {"."}
-    )[:40]
-    found.chart_dirs = sorted(str(PurePosixPath(p).parent) for p in snap.blobs if p.endswith("/Chart.yaml"))[:40]
+    if inventory:
+        found.kustomize_dirs = sorted({_parent(p) for p in snap.blobs if _ENV_FOLDER.match(p)} - {""})[:40]
+        found.chart_dirs = sorted(_parent(p) for p in snap.blobs if p.endswith("/Chart.yaml"))[:40]
     return found
 
 
 def _scan_folders(snap: Snapshot, found: Found) -> None:
     for path in sorted(snap.blobs):
-        parent = str(PurePosixPath(path).parent)
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        parent = _parent(path)
         if m := _OVERLAY.search(path):
             found.add(m.group(1), "kustomize overlays", parent)
         elif m := _ENVS_DIR.search(path):
@@ -184,16 +203,21 @@ def _scan_plain(snap: Snapshot, found: Found) -> None:
 
 
 def _candidate_files(snap: Snapshot) -> list[str]:
-    chart_dirs = {str(PurePosixPath(p).parent) for p in snap.blobs if p.endswith("Chart.yaml")}
+    skip = tuple(
+        f"{_parent(p)}/{sub}/" if _parent(p) else f"{sub}/"
+        for p in snap.blobs
+        if p.endswith("Chart.yaml")
+        for sub in ("templates", "charts")
+    )
     out = [
         p
         for p in sorted(snap.blobs)
         if p.endswith((".yaml", ".yml"))
-        and PurePosixPath(p).name not in ("gotk-components.yaml", "Chart.yaml", "kustomization.yaml")
-        and not any(p.startswith(c + "/templates/") or p.startswith(c + "/charts/") for c in chart_dirs)
+        and p.rpartition("/")[2] not in ("gotk-components.yaml", "Chart.yaml", "kustomization.yaml")
+        and not p.startswith(skip)
     ]
     if len(out) > _MAX_SCAN:
-        out = [p for p in out if p.count("/") <= 1 or p.split("/", 1)[0] in _GITOPS_DIRS][:_MAX_SCAN]
+        out = [p for p in out if p.count("/") <= 2 or p.split("/", 1)[0] in _GITOPS_DIRS][:_MAX_SCAN]
     return out
 
 
@@ -215,7 +239,7 @@ def _objects(snap: Snapshot) -> list[tuple[str, dict[str, Any]]]:
 
 def _scan_gitops(snap: Snapshot, found: Found) -> None:
     objects = _objects(snap)
-    app_dirs = {str(PurePosixPath(f).parent) for f, d in objects if _is_argo(d)}
+    app_dirs = {_parent(f) for f, d in objects if _is_argo(d)}
     flux_names: dict[tuple[str, str], set[str]] = {}
     flux_deps: list[tuple[str, list[Any], str]] = []
     list_orders: list[tuple[list[str], str]] = []
@@ -237,8 +261,11 @@ def _scan_gitops(snap: Snapshot, found: Found) -> None:
         elif _is_argo(d) and kind == "Application":
             _argo_application(snap, found, f, d, app_dirs)
         elif _is_argo(d) and kind == "ApplicationSet":
-            envs = [_argo_application(snap, found, f, app, app_dirs) for app in _expand_appset(snap, d)]
-            named = [e for e in envs if e]
+            envs = [
+                (_argo_application(snap, found, f, app, app_dirs), listed)
+                for app, listed in _expand_appset(snap, d)
+            ]
+            named = [e for e, listed in envs if e and listed]  # a list is written in order; a Git scan is not
             if len(set(named)) > 1:
                 list_orders.append((named, f"ApplicationSet {meta.get('name')}"))
         elif kind == "Stage" and api.startswith("kargo.akuity.io"):
@@ -298,13 +325,14 @@ def _kargo_stage(found: Found, meta: dict[str, Any], spec: dict[str, Any]) -> No
         found.notes.append(f"Kargo Stage {name} takes freight from {', '.join(sources)}; pin promote_from.")
 
 
-def _expand_appset(snap: Snapshot, d: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Applications an ApplicationSet's list and Git-directory generators make."""
+def _expand_appset(snap: Snapshot, d: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """The Applications an ApplicationSet's list and Git-directory generators make, each with
+    whether it came from a list (whose order people write on purpose)."""
     spec = d["spec"]
     template = spec.get("template")
     if not isinstance(template, dict):
         return []
-    params: list[dict[str, str]] = []
+    params: list[tuple[dict[str, str], bool]] = []
     for gen in spec.get("generators") or []:
         if not isinstance(gen, dict):
             continue
@@ -312,26 +340,27 @@ def _expand_appset(snap: Snapshot, d: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(lst, dict):
             for el in lst.get("elements") or []:
                 if isinstance(el, dict):
-                    params.append({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))})
+                    params.append(
+                        ({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))}, True)
+                    )
         g = gen.get("git")
         if isinstance(g, dict):
             pats = [x for x in g.get("directories") or [] if isinstance(x, dict) and x.get("path")]
             keep = [norm(str(x["path"])) for x in pats if not x.get("exclude")]
             drop = [norm(str(x["path"])) for x in pats if x.get("exclude")]
-            dirs = sorted({str(PurePosixPath(p).parent) for p in snap.blobs})
+            dirs = sorted({_parent(p) for p in snap.blobs})
             for dd in dirs:
                 if any(fnmatch.fnmatch(dd, k) for k in keep) and not any(fnmatch.fnmatch(dd, x) for x in drop):
-                    base = PurePosixPath(dd).name
-                    params.append(
-                        {
-                            "path": dd,
-                            "path.path": dd,
-                            "path.basename": base,
-                            "path.basenameNormalized": re.sub(r"[^a-z0-9-]", "-", base.lower()),
-                        }
-                        | {f"path[{i}]": part for i, part in enumerate(dd.split("/"))}
-                    )
-    return [_fill(template, p) for p in params]
+                    base = dd.rpartition("/")[2]
+                    found = {
+                        "path": dd,
+                        "path.path": dd,
+                        "path.basename": base,
+                        "path.basenameNormalized": re.sub(r"[^a-z0-9-]", "-", base.lower()),
+                    }
+                    found |= {f"path[{i}]": part for i, part in enumerate(dd.split("/"))}
+                    params.append((found, False))
+    return [(_fill(template, p), listed) for p, listed in params]
 
 
 def _fill(value: Any, params: dict[str, str]) -> Any:

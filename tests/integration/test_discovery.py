@@ -195,3 +195,40 @@ def test_helmrelease_values_from_a_generated_configmap_are_read_and_not_shadowed
     assert "takes replicaCount from ConfigMap podinfo-values-" in err.value.message
     with pytest.raises(CommandError, match=r"takes image\.tag from ConfigMap"):
         plan(index.repo, "promote podinfo to production")
+
+
+def test_argo_chart_from_a_helm_repository_with_values_from_this_repo(tmp_path: Path) -> None:
+    """Multi-source: the chart comes from a Helm repository, the values file from this repo."""
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    app = (path / "argocd" / "apps" / "guestbook-prod.yaml").read_text()
+    app = app.replace(
+        "      path: charts/guestbook\n",
+        "      repoURL: https://charts.example.com\n      chart: guestbook\n      targetRevision: 0.3.0\n",
+    ).replace("    - repoURL: https://github.com/acme/deploy.git\n      targetRevision: HEAD\n      repoURL", "    - repoURL", 1)
+    commit_files(path, "prod takes the chart from the Helm repository", {"argocd/apps/guestbook-prod.yaml": app})
+    index = Index(GitRepo(str(path)), "main")
+    prod = index.config.envs["prod"]
+    assert prod.charts == (ValuesChart("values/guestbook/values-prod.yaml", "", "guestbook"),)
+    t = index.find("guestbook", "prod")
+    assert t.rendered == {"replicaCount": 3, "image": {"tag": "1.4.1"}}  # no chart defaults to merge
+    change = plan(index.repo, "scale guestbook 4 in prod")
+    assert change.files == ["values/guestbook/values-prod.yaml"]
+
+
+def test_applicationset_git_directory_generator(tmp_path: Path) -> None:
+    path = make_repo("kargo-appset", tmp_path / "r", history=False)
+    appset = (path / "argocd" / "checkout.yaml").read_text()
+    start = appset.index("    - list:")
+    end = appset.index("  template:")
+    appset = (
+        appset[:start]
+        + "    - git:\n        repoURL: https://github.com/acme/checkout-deploy.git\n        revision: HEAD\n"
+        + "        directories:\n          - path: envs/*\n"
+        + appset[end:].replace("{{stage}}", "{{path.basename}}")
+    )
+    shutil.rmtree(path / "kargo")
+    commit_files(path, "Git directory generator", {"argocd/checkout.yaml": appset})
+    config = Index(GitRepo(str(path)), "main").config
+    assert all("argo cd Application" in e.found_by for e in config.envs.values())
+    # no order in the repo any more: the usual order of names
+    assert config.chains() == [["integration", "perf", "uat", "production"]]
