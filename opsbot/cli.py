@@ -149,7 +149,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         snap = index.env_snapshot(env)
         for root in env.paths:
-            kind = index.root_kind(snap, root)
+            try:
+                kind = index.root_kind(snap, root)
+            except CommandError as exc:
+                problems += 1
+                print(f"  ❌ {root or '.'}: {exc.message}")
+                continue
             if kind == "kustomize":
                 try:
                     objs = index.render(snap, root)
@@ -159,7 +164,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                     print(f"  ❌ {root}: {exc.message}")
             else:
                 print(f"  ✅ {root}: {kind}")
-        apps = index.apps_in(env)
+        try:
+            apps = index.apps_in(env)
+        except CommandError as exc:
+            problems += 1
+            print(f"  ❌ apps: {exc.message}")
+            continue
         print(f"  apps: {', '.join(apps) or 'none'}")
         aliases = index.aliases_in(env, apps)
         if aliases:

@@ -160,3 +160,17 @@ def test_check_on_flux2_multi_tenancy_reports_shared_infrastructure(
     assert code == 0, out
     assert "ℹ️ infrastructure/kyverno is shared by staging, production" in out
     assert "promotion: staging → production" in out and "cycle" not in out
+
+
+def test_check_reports_a_configured_path_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make_repo("testing-chain", tmp_path / "r", history=False)
+    commit_files(
+        repo,
+        "Pin config with a typo",
+        {".opsbot.yaml": "environments:\n  qa:\n    path: overlays/qa\n  uat:\n    path: overlay/uat\n"},
+    )
+    code, out = check(repo, capsys)
+    assert code == 1
+    assert "  ❌ overlay/uat: .opsbot.yaml: path overlay/uat does not exist in the repo." in out
