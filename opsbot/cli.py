@@ -119,11 +119,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         print(f"opsbot: {target} exists; use --force to overwrite.", file=sys.stderr)
         return 1
-    cfg = discover(repo.snapshot(repo.default_branch()))
-    text = render_config(cfg)
+    snap = repo.snapshot(repo.default_branch())
+    try:
+        text = render_config(discover(snap))
+        done = f"# written to {target}; commit it to pin the layout."
+    except ConfigError as exc:
+        from opsbot.manifests.discovery import render_skeleton, scan
+
+        text = render_skeleton(scan(snap, inventory=True), exc.args[0] if exc.args else str(exc))
+        done = (
+            f"# discovery could not decide, so {target} is a commented skeleton of what it found: "
+            "edit it, then run `opsbot check`."
+        )
     write_inside(Path(args.repo), CONFIG_FILE, text)
     print(text, end="")
-    print(f"# written to {target}; commit it to pin the layout.", file=sys.stderr)
+    print(done, file=sys.stderr)
     return 0
 
 
@@ -143,7 +153,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         snap = index.env_snapshot(env)
         for root in env.paths:
-            kind = index.root_kind(snap, root)
+            try:
+                kind = index.root_kind(snap, root)
+            except CommandError as exc:
+                problems += 1
+                print(f"  ❌ {root or '.'}: {exc.message}")
+                continue
             if kind == "kustomize":
                 try:
                     objs = index.render(snap, root)
@@ -153,16 +168,36 @@ def cmd_check(args: argparse.Namespace) -> int:
                     print(f"  ❌ {root}: {exc.message}")
             else:
                 print(f"  ✅ {root}: {kind}")
-        print(f"  apps: {', '.join(index.apps_in(env)) or 'none'}")
-    shared = [
-        (e.name, p)
-        for e in index.config.envs.values()
+        try:
+            apps = index.apps_in(env)
+        except CommandError as exc:
+            problems += 1
+            print(f"  ❌ apps: {exc.message}")
+            continue
+        print(f"  apps: {', '.join(apps) or 'none'}")
+        aliases = index.aliases_in(env, apps)
+        if aliases:
+            print(f"  aliases: {', '.join(f'{a} → {w}' for a, w in aliases.items())}")
+    for chain in index.config.chains():
+        print(f"promotion: {' → '.join(chain)}")
+    for note in index.config.notes:
+        print(f"ℹ️ {note}")
+    envs = list(index.config.envs.values())
+    # branch-per-env: the same path on two branches is two sets of files
+    readers = {
+        (e.branch, p): [o.name for o in envs if o.branch == e.branch and p in o.paths]
+        for e in envs
         for p in e.paths
-        if sum(p in o.paths for o in index.config.envs.values()) > 1
-    ]
-    for name, p in shared:
-        problems += 1
-        print(f"❌ {p} is listed by more than one env ({name}); opsbot cannot keep envs apart there.")
+    }
+    for (_, p), names in readers.items():
+        if len(names) > 1:
+            # The standard Flux layout: infrastructure every cluster applies. opsbot refuses edits there
+            # (they would change several envs at once), which is a fact to show, not a fault.
+            print(f"ℹ️ {p} is shared by {', '.join(names)}; opsbot changes it for no single env.")
+    for e in envs:
+        if e.paths and all(len(readers[(e.branch, p)]) > 1 for p in e.paths):
+            problems += 1
+            print(f"❌ every path of {e.name} is shared with another env; opsbot cannot change {e.name} alone.")
     print("ok" if not problems else f"{problems} problem(s)")
     return 0 if not problems else 1
 

@@ -17,28 +17,49 @@ import yaml
 from opsbot.errors import ConfigError
 from opsbot.manifests import paths, safeyaml
 from opsbot.manifests.gitrepo import Snapshot, join, norm
-from opsbot.manifests.yamledit import load_all
 
 CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
-#: Usual promotion order; discovered envs are sorted by it and `promote_from` defaults to the previous one.
+#: Usual promotion order of common env names, used where the repo itself does not say (Kargo Stages,
+#: ApplicationSet lists, Flux dependsOn); `promote_from` defaults to the previous env in this order.
 ENV_ORDER = (
+    "local",
+    "sandbox",
     "dev",
     "development",
+    "develop",
+    "ci",
     "test",
+    "testing",
     "qa",
     "int",
     "integration",
+    "sit",
+    "e2e",
+    "load",
+    "perf",
+    "performance",
     "stage",
     "staging",
+    "stg",
     "uat",
+    "acc",
+    "acceptance",
+    "demo",
     "preprod",
+    "pre-prod",
     "pre-production",
+    "preproduction",
+    "canary",
     "prod",
     "production",
+    "prd",
+    "live",
 )
-ENV_WORDS = frozenset(ENV_ORDER) | {"sandbox", "live"}
+#: Names taken as an env where a folder is named so; narrower than ENV_ORDER, which also orders envs
+#: named in GitOps objects (a folder called `ci/` or `e2e/` is usually not an env).
+ENV_WORDS = frozenset(ENV_ORDER) - {"local", "ci", "e2e", "demo", "canary", "acc", "sit"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,16 @@ class AgentRef:
 
 
 @dataclass(frozen=True)
+class ValuesChart:
+    """A Helm values file kept away from its chart, and the chart that reads it (from an Argo CD
+    Application or `.opsbot.yaml`): where the defaults are, and the app's name (the chart's)."""
+
+    values: str
+    chart: str  # chart folder in the repo, or "" for a chart from a Helm repository
+    name: str
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     name: str
     paths: tuple[str, ...]
@@ -63,6 +94,10 @@ class EnvConfig:
     protected: bool = False
     max_replicas: int | None = None
     found_by: str = "config"
+    charts: tuple[ValuesChart, ...] = ()
+
+    def chart_of(self, values_file: str) -> ValuesChart | None:
+        return next((c for c in self.charts if c.values == values_file), None)
 
 
 @dataclass(frozen=True)
@@ -111,6 +146,27 @@ class RepoConfig:
         i = names.index(target)
         return names[i - 1] if i > 0 else None
 
+    def chains(self) -> list[list[str]]:
+        """Promotion chains, first env to last (`dev → testing → staging → production`)."""
+        nxt: dict[str, list[str]] = {}
+        for name in self.envs:
+            src = self.envs[name].promote_from
+            if src:
+                nxt.setdefault(src, []).append(name)
+        out: list[list[str]] = []
+
+        def walk(path: list[str]) -> None:
+            after = [n for n in nxt.get(path[-1], []) if n not in path]
+            if not after:
+                out.append(path)
+            for n in after:
+                walk([*path, n])
+
+        for name, env in self.envs.items():
+            if not env.promote_from or env.promote_from not in self.envs:
+                walk([name])
+        return out
+
     def workload_name(self, app: str) -> str:
         cfg = self.apps.get(app)
         return cfg.workload if cfg else app
@@ -123,7 +179,17 @@ class RepoConfig:
 # ------------------------------------------------------------------------------------------ the file
 
 
-_ENV_KEYS = {"path", "paths", "branch", "promote_from", "approvals", "agent", "protected", "max_replicas"}
+_ENV_KEYS = {
+    "path",
+    "paths",
+    "branch",
+    "promote_from",
+    "approvals",
+    "agent",
+    "protected",
+    "max_replicas",
+    "charts",
+}
 _TOP_KEYS = {"environments", "apps", "clusters", "helm", "kustomize"}
 
 
@@ -194,6 +260,7 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             agent=_agent(spec.get("agent"), where),
             protected=bool(spec.get("protected", False)),
             max_replicas=max_rep,
+            charts=_charts(spec.get("charts"), where),
         )
     for env in envs.values():
         if env.promote_from and env.promote_from not in envs:
@@ -257,6 +324,27 @@ def _allow_remote(raw: Any) -> bool:
     return value
 
 
+def _charts(raw: Any, where: str) -> tuple[ValuesChart, ...]:
+    """`charts: {values/prod.yaml: {chart: charts/shop}}` ties a values file to a chart elsewhere."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}.charts: expected {{VALUES_FILE: {{chart: DIR, name: CHART}}}}")
+    out = []
+    for values, spec in raw.items():
+        if not isinstance(spec, dict) or not (spec.get("chart") or spec.get("name")):
+            raise ConfigError(f"{where}.charts.{values}: expected {{chart: DIR}} or {{name: CHART}}")
+        values_path = paths.repo_path(_text(values, f"{where}.charts"), f"{where}.charts")
+        chart = (
+            paths.repo_path(_text(spec["chart"], f"{where}.charts.{values}.chart"), f"{where}.charts.{values}.chart")
+            if spec.get("chart")
+            else ""
+        )
+        name = _text(spec["name"], f"{where}.charts.{values}.name") if spec.get("name") else PurePosixPath(chart).name
+        out.append(ValuesChart(values_path, chart, name))
+    return tuple(out)
+
+
 def _helm_keys(raw: Any, where: str) -> HelmKeys:
     if raw is None:
         return HelmKeys()
@@ -289,7 +377,21 @@ def _agent(raw: Any, where: str) -> AgentRef | None:
 
 
 def env_sort_key(name: str) -> tuple[int, str]:
-    return (ENV_ORDER.index(name) if name in ENV_ORDER else len(ENV_ORDER), name)
+    """Known names in their usual order (`prod-eu` sorts as `prod`), unknown ones last by name."""
+    for word in (name, *re.split(r"[-_.]", name)):
+        if word.lower() in ENV_ORDER:
+            return (ENV_ORDER.index(word.lower()), name)
+    return (len(ENV_ORDER), name)
+
+
+def env_of(*texts: str) -> str | None:
+    """The first known env name in `texts` (whole words of paths and names), or None."""
+    for text in texts:
+        for word in re.split(r"[-_./]", text):
+            w = re.sub(r"^values-|\.ya?ml$", "", word.lower())
+            if w in ENV_ORDER:
+                return w
+    return None
 
 
 def is_kustomize_dir(snap: Snapshot, directory: str) -> bool:
@@ -304,116 +406,11 @@ def kustomization_file(snap: Snapshot, directory: str) -> str | None:
     return None
 
 
-_OVERLAY = re.compile(r"(?:^|/)overlays/([^/]+)/kustomization\.ya?ml$")
-_APPS_ENV = re.compile(r"^apps/([^/]+)/kustomization\.ya?ml$")
-_VALUES = re.compile(r"(?:^|/)values[-.]([A-Za-z0-9_-]+)\.ya?ml$")
-_FLUX_CLUSTER = re.compile(r"^clusters/([^/]+)/[^/]+\.ya?ml$")
-_WORKLOAD_HINT = re.compile(r"^kind:\s*(Deployment|StatefulSet|DaemonSet|Rollout|HelmRelease)\s*$", re.M)
-
-
 def discover(snap: Snapshot) -> RepoConfig:
-    """Find envs from common layouts; raise ConfigError naming candidates when it cannot decide."""
-    found: dict[str, dict[str, list[str]]] = {}  # env -> rule -> paths
+    """Envs from the repo's GitOps objects, else folder conventions (see manifests/discovery.py)."""
+    from opsbot.manifests.discovery import discover as _discover
 
-    def add(env: str, rule: str, path: str) -> None:
-        found.setdefault(env, {}).setdefault(rule, [])
-        if path not in found[env][rule]:
-            found[env][rule].append(path)
-
-    for path in snap.blobs:
-        if m := _OVERLAY.search(path):
-            add(m.group(1), "kustomize overlays", str(PurePosixPath(path).parent))
-        elif m := _APPS_ENV.match(path):
-            if m.group(1) != "base" and snap.is_dir("apps/base"):
-                add(m.group(1), "apps/<env>", str(PurePosixPath(path).parent))
-        elif m := _VALUES.search(path):
-            chart_dir = str(PurePosixPath(path).parent)
-            if snap.exists(join(chart_dir, "Chart.yaml")) and m.group(1) not in ("schema",):
-                add(m.group(1), "helm values", path)
-    for path in sorted(snap.blobs):
-        m = _FLUX_CLUSTER.match(path)
-        if not m or "/flux-system/" in path:
-            continue
-        for target in _flux_kustomization_paths(snap.read(path), path):
-            if target.startswith("clusters/") or not snap.is_dir(target):
-                continue
-            add(m.group(1), "flux clusters", target)
-    _discover_plain(snap, add)
-
-    if not found:
-        raise ConfigError(
-            "No environments found. Looked for overlays/<env>/kustomization.yaml, apps/<env>/, "
-            "values-<env>.yaml beside Chart.yaml, Flux clusters/<env>/ and <env>/ folders of plain manifests. "
-            f"Run `opsbot init` to write a {CONFIG_FILE}, or write one by hand (docs/configuration.md)."
-        )
-    envs: dict[str, EnvConfig] = {}
-    notes: list[str] = []
-    for name in sorted(found, key=env_sort_key):
-        rules = found[name]
-        paths: list[str] = []
-        if "flux clusters" in rules and len(rules) > 1:
-            others = {p for r, ps in rules.items() if r != "flux clusters" for p in ps}
-            if not others <= set(rules["flux clusters"]) and not set(rules["flux clusters"]) <= others:
-                cand = "; ".join(f"{r}: {', '.join(ps)}" for r, ps in rules.items())
-                raise ConfigError(
-                    f"Environment {name!r} is ambiguous: {cand}. Pin it in {CONFIG_FILE}, e.g.\n"
-                    f"environments:\n  {name}:\n    path: {rules['flux clusters'][0]}"
-                )
-        for ps in rules.values():
-            for p in ps:
-                if p not in paths:
-                    paths.append(p)
-        envs[name] = EnvConfig(name=name, paths=tuple(paths), found_by=", ".join(rules))
-    names = list(envs)
-    ordered = {n: envs[n] for n in names}
-    for i, n in enumerate(names):
-        if i > 0:
-            ordered[n] = EnvConfig(**{**ordered[n].__dict__, "promote_from": names[i - 1]})
-    return RepoConfig(envs=ordered, notes=tuple(notes))
-
-
-def _flux_kustomization_paths(text: str, where: str = "a Flux file") -> list[str]:
-    out: list[str] = []
-    safeyaml.check_size(text, where)
-    try:
-        docs = load_all(text, where)
-    except yaml.YAMLError:
-        return out
-    for d in docs:
-        if (
-            isinstance(d, dict)
-            and d.get("kind") == "Kustomization"
-            and str(d.get("apiVersion", "")).startswith("kustomize.toolkit.fluxcd.io")
-        ):
-            p = (d.get("spec") or {}).get("path")
-            if isinstance(p, str):
-                out.append(norm(p))
-    return out
-
-
-def _discover_plain(snap: Snapshot, add: Any) -> None:
-    """`<parent>/<env>/` folders holding workload manifests and no kustomization, two or more envs."""
-    by_parent: dict[str, set[str]] = {}
-    for path in snap.blobs:
-        if not path.endswith((".yaml", ".yml")):
-            continue
-        parts = path.split("/")
-        if len(parts) < 2 or parts[-2] not in ENV_WORDS:
-            continue
-        env_dir = "/".join(parts[:-1])
-        if "overlays" in parts or is_kustomize_dir(snap, env_dir):
-            continue
-        parent = "/".join(parts[:-2])
-        by_parent.setdefault(parent, set()).add(parts[-2])
-    for parent, envs in by_parent.items():
-        if len(envs) < 2:
-            continue
-        for env in envs:
-            env_dir = join(parent, env)
-            files = [f for f in snap.listdir(env_dir)[0] if f.endswith((".yaml", ".yml"))]
-            snap.prefetch(files)
-            if any(_WORKLOAD_HINT.search(snap.read(f)) for f in files):
-                add(env, "plain manifests", env_dir)
+    return _discover(snap)
 
 
 def load_config(snap: Snapshot) -> RepoConfig:
@@ -435,6 +432,10 @@ def render_config(cfg: RepoConfig) -> str:
             spec["paths"] = list(env.paths)
         if env.promote_from:
             spec["promote_from"] = env.promote_from
+        if env.charts:
+            spec["charts"] = {
+                c.values: ({"chart": c.chart} if c.chart else {}) | {"name": c.name} for c in env.charts
+            }
         spec["approvals"] = (
             env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)
         )

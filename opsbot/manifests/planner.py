@@ -24,7 +24,7 @@ from opsbot.core.model import (
     Scale,
     ScaleBounds,
 )
-from opsbot.errors import CommandError, ValidationFailed
+from opsbot.errors import CommandError, OpsbotError, ValidationFailed
 from opsbot.manifests import edits as E
 from opsbot.manifests import paths
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
@@ -120,6 +120,7 @@ class Planner:
                 f"count. Change its bounds instead: `scale {intent.app} <min>-<max> in {t.env.name}`."
             )
         keys = self.config.helm_keys(intent.app)
+        self._not_generated(t, keys.replicas)
         old = current_replicas(t, keys.replicas)
         if old == intent.replicas:
             raise NothingToDo(f"{intent.app} already runs {old} replicas in {t.env.name}. Nothing to change.")
@@ -205,9 +206,7 @@ class Planner:
         t = self.index.find(intent.app, dst.name)
         have, src = current_version(t, keys.tag), current_version(s, keys.tag)
         if t.layout != s.layout or t.is_helmrelease != s.is_helmrelease:
-            raise CommandError(
-                f"{intent.app} is deployed differently in {src_env.name} and {dst.name}; promote needs the same layout."
-            )
+            raise CommandError(_cross_layout(intent.app, s, src, t))
         if t.is_helmrelease or t.layout == "helm":
             want = Version(chart=src.chart if t.is_helmrelease else None, tag=src.tag or have.tag)
         else:
@@ -251,21 +250,44 @@ class Planner:
         graph = self.index.graph(t.snap)
         files = [t.root] if t.layout == "helm" else graph.closure(t.root)[1]
         if t.layout == "helm":
-            files.append(str(PurePosixPath(t.root).parent / "values.yaml"))
+            chart_dir = self.index.helm_chart(t.env, t.snap, t.root)[0]
+            if chart_dir:
+                files.append(f"{chart_dir}/values.yaml")
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
+            # Today's config and layout, never the old commit's `.opsbot.yaml` or re-discovery: the
+            # question is what today's env ran back then.
             if t.env.branch:
-                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha})
+                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config)
             else:
-                idx = Index(self.repo, sha)
+                idx = Index(self.repo, sha, config=self.config)
             try:
                 old = idx.find(t.app, t.env.name)
-            except CommandError:
+            except OpsbotError:  # the app or its files were not there yet, or did not parse then
                 continue
             v = current_version(old, tag_key)
             if v != cur and (v.images or v.chart or v.tag):
                 return v
         return None
+
+    def _not_generated(self, t: Target, key: str) -> None:
+        """Refuse to shadow a value that a HelmRelease takes from a generated ConfigMap.
+
+        Writing `spec.values` would win over it (Flux merges `valuesFrom` first), leaving two
+        different values in the repo; editing the values file renames the generated ConfigMap, which
+        the render proof cannot yet tell from an unrelated change. So say where the value lives."""
+        if not t.is_helmrelease:
+            return
+        cm = t.values_from_setting(key)
+        if cm is None:
+            return
+        files = self.index.generated_from(t, cm)
+        where = f" from {', '.join(files)}" if files else ""
+        raise CommandError(
+            f"{t.app} in {t.env.name} takes {key} from ConfigMap {cm} (valuesFrom), generated{where}; "
+            f"opsbot does not edit generated values files yet. Change {key} there, or move it into the "
+            "HelmRelease's spec.values so opsbot can change it."
+        )
 
     def _set_version(
         self,
@@ -291,6 +313,7 @@ class Planner:
                 )
                 fields.append(FieldChange(t.app, env, "chart version", have.chart, want.chart, t.root))
             if want.tag and want.tag != have.tag:
+                self._not_generated(t, keys.tag)
                 E.set_helmrelease(
                     self.index, es, t, ["spec", "values", *keys.tag.split(".")], want.tag, "image tag"
                 )
@@ -456,6 +479,24 @@ def _check_tag(tag: str) -> None:
             f'"{tag}" is not a valid image tag: use letters, digits, "_", "." and "-", starting with a letter, '
             'digit or "_", at most 128 characters.'
         )
+
+
+def _layout_name(t: Target) -> str:
+    if t.is_helmrelease:
+        return "a Flux HelmRelease"
+    return {"helm": "a Helm values file", "kustomize": "kustomize", "plain": "plain manifests"}[t.layout]
+
+
+def _cross_layout(app: str, s: Target, src: Version, t: Target) -> str:
+    """Promote copies like for like; across layouts the person says the version, and this says which."""
+    head = (
+        f"{app} is deployed with {_layout_name(s)} in {s.env.name} and with {_layout_name(t)} in {t.env.name}, "
+        "so opsbot cannot copy one onto the other."
+    )
+    tag = src.tag if (s.is_helmrelease or s.layout == "helm") else src.primary_tag(app)
+    if t.is_helmrelease or not tag:
+        return f"{head} Say `deploy {app} <version> to {t.env.name}` with the version {t.env.name} should run."
+    return f"{head} {s.env.name} runs image tag {tag}: say `deploy {app} {tag} to {t.env.name}` to run it there."
 
 
 def _s(v: Any) -> str | None:
