@@ -16,7 +16,7 @@ import yaml
 
 from opsbot.errors import ConfigError
 from opsbot.manifests import paths, safeyaml
-from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.manifests.gitrepo import Snapshot, join
 
 CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")

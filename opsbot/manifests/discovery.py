@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import ConfigError
+from opsbot.manifests import safeyaml
 from opsbot.manifests.config import (
     CONFIG_FILE,
     ENV_WORDS,
