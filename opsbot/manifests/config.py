@@ -70,6 +70,8 @@ class HelmKeys:
 
     replicas: str = "replicaCount"
     tag: str = "image.tag"
+    #: True when .opsbot.yaml names the replicas key; else opsbot finds it by rendering the chart.
+    replicas_pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,11 @@ def _helm_keys(raw: Any, where: str) -> HelmKeys:
         return HelmKeys()
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: {where}: expected {{replicas: KEY, tag: KEY}}")
-    return HelmKeys(replicas=str(raw.get("replicas", "replicaCount")), tag=str(raw.get("tag", "image.tag")))
+    return HelmKeys(
+        replicas=str(raw.get("replicas", "replicaCount")),
+        tag=str(raw.get("tag", "image.tag")),
+        replicas_pinned="replicas" in raw,
+    )
 
 
 def _agent(raw: Any, where: str) -> AgentRef | None:

@@ -27,7 +27,7 @@ def check_yaml(edits: Iterable[FileEdit]) -> Check:
     return Check("YAML", True)
 
 
-def check_schema(objects: Iterable[dict[str, Any]], version: str) -> Check:
+def check_schema(objects: Iterable[dict[str, Any]], version: str, label: str = "") -> Check:
     """Built-in kinds against the offline Kubernetes schema (strict); CRDs are named, not failed."""
     import kubernetes_validate
     from kubernetes_validate.utils import SchemaNotFoundError
@@ -43,7 +43,7 @@ def check_schema(objects: Iterable[dict[str, Any]], version: str) -> Check:
             path = ".".join(str(p) for p in exc.path)
             name = (obj.get("metadata") or {}).get("name", "?")
             return Check(f"schema (k8s {version})", False, f"{obj.get('kind')} {name}: {path}: {exc.message}")
-    detail = f"{checked} object(s)"
+    detail = f"{checked} object(s)" + (f" {label}" if label else "")
     if skipped:
         detail += f"; no schema for {', '.join(sorted(set(skipped)))} (custom resource)"
     return Check(f"schema (k8s {version})", True, detail)
