@@ -28,6 +28,7 @@ from opsbot.core.model import (
 from opsbot.errors import CommandError, ValidationFailed
 from opsbot.manifests import edits as E
 from opsbot.manifests import helmproof
+from opsbot.manifests.crds import Catalog
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
 from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
@@ -39,7 +40,7 @@ from opsbot.manifests.index import (
     primary_container,
 )
 from opsbot.manifests.kustomize import build_files
-from opsbot.manifests.validate import check_schema, check_yaml
+from opsbot.manifests.validate import check_objects, check_schema, check_yaml
 from opsbot.manifests.yamledit import load_all
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "clusters"
@@ -80,6 +81,13 @@ class Planner:
         self.repo = repo
         self.index = Index(repo, base_ref)
         self.options = options or PlanOptions()
+        self._catalogs: dict[str, Catalog] = {}
+
+    def crds(self, snap: Snapshot) -> Catalog:
+        """The CRDs of one commit, read only when a custom kind needs one."""
+        if snap.sha not in self._catalogs:
+            self._catalogs[snap.sha] = Catalog(snap)
+        return self._catalogs[snap.sha]
 
     @property
     def config(self) -> Any:
@@ -437,7 +445,7 @@ class Planner:
             checks.append(built)
         objs = E.changed_objects(es, t, (lambda: rendered or []) if rendered is not None else None)
         if t.layout != "helm":
-            checks.append(check_schema(objs, self.options.kubernetes_version))
+            checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(t.snap)))
         proof = self._helm_proof(es, t, rendered) if all(c.ok for c in checks) else None
         if proof is not None:
             checks.append(proof[0])
@@ -515,7 +523,7 @@ class Planner:
             for d in load_all(e.after)
             if isinstance(d, dict)
         ]
-        checks.append(check_schema(objs, self.options.kubernetes_version))
+        checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(snap)))
         failed = [c for c in checks if not c.ok]
         if failed:
             raise ValidationFailed(
