@@ -394,7 +394,7 @@ def set_helmrelease(index: Index, es: EditSet, t: Target, path: YPath, value: An
         return
     doc = _smp_header(source, t.kind, t.name)
     doc.update(_nest(path, value))
-    add_patch_file(es, k, f"{t.name}-values.yaml", doc)
+    add_patch_file(es, k, f"{t.name}-values.yaml" if t.is_helmrelease else f"{t.name}-{t.kind.lower()}.yaml", doc)
 
 
 def set_helm_value(es: EditSet, t: Target, dotted: str, value: Any) -> None:

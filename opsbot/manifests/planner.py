@@ -33,8 +33,10 @@ from opsbot.manifests.gitrepo import GitRepo, Snapshot
 from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
     Index,
+    SourceDoc,
     Target,
     Version,
+    chart_source,
     current_replicas,
     current_version,
     primary_container,
@@ -323,6 +325,15 @@ class Planner:
             raise CommandError(
                 f"{intent.app} is deployed differently in {src_env.name} and {dst.name}; promote needs the same layout."
             )
+        if t.is_helmrelease and src.chart and is_version_range(src.chart) and src.chart != have.chart:
+            pinned = have.chart and not is_version_range(have.chart)
+            raise CommandError(
+                f'{intent.app} in {src_env.name} follows the chart version range "{src.chart}", not one version, '
+                + (f"and {dst.name} pins {have.chart}; copying the range would let {dst.name} upgrade on its own. "
+                   if pinned else f"so the repo does not say which version {src_env.name} runs. ")
+                + f"Say `deploy {intent.app} <version> to {dst.name}` with the version {src_env.name} runs "
+                f"(its HelmRelease status shows it)."
+            )
         if t.is_helmrelease or t.layout == "helm":
             want = Version(chart=src.chart if t.is_helmrelease else None, tag=src.tag or have.tag)
         else:
@@ -403,9 +414,13 @@ class Planner:
         elif t.is_helmrelease:
             if want.chart and want.chart != have.chart:
                 es.render_field = ("chart version", want.chart)
-                E.set_helmrelease(
-                    self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
-                )
+                source = chart_source(t)
+                if source is not None:
+                    self._set_source_version(es, t, source[0], source[1], want.chart)
+                else:
+                    E.set_helmrelease(
+                        self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
+                    )
                 fields.append(FieldChange(t.app, env, "chart version", have.chart, want.chart, t.root))
             if want.tag and want.tag != have.tag:
                 es.render_field = es.render_field or ("image tag", want.tag)
@@ -424,6 +439,53 @@ class Planner:
             where = f" (same as {source_env})" if source_env else ""
             raise NothingToDo(f"{t.app} is already at {same} in {env}{where}. Nothing to change.")
         return self._finish(intent, t, es, fields, title)
+
+    def _set_source_version(
+        self, es: E.EditSet, t: Target, obj: dict[str, Any], path: list[str], version: str
+    ) -> None:
+        """A chartRef release's version lives in its OCIRepository/HelmChart: edit it there, if it is its own."""
+        ref = (t.rendered.get("spec") or {}).get("chartRef") or {}
+        kind, name = str(ref.get("kind")), str(ref.get("name"))
+        env = t.env.name
+        if not obj:
+            raise CommandError(
+                f"{t.app} in {env} takes its chart from {kind} {name} (chartRef), which {env} does not define, "
+                "so opsbot cannot change its version."
+            )
+        sharers = sorted(
+            str((o.get("metadata") or {}).get("name"))
+            for o in t.objects
+            if o is not t.rendered
+            and o.get("kind") == "HelmRelease"
+            and ((o.get("spec") or {}).get("chartRef") or {}).get("kind") == kind
+            and ((o.get("spec") or {}).get("chartRef") or {}).get("name") == name
+            and (o.get("metadata") or {}).get("name") != (t.rendered.get("metadata") or {}).get("name")
+        )
+        if sharers:
+            raise CommandError(
+                f"{kind} {name} serves {', '.join(sharers)} as well as {t.app} in {env}; changing its version "
+                f"would upgrade them too. Give {t.app} its own {kind} first."
+            )
+        graph = self.index.graph(t.snap)
+        files = graph.closure(t.root)[1] if t.layout == "kustomize" else [
+            f for f in t.snap.files_under(t.root) if f.endswith((".yaml", ".yml"))
+        ]
+        found = [
+            SourceDoc(f, i, d)
+            for f in files
+            if f.endswith((".yaml", ".yml")) and f not in graph.patch_files(t.root)
+            for i, d in enumerate(self.index.docs(t.snap, f))
+            if isinstance(d, dict) and d.get("kind") == kind and (d.get("metadata") or {}).get("name") == name
+        ]
+        if len(found) != 1:
+            raise CommandError(
+                f"{kind} {name} of {t.app} is defined {len(found)} times in {env}; opsbot edits one definition only."
+            )
+        src = Target(
+            t.app, t.env, t.snap, t.layout, t.root, kind, name, found[0], obj,
+            objects=t.objects, chain=graph.chain_to(t.root, found[0].file) if t.layout == "kustomize" else [],
+        )
+        E.set_helmrelease(self.index, es, src, list(path), version, "chart version")
 
     # ------------------------------------------------------------------------------ the gate
     def _finish(
@@ -625,6 +687,15 @@ def _yaml_type(value: str) -> str:
     if v is None:
         return "null"
     return "text"
+
+
+_RANGE = re.compile(r"[<>=~^*|, ]|(^|\.)[xX*](\.|$)")
+
+
+def is_version_range(version: str) -> bool:
+    """A semver constraint (">=1.0.0-alpha", "66.x", "~1.2") rather than one version: Flux picks the
+    newest match at reconcile time, so the repo alone does not say what runs."""
+    return bool(_RANGE.search(version.strip()))
 
 
 def _check_tag(tag: str) -> None:
