@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from opsbot.manifests.gitrepo import Snapshot
+from opsbot.manifests.images import is_version_range
 
 RENDER_TIMEOUT = 20.0  # seconds; a real chart renders in well under one
 PULL_TIMEOUT = 30.0
@@ -141,8 +142,10 @@ def cached_or_pulled(ref: ChartRef, cache_dir: Path | None, *, fetch: bool) -> b
     such version, …)."""
     if not _SAFE_NAME.match(ref.name):
         raise HelmError(f'"{ref.name}" is not a chart name opsbot will fetch')
-    if not _SAFE_NAME.match(ref.version.lstrip("v")) or any(c in ref.version for c in "<>=~^*| ,"):
-        raise HelmError(f'chart version "{ref.version}" is a range, not one version')
+    if is_version_range(ref.version):
+        raise HelmError(f'chart version "{ref.version}" is a range, so the repo does not say which chart runs')
+    if not _SAFE_NAME.match(ref.version.lstrip("v")):
+        raise HelmError(f'"{ref.version}" is not a chart version opsbot will fetch')
     cached = cache_dir / ref.cache_name if cache_dir else None
     if cached is not None and cached.is_file():
         return cached.read_bytes()

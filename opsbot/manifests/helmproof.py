@@ -206,20 +206,33 @@ def compare(
 
 
 def replica_keys(
-    src: ChartSource, values: dict[str, Any], *, release: str, namespace: str
+    src: ChartSource,
+    values: dict[str, Any],
+    *,
+    release: str,
+    namespace: str,
+    merged: dict[str, Any] | None = None,
 ) -> list[str] | None:
-    """The values keys that move a workload's replica count, found by rendering; None if no render."""
+    """The values keys that move a workload's replica count, found by rendering; None if no render.
+
+    `merged` (defaults + env values) when the caller has it saves one render of the chart."""
     if src.archive is None:
         return None
     try:
-        (base,) = render_many(src.archive, [values], release=release, namespace=namespace)
-        candidates = candidate_replica_keys(_merge(base.defaults, values))
-        if not candidates:
-            return []
-        probes = [_with(values, key.split("."), _PROBE) for key in candidates]
-        renders = render_many(src.archive, probes, release=release, namespace=namespace)
+        if merged is None:
+            (base,) = render_many(src.archive, [values], release=release, namespace=namespace)
+            merged = _merge(base.defaults, values)
+            candidates = candidate_replica_keys(merged)
+            probes = [_with(values, key.split("."), _PROBE) for key in candidates]
+            renders = render_many(src.archive, probes, release=release, namespace=namespace) if probes else []
+        else:
+            candidates = candidate_replica_keys(merged)
+            probes = [_with(values, key.split("."), _PROBE) for key in candidates]
+            base, *renders = render_many(src.archive, [values, *probes], release=release, namespace=namespace)
     except HelmError:
         return None
+    if not candidates:
+        return []
     before = _keyed(base.objects)
     out = []
     for key, r in zip(candidates, renders, strict=True):

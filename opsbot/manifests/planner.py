@@ -30,7 +30,7 @@ from opsbot.manifests import edits as E
 from opsbot.manifests import helmproof
 from opsbot.manifests.crds import Catalog
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
-from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
+from opsbot.manifests.images import is_version_range, parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
     Index,
     SourceDoc,
@@ -181,7 +181,13 @@ class Planner:
         if pinned:
             return pinned
         src = self._chart(t)
-        found = helmproof.replica_keys(src, self._env_values(t), release=t.name, namespace=t.env.name)
+        found = helmproof.replica_keys(
+            src,
+            self._env_values(t),
+            release=t.name,
+            namespace=t.env.name,
+            merged=t.rendered if t.layout == "helm" else None,
+        )
         pin = f"apps: {{{t.app}: {{helm: {{replicas: KEY}}}}}}"
         if found is None:
             values = t.rendered if t.layout == "helm" else self._env_values(t)
@@ -687,15 +693,6 @@ def _yaml_type(value: str) -> str:
     if v is None:
         return "null"
     return "text"
-
-
-_RANGE = re.compile(r"[<>=~^*|, ]|(^|\.)[xX*](\.|$)")
-
-
-def is_version_range(version: str) -> bool:
-    """A semver constraint (">=1.0.0-alpha", "66.x", "~1.2") rather than one version: Flux picks the
-    newest match at reconcile time, so the repo alone does not say what runs."""
-    return bool(_RANGE.search(version.strip()))
 
 
 def _check_tag(tag: str) -> None:

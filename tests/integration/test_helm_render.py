@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -78,8 +79,8 @@ def test_ambiguous_replica_keys_are_refused_with_the_line_that_pins_one(tmp_path
     with pytest.raises(CommandError) as err:
         plan(repo, "scale loki 4 in production")
     msg = str(err.value)
-    assert "3 values keys (backend.replicas, read.replicas, write.replicas)" in msg
-    assert "`apps: {loki: {helm: {replicas: backend.replicas}}}`" in msg
+    assert "3 values keys (read.replicas, write.replicas, backend.replicas)" in msg
+    assert "`apps: {loki: {helm: {replicas: read.replicas}}}`" in msg
 
 
 def test_a_pinned_replica_key_is_used(tmp_path: Path) -> None:
@@ -186,6 +187,13 @@ def test_promote_refuses_to_copy_a_version_range_into_a_pinned_env(tmp_path: Pat
     assert "production pins 1.2.0" in msg and "`deploy webapp <version> to production`" in msg
 
 
+def test_promote_of_a_chartref_release_following_a_range_is_refused(tmp_path: Path) -> None:
+    """staging's OCIRepository follows semver 66.x; production pins 66.2.1 in its own patch."""
+    repo = GitRepo(str(make_repo("flux-chartref", tmp_path / "r")))
+    with pytest.raises(CommandError, match=re.escape('staging follows the chart version range "66.x", not one version, and production pins 66.2.1')):
+        plan(repo, "promote kube-prometheus-stack to production")
+
+
 # ------------------------------------------------------------------------------ charts from a repository
 
 
@@ -214,6 +222,26 @@ def test_a_chart_that_cannot_be_had_is_reported_as_skipped_never_as_passed(tmp_p
     assert proof.skipped and proof.mark == "⚠️"
     assert proof.detail.startswith('skipped: looks like "http://127.0.0.1:9/charts" is not a valid chart repository')
     assert "connection refused" in proof.detail
+
+
+def test_a_helmrelease_chart_kept_in_the_repo_is_rendered_from_the_repo(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(fixture_path("flux-semver-range"), src)
+    release = src / "apps/base/webapp/release.yaml"
+    release.write_text(
+        release.read_text()
+        .replace("chart: webapp", "chart: ./charts/webapp")
+        .replace("kind: HelmRepository\n        name: acme", "kind: GitRepository\n        name: flux-system\n        namespace: flux-system")
+    )
+    (src / "charts/webapp/templates").mkdir(parents=True)
+    (src / "charts/webapp/Chart.yaml").write_text("apiVersion: v2\nname: webapp\nversion: 1.2.0\nappVersion: 1.2.0\n")
+    for rel, text in WEBAPP_FILES.items():
+        (src / "charts/webapp" / rel).write_text(text)
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    change = _plan(repo, "scale webapp 3 in production", fetch_charts=False)
+    proof = _check(change, "helm render")
+    assert proof.ok and not proof.skipped
+    assert proof.detail == "charts/webapp: only the replicas of Deployment webapp changed"
 
 
 def test_charts_from_a_helm_repository_are_pulled_into_the_cache_and_rendered(tmp_path: Path) -> None:
