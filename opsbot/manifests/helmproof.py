@@ -101,6 +101,8 @@ def _from_chart_spec(
         if path.startswith(".."):
             return ChartSource(chart, skipped=f"chart path {chart} leaves the repo")
         return in_repo(snap, path)
+    if not ref:
+        return ChartSource(chart or "(no chart)", skipped="the release names no chart source (spec.chart.spec.sourceRef)")
     if kind != "HelmRepository":
         return ChartSource(chart, skipped=f"charts from a {kind} are not rendered by opsbot")
     repo = _find(objects, "HelmRepository", name, str(ref.get("namespace") or ns))

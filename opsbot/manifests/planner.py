@@ -218,7 +218,7 @@ class Planner:
         self, es: E.EditSet, t: Target, rendered: list[dict[str, Any]] | None
     ) -> tuple[Check, list[dict[str, Any]]] | None:
         """Render the chart before and after (DESIGN §5.3): only the targeted fields may move."""
-        if es.render_field is None:
+        if es.render_field is None or not (t.layout == "helm" or t.is_helmrelease):
             return None
         field, value = es.render_field
         if t.layout == "helm":

@@ -302,3 +302,10 @@ def test_render_memory_is_bounded() -> None:
     hog = "{{ $s := \"\" }}{{ range until 40 }}{{ $s = printf \"%s%s%s\" $s $s \"xxxxxxxx\" }}{{ end }}{{ len $s }}"
     with pytest.raises(helm.HelmError):
         helm.render(_archive(hog), {}, release="probe", namespace="default")
+
+
+def test_workloads_without_a_chart_get_no_helm_check(tmp_path: Path) -> None:
+    repo = GitRepo(str(make_repo("fleet", tmp_path / "r", history=False)))
+    change = plan(repo, "scale frontend 5 in production")
+    assert [c.name for c in change.checks] == ["YAML", "kustomize build", "schema (k8s 1.37)"]
+    assert not any(c.skipped for c in change.checks)
