@@ -94,7 +94,13 @@ class Opsbot:
             planner = self._planners.get(sha)
             if planner is None or planner.index.base_ref != ref:
                 planner = Planner(
-                    self.repo, ref, PlanOptions(self.settings.kubernetes_version, self.settings.max_replicas)
+                    self.repo,
+                    ref,
+                    PlanOptions(
+                        self.settings.kubernetes_version,
+                        self.settings.max_replicas,
+                        fetch_charts=self.settings.fetch_charts,
+                    ),
                 )
                 if len(self._planners) > 8:
                     self._planners.pop(next(iter(self._planners)))

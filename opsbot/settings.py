@@ -84,6 +84,8 @@ class Settings:
     base_branch: str = ""
     kubernetes_version: str = "1.37"
     max_replicas: int = 50
+    #: pull Helm charts that are not in the repo (for the render proof); off: that proof says skipped
+    fetch_charts: bool = True
 
     github_api_url: str = "https://api.github.com"
     github_repository: str = ""
@@ -144,6 +146,7 @@ ENV_VARS: dict[str, str] = {
     "OPSBOT_BASE_BRANCH": "base_branch",
     "OPSBOT_KUBERNETES_VERSION": "kubernetes_version",
     "OPSBOT_MAX_REPLICAS": "max_replicas",
+    "OPSBOT_FETCH_CHARTS": "fetch_charts",
     "GITHUB_API_URL": "github_api_url",
     "GITHUB_REPOSITORY": "github_repository",
     "GITHUB_TOKEN": "github_token",

@@ -229,7 +229,7 @@ def _default_status(request: Request) -> str:
 
 
 def _checks_block(checks: Sequence[Check]) -> str:
-    return "   ".join(texts.check_item(c.name, c.ok, c.detail) for c in checks)
+    return "   ".join(texts.check_item(c.name, c.ok, c.detail, skipped=c.skipped) for c in checks)
 
 
 def _actions(request: Request) -> Block | None:

@@ -72,7 +72,7 @@ def _render(result: Result) -> str:
             lines.append(
                 f"   {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}"
             )
-        lines.append("   " + "  ".join(f"{'✅' if c.ok else '❌'} {c.name}" for c in result.change.checks))
+        lines.append("   " + "  ".join(f"{c.mark} {c.name}" for c in result.change.checks))
         for n in result.change.notes:
             lines.append(f"   note: {n}")
         for ln in result.diff.splitlines()[:20]:

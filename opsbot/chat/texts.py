@@ -154,9 +154,11 @@ def approvals_needed(needed: int) -> str:
     return f"needs {plural(needed, 'approval')}"
 
 
-def check_item(name: str, ok: bool, detail: str = "") -> str:
-    """`✅ schema (k8s 1.37)` for a pass; `❌ kustomize build: <why>` for a failure."""
-    mark = "✅" if ok else "❌"
+def check_item(name: str, ok: bool, detail: str = "", *, skipped: bool = False) -> str:
+    """`✅ schema (k8s 1.37)` for a pass; `❌ kustomize build: <why>` for a failure; `⚠️ … skipped: <why>`."""
+    mark = "❌" if not ok else "⚠️" if skipped else "✅"
+    if skipped and ok:
+        return f"{mark} {escape(clip(name, 80))}: {escape(clip(detail, 300))}"
     if not detail:
         return f"{mark} {escape(clip(name, 80))}"
     if ok:

@@ -41,6 +41,8 @@ class Context:
             self.repo,
             ref,
             PlanOptions(
-                kubernetes_version=self.settings.kubernetes_version, max_replicas=self.settings.max_replicas
+                kubernetes_version=self.settings.kubernetes_version,
+                max_replicas=self.settings.max_replicas,
+                fetch_charts=self.settings.fetch_charts,
             ),
         )

@@ -45,7 +45,7 @@ class Proposed(Result):
                 f"  {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}"
             )
         for c in self.change.checks:
-            lines.append(f"  {'✅' if c.ok else '❌'} {c.name}{': ' + c.detail if c.detail else ''}")
+            lines.append(f"  {c.mark} {c.name}{': ' + c.detail if c.detail else ''}")
         for n in self.change.notes:
             lines.append(f"  note: {n}")
         if self.pr:

@@ -106,6 +106,8 @@ class HelmKeys:
 
     replicas: str = "replicaCount"
     tag: str = "image.tag"
+    #: True when .opsbot.yaml names the replicas key; else opsbot finds it by rendering the chart.
+    replicas_pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,7 @@ def _helm_keys(raw: Any, where: str) -> HelmKeys:
     return HelmKeys(
         replicas=_text(raw.get("replicas", "replicaCount"), f"{CONFIG_FILE}: {where}.replicas"),
         tag=_text(raw.get("tag", "image.tag"), f"{CONFIG_FILE}: {where}.tag"),
+        replicas_pinned="replicas" in raw,
     )
 
 

@@ -579,9 +579,34 @@ def current_version(t: Target, helm_tag_key: str) -> Version:
     if t.is_helmrelease:
         spec = t.rendered.get("spec") or {}
         chart = dig(spec, "chart.spec.version")
+        source = chart_source(t)
+        if source is not None:
+            chart = dig(source[0], source[1])
         tag = dig(t.helm_values(), helm_tag_key)
         return Version(chart=None if chart is None else str(chart), tag=None if tag is None else str(tag))
     return Version(images=tuple((str(c.get("name")), str(c.get("image"))) for c in containers(t.rendered)))
+
+
+def chart_source(t: Target) -> tuple[dict[str, Any], list[str]] | None:
+    """For a HelmRelease with `chartRef`: the OCIRepository/HelmChart it points at (as this env renders
+    it) and the path of the field that holds the chart version there; None without chartRef.
+
+    Why: with chartRef the version is not on the release at all, so reading or writing
+    `spec.chart.spec.version` there would be wrong (and invalid beside chartRef)."""
+    ref = (t.rendered.get("spec") or {}).get("chartRef")
+    if not isinstance(ref, dict):
+        return None
+    kind, name = ref.get("kind"), ref.get("name")
+    ns = ref.get("namespace") or (t.rendered.get("metadata") or {}).get("namespace")
+    for obj in t.objects:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == kind and meta.get("name") == name and (meta.get("namespace") or ns) == ns:
+            spec = obj.get("spec") or {}
+            if kind == "OCIRepository":
+                r = spec.get("ref") or {}
+                return obj, ["spec", "ref", "semver" if "semver" in r else "tag"]
+            return obj, ["spec", "version"]
+    return {}, ["spec", "version"]
 
 
 def current_replicas(t: Target, helm_replicas_key: str) -> int | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from opsbot.core.model import (
     Change,
+    Check,
     CreateCluster,
     Deploy,
     FieldChange,
@@ -26,20 +27,23 @@ from opsbot.core.model import (
 )
 from opsbot.errors import CommandError, OpsbotError, ValidationFailed
 from opsbot.manifests import edits as E
-from opsbot.manifests import paths
+from opsbot.manifests import helmproof, paths
+from opsbot.manifests.crds import Catalog
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
-from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
+from opsbot.manifests.images import is_version_range, parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
     Index,
+    SourceDoc,
     Target,
     Version,
+    chart_source,
     current_replicas,
     current_version,
     primary_container,
 )
 from opsbot.manifests.kustomize import build_files
 from opsbot.manifests.templating import check_value, prove, substitute
-from opsbot.manifests.validate import check_schema, check_yaml
+from opsbot.manifests.validate import check_objects, check_schema, check_yaml
 from opsbot.manifests.yamledit import load_all
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "clusters"
@@ -54,6 +58,11 @@ class NothingToDo(CommandError):
 class PlanOptions:
     kubernetes_version: str = "1.37"
     max_replicas: int = 50
+    #: pull charts that are not in the repo (HelmRepository / OCI) into the chart cache; off, the
+    #: Helm render proof of such releases is reported as skipped (never a silent pass)
+    fetch_charts: bool = False
+    #: where pulled charts are kept (default: beside the repo's git dir)
+    chart_cache: Path | None = None
 
 
 def unified_diff(edits: list[FileEdit]) -> str:
@@ -75,6 +84,13 @@ class Planner:
         self.repo = repo
         self.index = Index(repo, base_ref)
         self.options = options or PlanOptions()
+        self._catalogs: dict[str, Catalog] = {}
+
+    def crds(self, snap: Snapshot) -> Catalog:
+        """The CRDs of one commit, read only when a custom kind needs one."""
+        if snap.sha not in self._catalogs:
+            self._catalogs[snap.sha] = Catalog(snap)
+        return self._catalogs[snap.sha]
 
     @property
     def config(self) -> Any:
@@ -120,15 +136,123 @@ class Planner:
                 f"count. Change its bounds instead: `scale {intent.app} <min>-<max> in {t.env.name}`."
             )
         keys = self.config.helm_keys(intent.app)
-        self._not_generated(t, keys.replicas)
-        old = current_replicas(t, keys.replicas)
+        replicas_key = keys.replicas
+        if t.layout == "helm" or t.is_helmrelease:
+            replicas_key = self._replicas_key(t, keys.replicas if keys.replicas_pinned else None)
+        self._not_generated(t, replicas_key)
+        old = current_replicas(t, replicas_key)
         if old == intent.replicas:
             raise NothingToDo(f"{intent.app} already runs {old} replicas in {t.env.name}. Nothing to change.")
         es = E.EditSet(t.snap)
-        E.set_replicas(self.index, es, t, intent.replicas, keys.replicas)
+        es.render_field = ("replicas", intent.replicas)
+        E.set_replicas(self.index, es, t, intent.replicas, replicas_key)
         fields = [FieldChange(intent.app, t.env.name, "replicas", _s(old), str(intent.replicas), t.root)]
         title = f"Scale {intent.app} to {intent.replicas} replicas in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
+
+    # ------------------------------------------------------------------------------ helm charts
+    @property
+    def _chart_cache(self) -> Path | None:
+        if self.options.chart_cache is not None:
+            return self.options.chart_cache
+        return self.repo.cache.path.parent / "charts" if self.repo.cache.path else None
+
+    def _chart(self, t: Target, hr: dict[str, Any] | None = None, version: str | None = None) -> helmproof.ChartSource:
+        if t.layout == "helm":
+            return helmproof.in_repo(t.snap, str(PurePosixPath(t.root).parent))
+        return helmproof.helmrelease_chart(
+            hr or t.rendered,
+            t.objects,
+            t.snap,
+            version=version,
+            cache_dir=self._chart_cache,
+            fetch=self.options.fetch_charts,
+        )
+
+    def _env_values(self, t: Target, hr: dict[str, Any] | None = None) -> dict[str, Any]:
+        if t.layout == "helm":
+            return t.source.data if t.source and isinstance(t.source.data, dict) else {}
+        values = ((hr or t.rendered).get("spec") or {}).get("values")
+        return values if isinstance(values, dict) else {}
+
+    def _replicas_key(self, t: Target, pinned: str | None) -> str:
+        """The values key this chart reads its replica count from: pinned, else found by rendering.
+
+        Why not just `replicaCount`: many charts read another key (loki: `singleBinary.replicas`), and
+        writing a key that nothing reads would be a PR that changes nothing while looking right."""
+        if pinned:
+            return pinned
+        src = self._chart(t)
+        found = helmproof.replica_keys(
+            src,
+            self._env_values(t),
+            release=t.name,
+            namespace=t.env.name,
+            merged=t.rendered if t.layout == "helm" else None,
+        )
+        pin = f"apps: {{{t.app}: {{helm: {{replicas: KEY}}}}}}"
+        if found is None:
+            values = t.rendered if t.layout == "helm" else self._env_values(t)
+            found_in_values = helmproof.candidate_replica_keys(values)
+            if len(found_in_values) == 1:
+                return found_in_values[0]
+            why = src.skipped or "the chart does not render"
+            raise CommandError(
+                f"Cannot tell which values key sets {t.app}'s replicas in {t.env.name}: the chart could not be "
+                f"rendered ({why}) and its values have "
+                + (f"several candidates ({', '.join(found_in_values)})" if found_in_values else "no replicaCount/replicas key")
+                + f". Pin it in .opsbot.yaml: `{pin}`."
+            )
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise CommandError(
+                f"Nothing in {src.where}'s templates takes {t.app}'s replica count from a values key named "
+                f"replicaCount or replicas, so opsbot has no key to set. If another key does, pin it in "
+                f".opsbot.yaml: `{pin}`."
+            )
+        raise CommandError(
+            f"{src.where} reads replica counts from {len(found)} values keys ({', '.join(found)}); opsbot will not "
+            f"guess which one {t.app} means. Pin it in .opsbot.yaml: `{pin.replace('KEY', found[0])}`."
+        )
+
+    def _helm_proof(
+        self, es: E.EditSet, t: Target, rendered: list[dict[str, Any]] | None
+    ) -> tuple[Check, list[dict[str, Any]]] | None:
+        """Render the chart before and after (DESIGN §5.3): only the targeted fields may move."""
+        if es.render_field is None or not (t.layout == "helm" or t.is_helmrelease):
+            return None
+        field, value = es.render_field
+        if t.layout == "helm":
+            after_docs = load_all(es.text(t.root)) if es.exists(t.root) else []
+            after_values = after_docs[0] if after_docs and isinstance(after_docs[0], dict) else {}
+            return helmproof.verify(
+                self._chart(t), self._env_values(t), after_values, field, value,
+                release=t.name, namespace=t.env.name,
+            )
+        hr_after = self._helmrelease_after(es, t, rendered)
+        if hr_after is None:
+            return Check(helmproof.CHECK, True, "skipped: the edited HelmRelease could not be read back", skipped=True), []
+        if field == "chart version":
+            src = self._chart(t, hr_after, version=str(value))
+            return helmproof.render_check(src, self._env_values(t, hr_after), release=t.name, namespace=t.env.name)
+        return helmproof.verify(
+            self._chart(t), self._env_values(t), self._env_values(t, hr_after), field, value,
+            release=t.name, namespace=t.env.name,
+        )
+
+    def _helmrelease_after(
+        self, es: E.EditSet, t: Target, rendered: list[dict[str, Any]] | None
+    ) -> dict[str, Any] | None:
+        me = (t.rendered.get("metadata") or {}).get("name")
+        if rendered is not None:
+            hits = [o for o in rendered if o.get("kind") == t.kind and (o.get("metadata") or {}).get("name") == me]
+            return hits[0] if hits else None
+        if t.source is None:
+            return None
+        docs = load_all(es.text(t.source.file))
+        doc = docs[t.source.doc] if t.source.doc < len(docs) else None
+        return doc if isinstance(doc, dict) else None
 
     def scale_bounds(self, intent: ScaleBounds) -> Change:
         t = self.index.find(intent.app, intent.env)
@@ -207,6 +331,15 @@ class Planner:
         have, src = current_version(t, keys.tag), current_version(s, keys.tag)
         if t.layout != s.layout or t.is_helmrelease != s.is_helmrelease:
             raise CommandError(_cross_layout(intent.app, s, src, t))
+        if t.is_helmrelease and src.chart and is_version_range(src.chart) and src.chart != have.chart:
+            pinned = have.chart and not is_version_range(have.chart)
+            raise CommandError(
+                f'{intent.app} in {src_env.name} follows the chart version range "{src.chart}", not one version, '
+                + (f"and {dst.name} pins {have.chart}; copying the range would let {dst.name} upgrade on its own. "
+                   if pinned else f"so the repo does not say which version {src_env.name} runs. ")
+                + f"Say `deploy {intent.app} <version> to {dst.name}` with the version {src_env.name} runs "
+                f"(its HelmRelease status shows it)."
+            )
         if t.is_helmrelease or t.layout == "helm":
             want = Version(chart=src.chart if t.is_helmrelease else None, tag=src.tag or have.tag)
         else:
@@ -304,16 +437,23 @@ class Planner:
         keys = self.config.helm_keys(t.app)
         if t.layout == "helm":
             if want.tag and want.tag != have.tag:
+                es.render_field = ("image tag", want.tag)
                 E.set_helm_value(es, t, keys.tag, want.tag)
                 fields.append(FieldChange(t.app, env, "image tag", have.tag, want.tag, t.root))
         elif t.is_helmrelease:
             if want.chart and want.chart != have.chart:
-                E.set_helmrelease(
-                    self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
-                )
+                es.render_field = ("chart version", want.chart)
+                source = chart_source(t)
+                if source is not None:
+                    self._set_source_version(es, t, source[0], source[1], want.chart)
+                else:
+                    E.set_helmrelease(
+                        self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
+                    )
                 fields.append(FieldChange(t.app, env, "chart version", have.chart, want.chart, t.root))
             if want.tag and want.tag != have.tag:
                 self._not_generated(t, keys.tag)
+                es.render_field = es.render_field or ("image tag", want.tag)
                 E.set_helmrelease(
                     self.index, es, t, ["spec", "values", *keys.tag.split(".")], want.tag, "image tag"
                 )
@@ -329,6 +469,53 @@ class Planner:
             where = f" (same as {source_env})" if source_env else ""
             raise NothingToDo(f"{t.app} is already at {same} in {env}{where}. Nothing to change.")
         return self._finish(intent, t, es, fields, title)
+
+    def _set_source_version(
+        self, es: E.EditSet, t: Target, obj: dict[str, Any], path: list[str], version: str
+    ) -> None:
+        """A chartRef release's version lives in its OCIRepository/HelmChart: edit it there, if it is its own."""
+        ref = (t.rendered.get("spec") or {}).get("chartRef") or {}
+        kind, name = str(ref.get("kind")), str(ref.get("name"))
+        env = t.env.name
+        if not obj:
+            raise CommandError(
+                f"{t.app} in {env} takes its chart from {kind} {name} (chartRef), which {env} does not define, "
+                "so opsbot cannot change its version."
+            )
+        sharers = sorted(
+            str((o.get("metadata") or {}).get("name"))
+            for o in t.objects
+            if o is not t.rendered
+            and o.get("kind") == "HelmRelease"
+            and ((o.get("spec") or {}).get("chartRef") or {}).get("kind") == kind
+            and ((o.get("spec") or {}).get("chartRef") or {}).get("name") == name
+            and (o.get("metadata") or {}).get("name") != (t.rendered.get("metadata") or {}).get("name")
+        )
+        if sharers:
+            raise CommandError(
+                f"{kind} {name} serves {', '.join(sharers)} as well as {t.app} in {env}; changing its version "
+                f"would upgrade them too. Give {t.app} its own {kind} first."
+            )
+        graph = self.index.graph(t.snap)
+        files = graph.closure(t.root)[1] if t.layout == "kustomize" else [
+            f for f in t.snap.files_under(t.root) if f.endswith((".yaml", ".yml"))
+        ]
+        found = [
+            SourceDoc(f, i, d)
+            for f in files
+            if f.endswith((".yaml", ".yml")) and f not in graph.patch_files(t.root)
+            for i, d in enumerate(self.index.docs(t.snap, f))
+            if isinstance(d, dict) and d.get("kind") == kind and (d.get("metadata") or {}).get("name") == name
+        ]
+        if len(found) != 1:
+            raise CommandError(
+                f"{kind} {name} of {t.app} is defined {len(found)} times in {env}; opsbot edits one definition only."
+            )
+        src = Target(
+            t.app, t.env, t.snap, t.layout, t.root, kind, name, found[0], obj,
+            objects=t.objects, chain=graph.chain_to(t.root, found[0].file) if t.layout == "kustomize" else [],
+        )
+        E.set_helmrelease(self.index, es, src, list(path), version, "chart version")
 
     # ------------------------------------------------------------------------------ the gate
     def _finish(
@@ -351,7 +538,12 @@ class Planner:
             checks.append(built)
         objs = E.changed_objects(es, t, (lambda: rendered or []) if rendered is not None else None)
         if t.layout != "helm":
-            checks.append(check_schema(objs, self.options.kubernetes_version))
+            checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(t.snap)))
+        proof = self._helm_proof(es, t, rendered) if all(c.ok for c in checks) else None
+        if proof is not None:
+            checks.append(proof[0])
+            if proof[1]:
+                checks.append(check_schema(proof[1], self.options.kubernetes_version, label="rendered by Helm"))
         fixed_fields = [
             FieldChange(f.app, f.env, f.field, f.old, f.new, ", ".join(e.path for e in edits)) for f in fields
         ]
@@ -430,7 +622,7 @@ class Planner:
             for d in load_all(e.after)
             if isinstance(d, dict)
         ]
-        checks.append(check_schema(objs, self.options.kubernetes_version))
+        checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(snap)))
         failed = [c for c in checks if not c.ok]
         if failed:
             raise ValidationFailed(
