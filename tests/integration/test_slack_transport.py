@@ -182,6 +182,18 @@ async def test_bad_input_is_ephemeral_and_says_what_to_do(slack_chat: ChatFactor
     assert chat.roots() == [] and all_prs(chat) == []
 
 
+async def test_typed_merge_answer_shows_a_mention_not_escaped_markup(slack_chat: ChatFactory) -> None:
+    """Issue 9 item 10: what Slack receives (not the unescaped reading of it) holds a real mention."""
+    chat = await slack_chat()
+    await chat.ops(SCALE)
+    (req,) = chat.store.list_requests()
+    await chat.ops(f"approve {req.id}", user="U0BOB")
+    await chat.ops(f"merge {req.id}", user="U0BOB")
+    sent = [json.dumps(e.blocks) + e.text for e in chat.double.ephemerals(user="U0BOB")]
+    assert any("Merged by <@U0BOB> as " in s for s in sent), sent
+    assert not any("&lt;@U0BOB" in s for s in sent), sent
+
+
 async def test_no_change_is_an_answer_not_a_pr(slack_chat: ChatFactory) -> None:
     chat = await slack_chat()
     said = await chat.ops("scale frontend 3 in production")  # production already runs 3
