@@ -10,8 +10,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("opsbot", "commands")
 
@@ -134,14 +132,5 @@ def test_no_shell_no_eval_no_unsafe_yaml_in_the_product_tree() -> None:
     assert _all(SHELL_AND_EVAL) == []
 
 
-#: Pickle caches that engineer sec-repo's branch replaces (issue 9 item 2). LEAD: empty this set
-#: when that branch is merged; from then on any pickle anywhere fails the test.
-PICKLE_BEING_REPLACED = {"opsbot/manifests/gitrepo.py", "opsbot/manifests/index.py"}
-
-
 def test_no_pickle_or_other_code_from_data_in_the_product_tree() -> None:
-    found = _all(PICKLE)
-    elsewhere = [f for f in found if f.split(":", 1)[0] not in PICKLE_BEING_REPLACED]
-    assert elsewhere == []
-    if found:
-        pytest.xfail(f"pickle caches still here until sec-repo's branch is merged: {found}")
+    assert _all(PICKLE) == []
