@@ -866,13 +866,14 @@ async def test_replies_wait_for_a_root_still_being_posted(slack_double: SlackApi
     bot.handle(SCALE, Actor("U0ALICE", "alice"), Thread(CHANNEL))  # asked in chat; its root is not posted yet
     queue_request_event(bot.store, bot.store.get_request("R1"), "closed", {"by": "U0ALICE"})
     poster = SlackPoster(AsyncWebClient(token=BOT_TOKEN, base_url=slack_double.api_url), RateLimiter())
-    worker = OutboxWorker(bot.store, poster, base_delay=0.01, max_delay=0.02)
+    later = [timedelta(0)]  # the worker's clock runs with real time, and jumps when we say so
+    worker = OutboxWorker(bot.store, poster, base_delay=0.01, max_delay=0.02, clock=lambda: utcnow() + later[0])
     assert await worker.drain_once() == 0
     assert slack_double.posted == [] and "not posted yet" in worker.retries[0][2]
 
     ts = await poster.post(CHANNEL, "the root")
     save_root(bot.store, "R1", CHANNEL, ts, [])
-    await asyncio.sleep(0.05)
+    later[0] = timedelta(seconds=1)  # past the retry delay, without sleeping through it
     assert await worker.drain_until_idle() == 2
     assert [m.text for m in slack_double.replies(CHANNEL, ts)] == ["🚫 Closed by <@U0ALICE> without merging"]
     assert slack_double.message(CHANNEL, ts).edits == 1
