@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -212,9 +213,9 @@ def cmd_testdrive(args: argparse.Namespace) -> int:
     make_sample_repo(dest)
     repo = GitRepo(str(dest))
     (dest / CONFIG_FILE).write_text(render_config(discover(repo.snapshot("main"))))
-    os.system(
-        f"git -C '{dest}' add {CONFIG_FILE} && git -C '{dest}' commit -qm 'Pin opsbot config (opsbot init)'"
-    )
+    for git_args in (["add", "--", CONFIG_FILE], ["commit", "-qm", "Pin opsbot config (opsbot init)"]):
+        # an argv list, never a shell: `--dir` is whatever the person typed (quotes, `;`, `$(...)`)
+        subprocess.run(["git", "-C", str(dest), *git_args], check=True, capture_output=True)
     repo.close()
     print(f"Sample fleet repo: {dest}  (production needs 1 approval; see {dest / CONFIG_FILE})")
     bot = Opsbot(load_settings(environ={}, repo=str(dest)))

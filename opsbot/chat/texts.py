@@ -23,6 +23,32 @@ def escape(text: object) -> str:
 
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})>")
+
+
+def escape_keeping_mentions(text: object) -> str:
+    """`escape`, except that well-formed user mentions (`<@U0BOB>`) stay mentions.
+
+    Why: the request lifecycle words its answers with mentions ("Merged by <@U0BOB> as …");
+    escaping them showed `&lt;@U0BOB&gt;` in the ephemeral reply. Only a user id in exactly that
+    form survives; `<!channel>`, links and everything else are still escaped.
+    """
+    parts = _MENTION.split(str(text))
+    # split() with one group alternates: text, user id, text, user id, ..., text
+    return "".join(escape(p) if i % 2 == 0 else f"<@{p}>" for i, p in enumerate(parts))
+
+
+def plain(text: object) -> str:
+    """Slack markup as a terminal shows it: `<@bob>` → `@bob`, `<!here>` → `@here`, `<url|label>` →
+    `label (url)`.
+
+    For the CLI and the console, which print what chat would say without Slack to render it. Only
+    these bracket forms are touched (never `*` or `_`), so a diff or a YAML value passes unchanged.
+    """
+    out = re.sub(r"<@([^<>|\s]+)(?:\|([^<>]*))?>", lambda m: "@" + (m.group(2) or m.group(1)), str(text))
+    out = re.sub(r"<!([a-z]+)(?:\|[^<>]*)?>", r"@\1", out)
+    out = re.sub(r"<((?:https?|mailto):[^<>|\s]+)\|([^<>]+)>", r"\2 (\1)", out)
+    return re.sub(r"<((?:https?|mailto):[^<>|\s]+)>", r"\1", out)
 _GITHUB_USER = re.compile(r"^github:(.+)$")
 
 
@@ -392,7 +418,7 @@ def info_title(title: str) -> str:
 
 
 def request_update(event: str, message: str) -> str:
-    return f"{RESULT_EMOJI.get(event, 'ℹ️')} {escape(message)}"
+    return f"{RESULT_EMOJI.get(event, 'ℹ️')} {escape_keeping_mentions(message)}"
 
 
 def dry_run() -> str:

@@ -8,12 +8,18 @@ The grammar is in DESIGN §3. Keywords (`in`, `to`, `from`) and options (`--env 
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from opsbot.errors import CommandError
 
 MAX_COMMAND_LENGTH = 1000
+#: Unicode categories refused in a command: controls (C0, DEL, C1), format characters (bidi
+#: overrides, zero-width spaces), surrogates and private-use characters.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co"})
+#: ... except whitespace, and the zero-width joiner that emoji in a reason are made of.
+_ALLOWED = frozenset("\t\n\r\u200d")
 
 KEYWORDS = {"in": "in", "on": "in", "to": "to", "from": "from"}
 #: option name -> slot
@@ -64,8 +70,13 @@ def tokenize(text: str) -> list[str]:
         raise CommandError(
             f"That command is {len(text)} characters long; opsbot reads at most {MAX_COMMAND_LENGTH}."
         )
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
-        raise CommandError("That command contains control characters; type it as plain text.")
+    bad = next((c for c in text if c not in _ALLOWED and unicodedata.category(c) in _INVISIBLE), None)
+    if bad is not None:
+        # Why invisible format characters too: a bidi override or a zero-width space makes what
+        # the person (and the reviewer) read differ from what opsbot would act on.
+        raise CommandError(
+            f"That command contains a control or invisible character (U+{ord(bad):04X}); type it as plain text."
+        )
     # Slack may send typographic quotes and non-breaking spaces from copy-paste.
     cleaned = text.replace("\u00a0", " ").replace("\u201c", '"').replace("\u201d", '"').replace("\u2019", "'")
     return [t.strip("\"'`") for t in cleaned.split() if t.strip("\"'`")]

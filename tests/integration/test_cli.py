@@ -188,6 +188,15 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     assert git(tmp_path / "td", "log", "-1", "--format=%s").startswith("Scale frontend to 5 replicas")
 
 
+def test_testdrive_dir_never_reaches_a_shell(tmp_path: Path) -> None:
+    """Issue 9 item 9: `--dir` went through os.system inside single quotes; a quote in it ran commands."""
+    dest = tmp_path / "td'; touch pwned; echo '$(touch pwned2)"
+    p = opsbot("testdrive", "--dir", str(dest), "--no-input", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+    assert "Pin opsbot config (opsbot init)" in git(dest, "log", "--format=%s")
+
+
 def test_branch_per_env_pr_targets_the_env_branch(tmp_path: Path) -> None:
     repo = make_repo("branch-per-env", tmp_path / "r")
     main_before = git(repo, "rev-parse", "main")

@@ -637,8 +637,12 @@ async def test_no_event_within_the_timeout_warns_once(rig: RigFactory) -> None:
     seen = r.merge("scale frontend 3 in staging")
     await r.argocd(argo_event("app-deployed", seen.merge_sha) | {"phase": "Running", "healthStatus": "Progressing"})
     await r.settle()
+    # The processor's clock is ours; merge times are the store's. Step our clock from the recorded
+    # merge times, never from when the test started: on a loaded machine the merges take seconds.
+    assert quiet.merged_at is not None and seen.merged_at is not None
+    now[0] = min(quiet.merged_at, seen.merged_at) + timedelta(seconds=599)
     assert r.processor.sweep() == []  # not overdue yet
-    now[0] += timedelta(seconds=601)
+    now[0] = max(quiet.merged_at, seen.merged_at) + timedelta(seconds=601)
     assert r.processor.sweep() == [f"deploy:{quiet.id}:warning:reply"]
     assert r.processor.sweep() == []
     await r.settle()
@@ -649,9 +653,11 @@ async def test_no_event_within_the_timeout_warns_once(rig: RigFactory) -> None:
 
 
 async def test_the_warning_is_not_repeated_by_a_new_process(rig: RigFactory) -> None:
-    now = [datetime.now(UTC) + timedelta(hours=1)]
+    now = [datetime.now(UTC)]
     first = await rig(clock=lambda: now[0])
     request = first.merge("scale frontend 5 in production")
+    assert request.merged_at is not None
+    now[0] = request.merged_at + timedelta(hours=1)  # from the recorded merge, not the wall clock
     assert first.processor.sweep() == [f"deploy:{request.id}:warning:reply"]
     second = DeployProcessor(first.bot, first.settings, clock=lambda: now[0])
     assert second.sweep() == []  # the outbox key says it was queued
