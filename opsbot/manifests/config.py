@@ -17,6 +17,8 @@ import yaml
 from opsbot.errors import ConfigError
 from opsbot.manifests.gitrepo import Snapshot, join, norm
 from opsbot.manifests.yamledit import load_all
+from opsbot.policy.model import Gate, Window
+from opsbot.policy.rules import parse_gate, parse_window
 
 CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -62,6 +64,10 @@ class EnvConfig:
     protected: bool = False
     max_replicas: int | None = None
     found_by: str = "config"
+    #: Deploy windows (Argo CD sync-window shape), metric gates and auto-revert: see docs/policies.md.
+    windows: tuple[Window, ...] = ()
+    gates: tuple[Gate, ...] = ()
+    auto_revert: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,10 @@ class RepoConfig:
 # ------------------------------------------------------------------------------------------ the file
 
 
-_ENV_KEYS = {"path", "paths", "branch", "promote_from", "approvals", "agent", "protected", "max_replicas"}
+_ENV_KEYS = {
+    "path", "paths", "branch", "promote_from", "approvals", "agent", "protected", "max_replicas",
+    "windows", "gates", "auto_revert",
+}  # fmt: skip
 _TOP_KEYS = {"environments", "apps", "clusters", "helm"}
 
 
@@ -169,8 +178,20 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         max_rep = spec.get("max_replicas")
         if max_rep is not None and (not isinstance(max_rep, int) or max_rep < 1):
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
+        windows_raw = spec.get("windows") or []
+        gates_raw = spec.get("gates") or []
+        if not isinstance(windows_raw, list):
+            raise ConfigError(f"{where}.windows: expected a list of windows")
+        if not isinstance(gates_raw, list):
+            raise ConfigError(f"{where}.gates: expected a list of gates")
+        auto_revert = spec.get("auto_revert", False)
+        if not isinstance(auto_revert, bool):
+            raise ConfigError(f"{where}.auto_revert: expected true or false")
         envs[str(name)] = EnvConfig(
             name=str(name),
+            windows=tuple(parse_window(w, f"{where}.windows[{i}]") for i, w in enumerate(windows_raw)),
+            gates=tuple(parse_gate(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)),
+            auto_revert=auto_revert,
             paths=paths,
             branch=str(spec["branch"]) if spec.get("branch") else None,
             promote_from=str(spec["promote_from"]) if spec.get("promote_from") else None,
