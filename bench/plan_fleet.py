@@ -47,7 +47,7 @@ print(json.dumps(out))
 
 
 def clear_caches(repo: Path) -> None:
-    for p in (repo / ".git" / "opsbot").glob("*.pickle"):
+    for p in (repo / ".git" / "opsbot").glob("cache.sqlite3*"):
         p.unlink()
 
 

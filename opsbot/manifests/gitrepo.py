@@ -8,9 +8,7 @@ care about local edits, and must work on the bare mirror the GitHub forge keeps.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import CommandError, OpsbotError
+from opsbot.manifests.cachedb import CacheDB
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -89,56 +88,56 @@ class DocCache:
     """Parsed YAML by blob id: content-addressed, so it stays right across commits and processes.
 
     Why: a cold plan on a 20,000-file fleet spends most of its time parsing kustomization files that
-    did not change since the last run. The cache lives in the repo's git dir (never the work tree),
-    is written atomically, and is only ever a speed-up: a missing or broken file is ignored.
+    did not change since the last run. The rows live in opsbot's SQLite cache in the repo's git dir
+    (never the work tree; see `cachedb` for why not pickle), are read one blob at a time as a command
+    needs them, and are only ever a speed-up: a missing, broken or foreign file is ignored.
     """
 
     MAX_ENTRIES = 100_000
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, db: CacheDB | None = None) -> None:
         self.path = path
+        self.db = db if db is not None else CacheDB(path)
         self.data: dict[str, list[Any]] = {}
-        self._loaded = path is None
-        self._dirty = False
+        self._missing: set[str] = set()
+        self._pending: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-
-    def _load(self) -> None:
-        self._loaded = True
-        if self.path is None or not self.path.exists():
-            return
-        try:
-            with self.path.open("rb") as fh:
-                data = pickle.load(fh)
-            if isinstance(data, dict):
-                self.data = data
-        except Exception:
-            self.data = {}
 
     def get(self, sha: str) -> list[Any] | None:
         with self._lock:
-            if not self._loaded:
-                self._load()
-            return self.data.get(sha)
+            if sha in self.data:
+                return self.data[sha]
+            if sha in self._missing:
+                return None
+        found = self.db.get_doc(sha)
+        with self._lock:
+            if found is None:
+                self._missing.add(sha)
+            else:
+                self.data[sha] = found
+        return found
+
+    def load(self, shas: Iterable[str]) -> set[str]:
+        """Fetch many blobs' rows in one query; returns the ids still not cached."""
+        with self._lock:
+            wanted = [s for s in set(shas) if s not in self.data and s not in self._missing]
+        found = self.db.get_docs(wanted)
+        with self._lock:
+            self.data.update(found)
+            self._missing.update(s for s in wanted if s not in found)
+            return {s for s in wanted if s not in found}
 
     def put(self, sha: str, docs: list[Any]) -> None:
         with self._lock:
             if len(self.data) < self.MAX_ENTRIES:
                 self.data[sha] = docs
-                self._dirty = True
+            self._missing.discard(sha)
+            self._pending[sha] = docs
 
     def save(self) -> None:
         with self._lock:
-            if not self._dirty or self.path is None:
-                return
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".doc-cache-")
-                with os.fdopen(fd, "wb") as fh:
-                    pickle.dump(self.data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, self.path)
-                self._dirty = False
-            except OSError:
-                pass
+            pending, self._pending = self._pending, {}
+        self.db.put_docs(pending.items())
 
 
 @dataclass
@@ -254,7 +253,8 @@ class GitRepo:
             raise CommandError(f"{path} is not a Git repository (run `git init` there first).") from None
         self.reader = BlobReader(self.path)
         git_dir = git(self.path, "rev-parse", "--absolute-git-dir").strip()
-        self.cache = DocCache(Path(git_dir) / "opsbot" / "doc-cache.pickle")
+        self.db = CacheDB(Path(git_dir) / "opsbot" / "cache.sqlite3")
+        self.cache = DocCache(self.db.path, self.db)
         self._snapshots: dict[str, Snapshot] = {}
         self._lock = threading.Lock()
 
@@ -319,4 +319,5 @@ class GitRepo:
 
     def close(self) -> None:
         self.cache.save()
+        self.db.close()
         self.reader.close()

@@ -9,20 +9,19 @@ commit, so a warm plan on a large fleet is one build.
 from __future__ import annotations
 
 import difflib
-import os
-import pickle
-import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from opsbot.errors import CommandError
+from opsbot.manifests.codec import CodecError, decode, encode
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
 from opsbot.manifests.images import parse_image
-from opsbot.manifests.kustomize import BuildError, Graph, build
+from opsbot.manifests.kustomize import BuildError, Graph, Kustomization, build
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout", "HelmRelease")
 HPA_KIND = "HorizontalPodAutoscaler"
@@ -88,7 +87,6 @@ class Index:
         self.env_refs = env_refs or {}
         self.snap = repo.snapshot(ref)
         self._graphs: dict[str, Graph] = {}
-        self._state_file = repo.cache.path.parent / f"index-{self.snap.sha}.pickle" if repo.cache.path else None
         self._saved_nodes = -1
         self.config: RepoConfig = self._load_state() or load_config(self.snap)
         self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -96,36 +94,44 @@ class Index:
 
     # ---------------------------------------------------------------------------------- persistence
     def _load_state(self) -> RepoConfig | None:
-        """A warm process re-uses the config and kustomize graph an earlier one built for this commit."""
-        if self._state_file is None or not self._state_file.exists():
+        """A warm process re-uses the config and kustomize graph an earlier one built for this commit.
+
+        The rows come from opsbot's SQLite cache (JSON, never code); a row that does not decode into
+        exactly the shapes below makes the whole state count as absent.
+        """
+        db = self.repo.db
+        sha = self.snap.sha
+        if not db.has_commit(sha):
             return None
         try:
-            with self._state_file.open("rb") as fh:
-                config, nodes, closures = pickle.load(fh)  # our own file in the git dir
-        except Exception:  # a stale or broken cache is ignored
+            config = decode(RepoConfig, db.get_facts(sha, "config", [""])[""])
+            nodes = {d: _node_from_json(d, v) for d, v in db.get_facts(sha, "node").items()}
+            closures = {r: _closure_from_json(v) for r, v in db.get_facts(sha, "closure").items()}
+        except (KeyError, CodecError):
             return None
         graph = Graph(self.snap)
         graph.nodes, graph._closures, graph._prefetched = nodes, closures, True
-        self._graphs[self.snap.sha] = graph
+        self._graphs[sha] = graph
         self._saved_nodes = len(nodes)
         return config if isinstance(config, RepoConfig) else None
 
     def persist(self) -> None:
         graph = self._graphs.get(self.snap.sha)
-        if self._state_file is None or graph is None or len(graph.nodes) <= self._saved_nodes:
+        if graph is None or len(graph.nodes) <= self._saved_nodes:
+            self.repo.cache.save()
             return
+        db = self.repo.db
+        sha = self.snap.sha
         try:
-            self._state_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._state_file.parent, prefix=".index-")
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump((self.config, graph.nodes, graph._closures), fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, self._state_file)
-            self._saved_nodes = len(graph.nodes)
-            old = sorted(self._state_file.parent.glob("index-*.pickle"), key=lambda p: p.stat().st_mtime)
-            for stale in old[:-4]:
-                stale.unlink(missing_ok=True)
-        except OSError:
-            pass
+            config = encode(self.config)
+        except CodecError:
+            return
+        db.put_facts(sha, "config", [("", config)])
+        db.put_facts(sha, "node", [(d, _node_to_json(n)) for d, n in graph.nodes.items()])
+        db.put_facts(sha, "closure", [(r, [dirs, files]) for r, (dirs, files) in graph._closures.items()])
+        db.mark_commit(sha, time.time())
+        self._saved_nodes = len(graph.nodes)
+        self.repo.cache.save()
 
     # ---------------------------------------------------------------------------------- lookups
     def env(self, name: str) -> EnvConfig:
@@ -363,6 +369,28 @@ class Index:
                             names.add(str(n))
         aliases = [a for a, c in self.config.apps.items() if c.workload in names]
         return sorted(names | set(aliases))
+
+
+def _node_to_json(node: Kustomization) -> dict[str, Any]:
+    return {
+        "file": node.file,
+        "data": node.data,
+        "children": node.children,
+        "files": node.files,
+        "patches": node.patches,
+    }
+
+
+def _node_from_json(directory: str, v: Any) -> Kustomization:
+    node = decode(Kustomization, {"dir": directory, **v} if isinstance(v, dict) else v)
+    if not isinstance(node, Kustomization):
+        raise CodecError("not a kustomization")
+    return node
+
+
+def _closure_from_json(v: Any) -> tuple[list[str], list[str]]:
+    dirs, files = decode(tuple[list[str], list[str]], v)
+    return dirs, files
 
 
 def _match_rendered(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
