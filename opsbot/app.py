@@ -133,6 +133,28 @@ class Opsbot:
                 return Failure(None, message=f"Could not refresh the manifest repo mirror: {exc}")
         return self.dispatcher.handle(text, actor, thread, apply=apply)
 
+    def propose_as_opsbot(self, command: str) -> Request:
+        """Plan and open a PR for `command` as opsbot itself (an automatic revert): no RBAC, no lock,
+        since no person asked; the request still needs the env's approvals and passes its policies."""
+        from opsbot.errors import CommandError
+        from opsbot.manifests.planner import NothingToDo
+
+        intent = REGISTRY.parse(command)[1]
+        planner = self.planner_for(self.settings.base_branch or self.repo.default_branch())
+        try:
+            change = planner.plan(intent)
+        except NothingToDo as exc:
+            raise CommandError(exc.message) from None
+        env = planner.config.envs.get(change.env)
+        actor = Actor("opsbot", "opsbot", "system")
+        proposal = self.requests.propose(change, command, actor, env.approvals if env else 0)
+        self.policies.after_propose(proposal.request)
+        return proposal.request
+
+    def deploy_failed(self, request: Request) -> None:
+        """Told by the deploy intake when a request ends `failed` (the auto-revert hook)."""
+        self.policies.on_failed(request)
+
     def close(self) -> None:
         for planner in self._planners.values():
             planner.index.persist()
@@ -174,6 +196,7 @@ def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
         post_channel=post_channel,
         gates=gates,
         group_members=group_members,
+        open_revert=bot.propose_as_opsbot,
     )
 
 

@@ -26,6 +26,7 @@ from opsbot.policy.rules import (
     freeze_block,
     gates_for,
     next_opening,
+    revert_command,
     when,
     window_block,
     window_interval,
@@ -69,6 +70,7 @@ class Policies:
         post_channel: ChannelPost | None = None,
         gates: GateEvaluator | None = None,
         group_members: GroupMembers | None = None,
+        open_revert: Callable[[str], Request] | None = None,
     ) -> None:
         self.store = store
         self.forge = forge
@@ -79,6 +81,8 @@ class Policies:
         self.post_channel = post_channel
         self.gates = gates
         self.group_members = group_members
+        #: Plans and proposes a command as opsbot itself (the revert PR); raises CommandError.
+        self.open_revert = open_revert
 
     # ------------------------------------------------------------------ config
     def env(self, name: str) -> EnvConfig:
@@ -361,6 +365,55 @@ class Policies:
 
     def audit(self, app: str | None, env: str | None, since: datetime | None, limit: int = 50) -> list[AuditEntry]:
         return self.store.audit_list(app=app, env=env, since=since, limit=limit)
+
+    # ------------------------------------------------------------------ auto-revert
+    def on_failed(self, req: Request) -> Request | None:
+        """A request ended `failed`: in an env with `auto_revert`, open its rollback PR, once.
+
+        The store claims the revert before anything is opened, so a redelivered or replayed failure
+        opens nothing; a failed revert is not reverted again. The cluster is never touched: the
+        revert is a PR that follows the env's approval rules like any other.
+        """
+        cfg = self._env_or_none(req.env)
+        if cfg is None or not cfg.auto_revert or req.state is not RequestState.FAILED:
+            return None
+        if self.store.is_revert(req.id):
+            if self.store.revert_claim(req.id):  # say it once
+                text = (f"↩️ {req.id} was itself an automatic revert and it failed too; opsbot does not "
+                        "revert a revert. Someone has to look at it.")  # fmt: skip
+                self._audit("opsbot", "revert", req, detail="not reverted: it is an automatic revert")
+                self.notify(req, "policy", {"text": text, "by": "opsbot", "key": f"revert:{req.id}"})
+                self._channel(f"policy:revert:{req.id}", req.env, text)
+            return None
+        if not self.store.revert_claim(req.id):
+            return None
+        command = revert_command(req.verb, req.app, req.env, req.fields)
+        failure = ""
+        revert: Request | None = None
+        if command is None:
+            failure = f"opsbot cannot derive a safe rollback for a {req.verb} from what it changed"
+        elif self.open_revert is None:
+            failure = "automatic reverts are not wired in this process"
+        else:
+            try:
+                revert = self.open_revert(command)
+            except CommandError as exc:
+                failure = f"`{command}` could not be proposed: {exc}"
+            except Exception as exc:  # the failure is already told; the revert must not break intake
+                log.exception("opening the revert of %s failed", req.id)
+                failure = f"`{command}` could not be proposed ({type(exc).__name__})"
+        if revert is None:
+            text = f"↩️ {req.id} failed in {req.env} and auto_revert is on, but {failure}. Roll back by hand."
+            self._audit("opsbot", "revert", req, detail=f"not opened: {failure}")
+        else:
+            self.store.revert_set(req.id, revert.id)
+            link = f"PR #{revert.pr_number} {revert.pr_url}".strip()
+            text = (f"↩️ {req.id} failed in {req.env}; opsbot opened the revert {revert.id} ({link}): `{command}`. "
+                    f"It follows {req.env}'s approval rules: approve and merge it to roll back.")  # fmt: skip
+            self._audit("opsbot", "revert", req, detail=f"opened {revert.id} ({link}): {command}")
+        self.notify(req, "policy", {"text": text, "by": "opsbot", "key": f"revert:{req.id}"})
+        self._channel(f"policy:revert:{req.id}", req.env, text)
+        return revert
 
     # ------------------------------------------------------------------ helpers
     def _audit(self, actor: str, action: str, req: Request, *, reason: str = "", detail: str = "") -> None:

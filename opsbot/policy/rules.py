@@ -167,3 +167,27 @@ def parse_gate(raw: object, where: str) -> Gate:
 def gates_for(gates: Sequence[Gate], verb: str) -> list[Gate]:
     """The gates a merge of a `verb` request must pass: `all` gates always, `promote` gates for promotions."""
     return [g for g in gates if g.applies_to == "all" or verb == "promote"]
+
+
+_RANGE = re.compile(r"^\d+-\d+$")
+VERSION_FIELDS = ("image tag", "chart version")
+
+
+def revert_command(verb: str, app: str, env: str, fields: Sequence[dict[str, object]]) -> str | None:
+    """The command that undoes a request, from what it changed (its fields, old → new): a scale goes
+    back to the old replicas or bounds; a version change rolls back to the version before. None when
+    there is no safe inverse (a created cluster, a value that did not exist before)."""
+    if verb == "create-cluster":
+        return None
+    mine = [f for f in fields if f.get("app", app) == app]
+    if verb == "scale":
+        if len(mine) != 1:
+            return None
+        old = mine[0].get("old")
+        if isinstance(old, str) and (old.isdigit() or _RANGE.match(old)):
+            return f"scale {app} {old} in {env}"
+        return None
+    if mine and all(str(f.get("field", "")) in VERSION_FIELDS or str(f.get("field", "")).startswith("image ")
+                    for f in mine):  # fmt: skip
+        return f"rollback {app} in {env}"
+    return None
