@@ -318,3 +318,22 @@ def test_bad_policy_input_gets_one_clear_line_and_changes_nothing(
     assert isinstance(r, Failure) and message in r.text() and "\n" not in r.text()
     assert len(bot.bot.store.audit_list()) == before
     assert bot.bot.store.freezes_active(THURSDAY) == [] and bot.bot.store.locks_active() == []
+
+
+@pytest.mark.parametrize(
+    ("topic", "usage"),
+    [
+        ("freeze", "freeze <env> [for <duration>] [because <reason>]"),
+        ("unfreeze", "unfreeze <env>"),
+        ("lock", "lock <app> in <env> [because <reason>]"),
+        ("unlock", "unlock <app> in <env>"),
+        ("policies", "policies [<env>]"),
+        ("audit", "audit [<app>] [in <env>] [since <date>]"),
+        ("merge", "merge <request> [override because <reason>]"),
+    ],
+)
+def test_help_shows_each_policy_command(chat: tuple[Console, Clock], topic: str, usage: str) -> None:
+    bot, _ = chat
+    r = bot.say(f"help {topic}", user="dave")
+    assert isinstance(r, Info) and r.title == usage
+    assert usage in bot.say("help", user="dave").text()
