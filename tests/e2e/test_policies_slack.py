@@ -86,3 +86,53 @@ async def test_a_flux_failure_opens_the_revert_pr_once_even_when_redelivered(dep
     assert d.bot.store.get_request(revert.id).state is RequestState.FAILED
     assert len([r for r in d.bot.store.list_requests() if r.requester == "opsbot"]) == 1
     assert any("does not revert a revert" in line for line in d.deploy_lines())
+
+
+async def test_a_lock_refuses_another_persons_command_in_slack(deploys: Factory) -> None:
+    d = await deploys()
+    took = await d.chat.ops("lock frontend in production because canary of 1.5.0", user="U0ALICE")
+    assert "frontend in production is locked by <@U0ALICE> because canary of 1.5.0" in took.ephemeral
+    refused = await d.chat.ops("scale frontend 5 in production", user="U0BOB")
+    assert "frontend in production is locked by <@U0ALICE> because canary of 1.5.0, since " in refused.ephemeral
+    assert d.chat.roots() == [] and d.bot.forge.list_prs() == []
+    await d.chat.ops("scale frontend 5 in production", user="U0ALICE")
+    assert len(d.chat.roots()) == 1  # the holder's own request goes ahead, with its thread
+
+
+async def test_a_deny_window_refuses_the_merge_button_with_the_window_and_its_end(deploys: Factory, tmp_path: Path) -> None:
+    window = {"kind": "deny", "schedule": "0 17 * * 5", "duration": "63h", "timezone": "Europe/Berlin",
+              "reason": "weekend freeze"}  # fmt: skip
+    repo = fleet_with_config(tmp_path / "fleet-window", production={"agent": PROD_AGENT, "windows": [window]})
+    d = await deploys(repo=repo)
+    d.bot.policies.clock = lambda: datetime(2026, 12, 5, 12, 0, tzinfo=UTC)  # Saturday noon
+    await d.chat.ops("scale frontend 5 in production", user="U0ALICE")
+    root = d.chat.only_root()
+    await d.chat.click(root, "approve", user="U0BOB")
+    refused = await d.chat.click(d.chat.only_root(), "merge", user="U0BOB")
+    assert 'blocked by the deny window "0 17 * * 5" for 63h (Europe/Berlin) (weekend freeze)' in refused.ephemeral
+    assert "until 2026-12-07 07:00 UTC (in 1d 19h)" in refused.ephemeral
+    assert d.request_of(root).state is RequestState.APPROVED
+
+
+async def test_a_gate_result_is_told_in_the_thread(deploys: Factory, tmp_path: Path) -> None:
+    from tests.doubles.prometheus import PrometheusDouble, serve_prometheus
+
+    query = 'sum(rate(http_requests_total{env="staging",code=~"5.."}[5m])) < 1'
+    gate = {"name": "staging error rate", "prometheus": query, "for": "all"}
+    repo = fleet_with_config(tmp_path / "fleet-gate", production={"agent": PROD_AGENT, "gates": [gate]})
+    double = PrometheusDouble()
+    with serve_prometheus(double) as url:
+        d = await deploys(repo=repo, prometheus_url=url)
+        double.fail(query, 503, "unavailable", "TSDB not ready")
+        await d.chat.ops("scale frontend 5 in production", user="U0ALICE")
+        root = d.chat.only_root()
+        await d.chat.click(root, "approve", user="U0BOB")
+        refused = await d.chat.click(d.chat.only_root(), "merge", user="U0BOB")
+        assert "gate staging error rate: unknown (Prometheus refused the query (unavailable): TSDB not ready)" in (
+            refused.ephemeral
+        )
+        double.set(query, "0.2")
+        await d.chat.click(d.chat.only_root(), "merge", user="U0BOB")
+        assert d.request_of(root).state is RequestState.MERGED
+        gates = [t for t in d.chat.thread(root) if "gate staging error rate" in t]
+        assert len(gates) == 2 and "unknown" in gates[0] and "pass" in gates[1]

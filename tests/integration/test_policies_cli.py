@@ -60,3 +60,37 @@ def test_plan_refuses_policy_commands_and_touches_nothing(fleet: Path) -> None:
     assert p.returncode == 2 and "`plan` only computes changes" in p.stderr
     rows = json.loads(opsbot("audit", "--repo", str(fleet), "--json").stdout)
     assert rows == []
+
+
+def _pin(fleet: Path, config: str) -> None:
+    (fleet / ".opsbot.yaml").write_text(config)
+    git(fleet, "add", ".opsbot.yaml")
+    git(fleet, "commit", "-qm", "pin config with policies")
+
+
+def test_a_lock_and_a_window_in_the_cli(fleet: Path) -> None:
+    # a deny window that starts every minute and lasts an hour is always in force: no clock needed
+    _pin(fleet, (
+        "environments:\n"
+        "  staging: {path: overlays/staging}\n"
+        "  production:\n"
+        "    path: overlays/production\n"
+        "    promote_from: staging\n"
+        "    windows: [{kind: deny, schedule: '* * * * *', duration: 1h, reason: change freeze}]\n"
+    ))  # fmt: skip
+    repo = str(fleet)
+    locked = opsbot("run", "lock frontend in production because migration", "--repo", repo, user="alice")
+    assert locked.returncode == 0, locked.stderr
+    refused = opsbot("run", "scale frontend 5 in production", "--repo", repo, user="bob")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("opsbot: frontend in production is locked by <@alice> because migration, since ")
+    assert "opsbot/" not in git(fleet, "branch", "--list")
+
+    own = opsbot("run", "scale frontend 5 in production", "--repo", repo, "--json", user="alice")
+    assert own.returncode == 0, own.stderr
+    rid = json.loads(own.stdout)["request"]
+    blocked = opsbot("merge", rid, "--repo", repo, user="alice")
+    assert blocked.returncode == 1
+    assert 'blocked by the deny window "* * * * *" for 1h (UTC) (change freeze), set in .opsbot.yaml' in blocked.stderr
+    listed = opsbot("run", "policies production", "--repo", repo, user="carol")
+    assert "in force until" in listed.stdout and "lock of frontend by <@alice>" in listed.stdout
