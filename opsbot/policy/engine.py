@@ -143,7 +143,8 @@ class Policies:
                 hint="Proposals and approvals go on; someone with the `override` role may "
                 f"`merge {req.id} override because <reason>`.",
             )
-        if not gates:
+        if not gates or len(self.store.approvals(req.id)) < req.approvals_needed:
+            # Not ready to merge anyway (the lifecycle says why): no query, no status, no thread post.
             return []
         results = self.evaluate_gates(req, gates, now)
         failing = [r for r in results if not r.passed]

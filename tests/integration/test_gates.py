@@ -135,6 +135,9 @@ def test_a_failing_gate_blocks_a_promotion_until_it_passes(fleet: Path, prom: tu
         r = bot.say("promote frontend to production", user="alice")
         assert isinstance(r, Proposed) and r.request, r.text()
         rid = r.request.id
+        early = bot.say(f"merge {rid}", user="bob")  # not approved yet: Prometheus is not asked
+        assert isinstance(early, Failure) and "needs 1 approval(s)" in early.text()
+        assert double.asked == []
         bot.say(f"approve {rid}", user="bob")
         blocked = bot.say(f"merge {rid}", user="bob")
         assert isinstance(blocked, Failure)
