@@ -25,6 +25,7 @@ def parse(args: Args) -> Intent:
 
 def run(intent: Intent, ctx: Context) -> Result:
     assert isinstance(intent, LockApp)
+    ctx.planner().index.find(intent.app, intent.env)  # a lock on a typo would guard nothing: refuse it
     return Info(intent, lines=(policies(ctx).lock(intent.app, intent.env, ctx.actor, intent.reason),),
                 )  # fmt: skip
 

@@ -327,6 +327,12 @@ class Policies:
 
     def unlock(self, app: str, env: str, actor: Actor) -> str:
         self.env(env)
+        held = self.store.lock_get(app, env)
+        if held is not None and held.holder not in (actor.id, actor.name) and not self.may_override(actor, env):
+            raise DeniedError(
+                f"{app} in {env} is locked by <@{held.holder}>; only they, or someone with a role that lists "
+                f"`override` for {env}, may unlock it."
+            )
         released = self.store.lock_release(app, env, actor.id, self.clock())
         if released is None:
             raise CommandError(f"{app} in {env} is not locked.")

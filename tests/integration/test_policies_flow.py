@@ -236,6 +236,9 @@ def test_a_lock_refuses_others_proposals_and_lets_the_holder_go_ahead(chat: tupl
     assert any("lock of frontend by <@alice> because load test until 3pm" in line and "source chat" in line
                for line in listed.lines)  # fmt: skip
 
+    taken = bot.say("unlock frontend in staging", user="bob")  # not bob's lock, and no override role
+    assert isinstance(taken, Failure) and taken.denied
+    assert "locked by <@alice>; only they, or someone with a role that lists `override`" in taken.text()
     freed = bot.say("unlock frontend in staging", user="alice")
     assert isinstance(freed, Info) and "unlocked by <@alice>" in freed.text()
     assert isinstance(bot.say("scale frontend 7 in staging", user="bob"), Proposed)
@@ -300,6 +303,7 @@ BAD = [
     ("freeze production to staging", '"to" does not go with freeze.'),
     ("lock frontend", "Say which environment: `in <env>`."),
     ("unlock frontend in staging", "frontend in staging is not locked."),
+    ("lock fronted in staging", 'Unknown app "fronted" in staging. Did you mean "frontend"?'),
     ("merge R1 because why not", "A reason goes with an override"),
     ("merge R1 now", 'Unexpected "now".'),
     ("audit since 12/01/2026", '"12/01/2026" is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM.'),
@@ -337,3 +341,12 @@ def test_help_shows_each_policy_command(chat: tuple[Console, Clock], topic: str,
     r = bot.say(f"help {topic}", user="dave")
     assert isinstance(r, Info) and r.title == usage
     assert usage in bot.say("help", user="dave").text()
+
+
+def test_someone_with_the_override_role_may_break_a_lock_and_it_is_audited(chat: tuple[Console, Clock]) -> None:
+    bot, _ = chat
+    bot.say("lock api in production because canary", user="alice")
+    broken = bot.say("unlock api in production", user="oscar")
+    assert isinstance(broken, Info) and "unlocked by <@oscar> (it was held by <@alice>)" in broken.text()
+    rows = [(r.action, r.actor, r.detail) for r in bot.bot.store.audit_list(app="api")]
+    assert rows == [("lock", "alice", ""), ("unlock", "oscar", "held by alice")]
