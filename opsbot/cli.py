@@ -1,4 +1,4 @@
-"""`opsbot` on the command line: plan, run, prs, merge, init, check, testdrive, serve.
+"""`opsbot` on the command line: plan, run, prs, merge, audit, init, check, testdrive, serve.
 
 Scriptable by contract (DESIGN §3): `--json` prints one object; errors exit non-zero with one line
 on stderr.
@@ -58,7 +58,7 @@ def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
     except CommandError as exc:
         print(f"opsbot: {exc}", file=sys.stderr)
         return 2
-    if not apply and command.kind == "request":
+    if not apply and command.kind in ("request", "policy"):
         print(f'opsbot: `plan` only computes changes; use `opsbot run "{args.command}"`.', file=sys.stderr)
         return 2
     bot = _bot(args)
@@ -100,6 +100,41 @@ def cmd_prs(args: argparse.Namespace) -> int:
         return 0
     finally:
         bot.close()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The whole audit log (or a slice) for auditors and scripts: JSON or CSV on stdout."""
+    import csv
+
+    from commands._policy import parse_since
+
+    since = parse_since(args.since) if args.since else None
+    bot = _bot(args)
+    try:
+        rows = [
+            r.as_dict()
+            for r in bot.store.audit_list(app=args.app, env=args.env, since=since, limit=args.limit)
+        ]
+    finally:
+        bot.close()
+    if args.csv:
+        writer = csv.DictWriter(
+            sys.stdout,
+            fieldnames=["id", "at", "actor", "action", "request", "pr", "app", "env", "reason", "detail"],
+            lineterminator="\n",
+        )
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(
+                f"{row['at']} {row['action']:<10} {row['actor']:<12} {row['request'] or '-':<5} "
+                f"{row['app'] or '-'}/{row['env'] or '-'} {row['reason'] or ''} {row['detail'] or ''}".rstrip()
+            )
+    return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -284,6 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     repo_arg(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--as", dest="as_user")
+    p = sub.add_parser("audit", help="export the append-only audit log (JSON or CSV)")
+    repo_arg(p)
+    p.add_argument("--app", help="only rows about this app")
+    p.add_argument("--env", help="only rows about this environment")
+    p.add_argument("--since", help="only rows from this date on (YYYY-MM-DD[THH:MM], UTC)")
+    p.add_argument("--limit", type=int, default=1_000_000, help="at most this many of the newest rows")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
     p = sub.add_parser("init", help="write .opsbot.yaml from what discovery finds")
     repo_arg(p)
     p.add_argument("--force", action="store_true")
@@ -303,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args, apply=True)
         handlers = {
             "prs": cmd_prs,
+            "audit": cmd_audit,
             "merge": cmd_merge,
             "init": cmd_init,
             "check": cmd_check,

@@ -52,6 +52,10 @@ class Console:
         return result
 
     def _on_transition(self, request: Request, event: str, facts: dict[str, Any]) -> None:
+        if event == "policy":  # freezes, overrides, gate results, auto-revert: their own words
+            text = re.sub(r"<@([^>|]+)>", r"@\1", str(facts.get("text", "")))
+            self.emit(f"  ↳ thread {request.id}: 🛡️ {text}")
+            return
         who = facts.get("by", "")
         extra = f" {facts['sha'][:7]}" if facts.get("sha") else ""
         self.emit(f"  ↳ thread {request.id}: {THREAD_EMOJI.get(event, '•')} {event} by @{who}{extra}")

@@ -508,3 +508,14 @@ def post_later(pr: str) -> str:
 
 
 UNKNOWN_BUTTON = "That button is not one opsbot knows any more. Nothing was changed."
+
+
+# --------------------------------------------------------------------------------------------- policies
+
+_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+
+
+def policy_notice(text: str, by: str = "", key: str = "", at: str = "") -> str:
+    """A policy message (freeze, unfreeze, override, gate results, auto-revert) for a thread or the
+    deploy channel. Everything typed by people is escaped; only real user mentions stay live."""
+    return _ESCAPED_MENTION.sub(r"<@\1>", escape(clip(text, 2900)))

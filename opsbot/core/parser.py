@@ -21,7 +21,10 @@ _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co"})
 #: ... except whitespace, and the zero-width joiner that emoji in a reason are made of.
 _ALLOWED = frozenset("\t\n\r\u200d")
 
-KEYWORDS = {"in": "in", "on": "in", "to": "to", "from": "from"}
+KEYWORDS = {"in": "in", "on": "in", "to": "to", "from": "from", "for": "for", "since": "since"}
+#: Takes the rest of the line as free text (a reason may be many words): `freeze prod because the
+#: load test runs`. Commands that take no reason refuse the slot like any other stray keyword.
+REST_KEYWORDS = {"because": "because"}
 #: option name -> slot
 OPTIONS = {
     "env": "in",
@@ -34,6 +37,10 @@ OPTIONS = {
     "replicas": "replicas",
     "version": "version",
     "tag": "version",
+    "since": "since",
+    "for": "for",
+    "reason": "because",
+    "because": "because",
 }
 
 
@@ -124,6 +131,12 @@ def split(text: str, verbs: Sequence[str]) -> Args:
                     f"Unknown option --{name}. Options: {', '.join('--' + o for o in sorted(set(OPTIONS)))}."
                 )
             _fill(args, OPTIONS[name], value)
+        elif low in REST_KEYWORDS:
+            reason = " ".join(rest[i + 1 :]).strip()
+            if not reason:
+                raise CommandError(f"`{low}` needs a reason after it.")
+            _fill(args, REST_KEYWORDS[low], reason)
+            break
         elif low in KEYWORDS and i + 1 < len(rest):
             _fill(args, KEYWORDS[low], rest[i + 1])
             i += 1

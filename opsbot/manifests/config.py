@@ -17,6 +17,8 @@ import yaml
 from opsbot.errors import ConfigError
 from opsbot.manifests import paths, safeyaml
 from opsbot.manifests.gitrepo import Snapshot, join
+from opsbot.policy.model import Gate, Window
+from opsbot.policy.rules import parse_gate, parse_window
 
 CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -95,6 +97,11 @@ class EnvConfig:
     max_replicas: int | None = None
     found_by: str = "config"
     charts: tuple[ValuesChart, ...] = ()
+
+    #: Deploy windows (Argo CD sync-window shape), metric gates and auto-revert: see docs/policies.md.
+    windows: tuple[Window, ...] = ()
+    gates: tuple[Gate, ...] = ()
+    auto_revert: bool = False
 
     def chart_of(self, values_file: str) -> ValuesChart | None:
         return next((c for c in self.charts if c.values == values_file), None)
@@ -191,6 +198,9 @@ _ENV_KEYS = {
     "protected",
     "max_replicas",
     "charts",
+    "windows",
+    "gates",
+    "auto_revert",
 }
 _TOP_KEYS = {"environments", "apps", "clusters", "helm", "kustomize"}
 
@@ -253,8 +263,20 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         max_rep = spec.get("max_replicas")
         if max_rep is not None and (not isinstance(max_rep, int) or max_rep < 1):
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
+        windows_raw = spec.get("windows") or []
+        gates_raw = spec.get("gates") or []
+        if not isinstance(windows_raw, list):
+            raise ConfigError(f"{where}.windows: expected a list of windows")
+        if not isinstance(gates_raw, list):
+            raise ConfigError(f"{where}.gates: expected a list of gates")
+        auto_revert = spec.get("auto_revert", False)
+        if not isinstance(auto_revert, bool):
+            raise ConfigError(f"{where}.auto_revert: expected true or false")
         envs[str(name)] = EnvConfig(
             name=str(name),
+            windows=tuple(parse_window(w, f"{where}.windows[{i}]") for i, w in enumerate(windows_raw)),
+            gates=tuple(parse_gate(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)),
+            auto_revert=auto_revert,
             paths=env_paths,
             branch=_text(spec["branch"], f"{where}.branch") if spec.get("branch") else None,
             promote_from=_text(spec["promote_from"], f"{where}.promote_from") if spec.get("promote_from") else None,
