@@ -86,12 +86,14 @@ class Target:
                         out.append((str(ref["name"]), values))
         return out
 
-    def helm_values(self) -> dict[str, Any]:
-        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values`."""
+    def helm_values(self, release: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values` (of
+        `release` when given: the same HelmRelease after an edit)."""
         merged: dict[str, Any] = {}
         for _, values in self.values_from():
             merged = _deep_merge(merged, values)
-        return _deep_merge(merged, (self.rendered.get("spec") or {}).get("values") or {})
+        values = ((release or self.rendered).get("spec") or {}).get("values")
+        return _deep_merge(merged, values if isinstance(values, dict) else {})
 
     def values_from_setting(self, dotted: str) -> str | None:
         """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""

@@ -172,8 +172,7 @@ class Planner:
     def _env_values(self, t: Target, hr: dict[str, Any] | None = None) -> dict[str, Any]:
         if t.layout == "helm":
             return t.source.data if t.source and isinstance(t.source.data, dict) else {}
-        values = ((hr or t.rendered).get("spec") or {}).get("values")
-        return values if isinstance(values, dict) else {}
+        return t.helm_values(hr)
 
     def _replicas_key(self, t: Target, pinned: str | None) -> str:
         """The values key this chart reads its replica count from: pinned, else found by rendering.
