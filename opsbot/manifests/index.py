@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from opsbot.errors import CommandError
+from opsbot.manifests import paths
 from opsbot.manifests.codec import CodecError, decode, encode
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
@@ -182,6 +183,7 @@ class Index:
             return self._renders[key]
 
     def root_kind(self, snap: Snapshot, root: str) -> str:
+        paths.check_no_links(root, snap.links)
         if root.endswith((".yaml", ".yml")) and snap.exists(root):
             return "helm"
         if is_kustomize_dir(snap, root):

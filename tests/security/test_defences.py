@@ -28,6 +28,12 @@ def planner(repo: Path) -> Planner:
     return Planner(GitRepo(str(repo)), "main")
 
 
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Planner:
+    """One planner on the cluster-templates fixture: planning a cluster changes nothing, so cases share it."""
+    return planner(hostile_repo(tmp_path_factory.mktemp("templates") / "r", base="cluster-templates"))
+
+
 def refused(fn: Any, *args: Any) -> str:
     """Run fn; it must refuse (CommandError or ConfigError); returns the message."""
     with pytest.raises((CommandError, ConfigError)) as info:
@@ -176,6 +182,16 @@ def test_remote_component_in_a_base_is_refused_too(tmp_path: Path) -> None:
     assert "apps/frontend/kustomization.yaml" in message and "https://example.com/acme/c.git//comp" in message
 
 
+@pytest.mark.parametrize(
+    "ref, remote",
+    [("example.com/acme/infra/base", True), ("ssh://git@host/x", True), ("v1.2/base", False), ("../base", False)],
+)
+def test_what_counts_as_remote(ref: str, remote: bool) -> None:
+    from opsbot.manifests.kustomize import is_remote
+
+    assert is_remote(ref) is remote
+
+
 def test_allow_remote_is_an_explicit_boolean_setting() -> None:
     assert parse_config("kustomize: {allow_remote: true}\n").kustomize_allow_remote is True
     assert parse_config("clusters: {path: 'c/{name}'}\n").kustomize_allow_remote is False
@@ -198,9 +214,8 @@ def test_build_environment_holds_no_inherited_variables(monkeypatch: pytest.Monk
     "value",
     ['{"evil":true}', "[1,2]", "|", ">", "!!binary aGVsbG8=", "&a", "*x", "!foo", "{}"],
 )
-def test_template_values_must_be_plain_scalars(tmp_path: Path, value: str) -> None:
-    repo = hostile_repo(tmp_path / "r", base="cluster-templates")
-    message = refused(planner(repo).plan, CreateCluster("c1", None, (("kubernetes_version", value),)))
+def test_template_values_must_be_plain_scalars(templates: Planner, value: str) -> None:
+    message = refused(templates.plan, CreateCluster("c1", None, (("kubernetes_version", value),)))
     assert "kubernetes_version=" in message
 
 
@@ -225,11 +240,10 @@ def _values(change: Any, key: str) -> list[Any]:
 
 @pytest.mark.parametrize("template", [None, "aws-small"])  # quoted placeholders, plain placeholders
 @pytest.mark.parametrize("value", ["a\\b", 'a"b', "a'b", "a\\u0041", "x: y", "a #b", "1.5", "yes"])
-def test_template_values_read_back_exactly_or_are_refused(tmp_path: Path, value: str, template: str | None) -> None:
-    repo = hostile_repo(tmp_path / "r", base="cluster-templates")
+def test_template_values_read_back_exactly_or_are_refused(templates: Planner, value: str, template: str | None) -> None:
     extra = (("aws_region", "eu-west-1"), ("ssh_key_name", "k")) if template else ()
     try:
-        change = planner(repo).plan(CreateCluster("c1", template, (("namespace", value), *extra)))
+        change = templates.plan(CreateCluster("c1", template, (("namespace", value), *extra)))
     except CommandError:
         return  # a clear refusal is fine (e.g. the schema); a wrong file or a crash is not
     namespaces = _values(change, "namespace")

@@ -88,6 +88,8 @@ CASES = [
          files={"overlays/staging/kustomization.yaml": _staging_with("../../../../../../../../tmp")}),
     Case("symlinked-clusters-dir", ["run", "create cluster c1"], expect=("clusters is a symbolic link",),
          links={"clusters": "{outside}"}, base="cluster-templates", remove=("clusters",)),
+    Case("symlinked-env-dir", ["plan", SCALE], expect=("evil is a symbolic link",),
+         links={"evil": "{outside}"}, files=_cfg("environments:\n  staging: {path: evil}\n")),
     Case("symlink-manifest-out", ["plan", SCALE], refused=False, expect=("replicas 2 → 3",),
          links={"apps/frontend/stolen.yaml": "{home}/.gitconfig"}),
     Case("init-through-symlink", ["init", "--force"], expect=("symbolic link",), after=_link_config_to_home),
