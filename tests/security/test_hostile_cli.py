@@ -168,7 +168,7 @@ def _run_case(case: Case, base_dir: Path) -> Outcome:
         "GIT_CONFIG_NOSYSTEM": "1",
         "PYTHONPATH": str(ROOT),  # the child runs this checkout's opsbot, whatever is installed
     }
-    argv = case.argv[:1] + ["--repo", str(repo)] + case.argv[1:]
+    argv = [*case.argv[:1], "--repo", str(repo), *case.argv[1:]]
     proc = subprocess.run(
         [sys.executable, "-m", "opsbot", *argv],
         cwd=parent,
