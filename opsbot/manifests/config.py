@@ -17,6 +17,7 @@ import yaml
 from opsbot.errors import ConfigError
 from opsbot.manifests import paths, safeyaml
 from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.manifests.paths import is_name
 from opsbot.manifests.yamledit import load_all
 
 CONFIG_FILE = ".opsbot.yaml"
@@ -163,6 +164,11 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         envs_raw = {}
     for name, spec in envs_raw.items():
         where = f"{CONFIG_FILE}: environments.{_text(name, f'{CONFIG_FILE}: environments')}"
+        if not is_name(str(name)):
+            raise ConfigError(
+                f"{CONFIG_FILE}: environments: {str(name)!r} is not an environment name "
+                '(letters, digits, "_", "." and "-")'
+            )
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping with path or branch")
         bad = set(spec) - _ENV_KEYS
@@ -316,6 +322,8 @@ def discover(snap: Snapshot) -> RepoConfig:
     found: dict[str, dict[str, list[str]]] = {}  # env -> rule -> paths
 
     def add(env: str, rule: str, path: str) -> None:
+        if not is_name(env):
+            return  # a folder named with control characters or spaces is not an env anyone types
         found.setdefault(env, {}).setdefault(rule, [])
         if path not in found[env][rule]:
             found[env][rule].append(path)

@@ -60,6 +60,11 @@ def test_config_paths_that_leave_the_repo_are_refused_naming_the_key(config: str
     assert key in message and ("leaves the repository" in message or "absolute" in message)
 
 
+def test_env_names_with_control_characters_are_refused_in_config() -> None:
+    message = refused(parse_config, 'environments:\n  "st\\x1bging": {path: overlays/staging}\n')
+    assert "is not an environment name" in message
+
+
 def test_template_names_dot_and_dotdot_are_refused(tmp_path: Path) -> None:
     repo = hostile_repo(tmp_path / "r", base="cluster-templates")
     for name in ("..", ".", "../aws-small"):
@@ -150,8 +155,10 @@ def test_a_few_ordinary_anchors_still_load(tmp_path: Path) -> None:
 def test_oversize_file_is_refused_naming_it(tmp_path: Path) -> None:
     big = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n" + "  k: " + "x" * (9 * 1024 * 1024) + "\n"
     repo = hostile_repo(tmp_path / "r", {"apps/frontend/big.yaml": big})
-    message = refused(GitRepo(str(repo)).snapshot("main").docs, "apps/frontend/big.yaml")
-    assert "apps/frontend/big.yaml" in message and "at most" in message
+    snap = GitRepo(str(repo)).snapshot("main")
+    for read in (snap.docs, snap.read):  # the text is never held either: the blob is drained unread
+        message = refused(read, "apps/frontend/big.yaml")
+        assert "apps/frontend/big.yaml" in message and "at most" in message
 
 
 # ------------------------------------------------------------------------------ 4. remote references

@@ -129,6 +129,8 @@ CASES = [
     Case("circled-digit", ["plan", "scale frontend ① in staging"], expect=("whole number",)),
     Case("fullwidth-digit", ["plan", "scale frontend ３ in staging"], expect=("whole number",)),
     Case("confusable-app", ["plan", "scale frontеnd 3 in staging"], expect=("not a valid app name",)),
+    Case("control-char-env-folder", ["plan", "scale frontend 3 in prod"], expect=("Unknown environment",),
+         files={"overlays/\x1b[31mevil/kustomization.yaml": STAGING}),
     Case("control-char-command", ["plan", "scale frontend\x1b[2J 3 in staging"], expect=("control characters",)),
     # 7. config errors reach the user; issue 11 item 2: nothing discovered
     Case("unknown-config-key", ["run", SCALE], expect=("aprovals",),
@@ -196,6 +198,7 @@ def test_hostile_case(case: Case, outcomes: dict[str, Outcome]) -> None:
     o = outcomes[case.id]
     both = o.out + o.err
     assert "Traceback" not in both and "Something went wrong" not in both, both
+    assert "\x1b" not in both, "a terminal escape from the repo reached the output"
     for want in case.expect:
         assert want in both, f"{want!r} not in: {both}"
     if case.refused:
