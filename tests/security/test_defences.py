@@ -283,6 +283,23 @@ def test_unknown_key_in_opsbot_yaml_reaches_the_cli_user_naming_it(tmp_path: Pat
     assert code != 0 and "aprovals" in err and "Something went wrong" not in err
 
 
+@pytest.mark.parametrize("text", ["status", "scale frontend 3 in staging"])
+def test_config_error_is_a_refusal_in_chat_too(tmp_path: Path, text: str) -> None:
+    from opsbot.app import Opsbot
+    from opsbot.core.model import Actor
+    from opsbot.core.results import Failure
+    from opsbot.settings import load_settings
+
+    repo = hostile_repo(tmp_path / "r", {".opsbot.yaml": "aprovals: 1\nenvironments:\n  staging: {path: overlays/staging}\n"})
+    bot = Opsbot(load_settings(environ={}, repo=str(repo)))
+    try:
+        result = bot.handle(text, Actor("U1", "alice", "chat"))
+    finally:
+        bot.close()
+    assert isinstance(result, Failure) and not result.reference
+    assert "aprovals" in result.text()
+
+
 # ------------------------------------------------------------------ issue 11 item 2: nothing to work on
 
 
