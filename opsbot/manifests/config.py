@@ -186,10 +186,10 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
         )
         approvals = spec.get("approvals", 0)
-        if not isinstance(approvals, int) or approvals < 0:
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 0:
             raise ConfigError(f"{where}.approvals: expected a whole number >= 0")
         max_rep = spec.get("max_replicas")
-        if max_rep is not None and (not isinstance(max_rep, int) or max_rep < 1):
+        if max_rep is not None and (isinstance(max_rep, bool) or not isinstance(max_rep, int) or max_rep < 1):
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
         envs[str(name)] = EnvConfig(
             name=str(name),
@@ -198,7 +198,7 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             promote_from=_text(spec["promote_from"], f"{where}.promote_from") if spec.get("promote_from") else None,
             approvals=approvals,
             agent=_agent(spec.get("agent"), where),
-            protected=bool(spec.get("protected", False)),
+            protected=_flag(spec.get("protected", False), f"{where}.protected"),
             max_replicas=max_rep,
         )
     for env in envs.values():
@@ -250,6 +250,13 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         from_file=True,
         kustomize_allow_remote=_allow_remote(raw.get("kustomize")),
     )
+
+
+def _flag(raw: Any, where: str) -> bool:
+    """`protected: "no"` must not read as true: only YAML booleans are flags."""
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{where}: expected true or false")
+    return raw
 
 
 def _allow_remote(raw: Any) -> bool:

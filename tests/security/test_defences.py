@@ -117,6 +117,15 @@ def test_write_inside_never_follows_a_symlink(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- 3. alias bombs and sizes
 
 
+@pytest.mark.parametrize(
+    "spec, key",
+    [("protected: 'no'", "protected"), ("approvals: true", "approvals"), ("max_replicas: true", "max_replicas")],
+)
+def test_config_flags_and_numbers_are_type_checked(spec: str, key: str) -> None:
+    message = refused(parse_config, f"environments:\n  prod:\n    path: overlays/production\n    {spec}\n")
+    assert f"environments.prod.{key}" in message
+
+
 def test_aliases_in_opsbot_yaml_are_refused() -> None:
     message = refused(parse_config, "environments:\n  staging:\n    path: &p overlays/staging\n  prod:\n    path: *p\n")
     assert ".opsbot.yaml" in message and "alias" in message
