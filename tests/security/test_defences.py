@@ -19,7 +19,7 @@ from opsbot.errors import CommandError, ConfigError
 from opsbot.manifests.config import discover, parse_config
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner
-from tests.security.hostile import BOMB, hostile_repo
+from tests.security.hostile import BOMB, CONFIG_BOMB, hostile_repo
 
 KUSTOMIZATION = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
 
@@ -132,7 +132,7 @@ def test_aliases_in_opsbot_yaml_are_refused() -> None:
 
 
 def test_alias_bomb_in_opsbot_yaml_is_refused_before_it_is_walked() -> None:
-    message = refused(parse_config, BOMB + "\nenvironments:\n  staging:\n    path: *a8\n")
+    message = refused(parse_config, CONFIG_BOMB)
     assert ".opsbot.yaml" in message and "alias" in message
 
 

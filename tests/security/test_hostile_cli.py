@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.hostile import BOMB, hostile_repo, listing, repo_state
+from tests.security.hostile import BOMB, CONFIG_BOMB, hostile_repo, listing, repo_state
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "opsbot" / "samples" / "fleet"
@@ -97,7 +97,7 @@ CASES = [
     Case("init-through-symlink", ["init", "--force"], expect=("symbolic link",), after=_link_config_to_home),
     # 3. alias bombs, sizes, NUL and control characters in repo files
     Case("alias-bomb-config", ["plan", "status"], expect=(".opsbot.yaml", "alias"),
-         files=_cfg(BOMB + "\nenvironments:\n  staging: {path: *a8}\n")),
+         files=_cfg(CONFIG_BOMB)),
     Case("alias-bomb-flux-plan", ["plan", SCALE], expect=("clusters/staging/bomb.yaml", "alias"),
          files={"clusters/staging/bomb.yaml": BOMB + "\n"}),
     Case("alias-bomb-flux-init", ["init"], expect=("clusters/staging/bomb.yaml", "alias"),
