@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands import REGISTRY
 from opsbot import cli
@@ -259,11 +261,18 @@ def _values(change: Any, key: str) -> list[Any]:
 def test_template_values_read_back_exactly_or_are_refused(templates: Planner, value: str, template: str | None) -> None:
     extra = (("aws_region", "eu-west-1"), ("ssh_key_name", "k")) if template else ()
     try:
-        change = templates.plan(CreateCluster("c1", template, (("namespace", value), *extra)))
-    except CommandError:
-        return  # a clear refusal is fine (e.g. the schema); a wrong file or a crash is not
-    namespaces = _values(change, "namespace")
-    assert value in namespaces and all(ns in (value, "flux-system") for ns in namespaces)
+        change = templates.plan(CreateCluster("c1", template, (("kubernetes_version", value), *extra)))
+    except CommandError as exc:
+        assert "kubernetes_version=" in str(exc)  # a clear refusal about the value; a wrong file or a crash is not
+        return
+    versions = _values(change, "version")
+    assert versions and all(v == value for v in versions)
+
+
+@pytest.mark.parametrize("value", ['a"b', "a\\b", "A", "a_b"])
+def test_template_namespace_must_be_one_the_api_server_accepts(templates: Planner, value: str) -> None:
+    message = refused(templates.plan, CreateCluster("c1", None, (("namespace", value),)))
+    assert "namespace" in message and "is not a DNS-1123 label" in message
 
 
 # --------------------------------------------------------------------- 7. bad input is a one-line refusal
@@ -320,3 +329,23 @@ def test_plan_with_nothing_discovered_points_to_init_and_the_reference(
     err = capsys.readouterr().err
     assert code != 0 and "opsbot init" in err and "docs/configuration.md" in err
     assert "Something went wrong" not in err
+
+
+# ----------------------------------------------------------- 6. any template value: read back or refused
+
+TEMPLATE = "a: \"${V}\"\nb: '${V}'\nc: ${V}\nd: x-${V}-y\ne:\n- ${V}\nf: {k: \"${V}\"}\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12))
+def test_any_template_value_reads_back_exactly_or_is_refused(value: str) -> None:
+    from opsbot.manifests.templating import check_value, prove, substitute
+
+    try:
+        check_value("v", value)
+        out, _, _ = substitute(TEMPLATE, {"V": value})
+        prove("t.yaml", TEMPLATE, out, {"V": value})
+    except CommandError:
+        return
+    doc = yaml.safe_load(out)
+    assert doc == {"a": value, "b": value, "c": value, "d": f"x-{value}-y", "e": [value], "f": {"k": value}}
