@@ -374,7 +374,20 @@ def build(
 
 
 def build_files(files: Mapping[str, str], root: str) -> Check:
-    """Build a kustomize dir made only of new files (a rendered cluster template)."""
+    """Build a kustomize dir made only of new files (a rendered cluster template).
+
+    The template comes from the repo, so its kustomizations get the same checks as the graph's: no
+    reference leaves the repo (PathRefused), and a remote one fails the check."""
+    for path, text in files.items():
+        if PurePosixPath(path).name not in KUSTOMIZATION_FILES:
+            continue
+        docs = load_all(text, path)
+        data = docs[0] if docs and isinstance(docs[0], dict) else {}
+        base = str(PurePosixPath(path).parent)
+        for _key, rel, _patch in _file_refs(data):
+            if "://" in rel or rel.lower().startswith(_REMOTE_PREFIXES) or (is_remote(rel) and paths.normalise(f"{base}/{rel}") not in files):
+                return Check("kustomize build", False, f"{path} refers to the remote {rel!r}; templates must be local")
+            paths.ref_path(base, rel, path)
     tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
     try:
         for path, text in files.items():

@@ -6,6 +6,8 @@ corpus in test_hostile_cli.py runs the same kinds of input through the real CLI 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,27 @@ def test_kustomize_reference_climbing_out_of_the_repo_is_refused(tmp_path: Path)
     repo = hostile_repo(tmp_path / "r", {"overlays/staging/kustomization.yaml": evil})
     message = refused(planner(repo).plan, Scale("frontend", "staging", 3))
     assert "points outside the repository" in message and "overlays/staging/kustomization.yaml" in message
+
+
+@pytest.mark.parametrize("where", ["outside the repository", "remote"])
+def test_a_repo_templates_kustomization_cannot_reach_outside(tmp_path: Path, where: str) -> None:
+    """The rendered template is built in a temp dir: `../../../<path from the temp root>` climbs out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kustomization.yaml").write_text(KUSTOMIZATION + "resources: [cm.yaml]\n")
+    (outside / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: stolen}\ndata: {k: v}\n")
+    climb = "../../../" + os.path.relpath(outside, tempfile.gettempdir())
+    ref = climb if where != "remote" else "https://example.com/acme/x.yaml"
+    repo = hostile_repo(
+        tmp_path / "r",
+        {
+            "templates/clusters/evil/kustomization.yaml": KUSTOMIZATION + f"resources:\n- {ref}\n- ns.yaml\n",
+            "templates/clusters/evil/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${CLUSTER_NAME}\n",
+        },
+        base="cluster-templates",
+    )
+    message = refused(planner(repo).plan, CreateCluster("c1", "evil", ()))
+    assert ref in message and where in message
 
 
 def test_create_cluster_does_not_write_through_a_symlinked_dir(tmp_path: Path) -> None:
