@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "opsbot" / "samples" / "fleet"
 STAGING = (FLEET / "overlays/staging/kustomization.yaml").read_text()
 FRONTEND = (FLEET / "apps/frontend/kustomization.yaml").read_text()
+EVIL_DEPLOYMENT = (
+    'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: "ev\\e[31mil"\n'
+    "spec:\n  template:\n    spec:\n      containers: [{name: a, image: x}]\n"
+)
 MEMORY_LIMIT = 1 << 30
 CPU_SECONDS = 30
 
@@ -135,6 +139,9 @@ CASES = [
     Case("confusable-app", ["plan", "scale frontеnd 3 in staging"], expect=("not a valid app name",)),
     Case("control-char-env-folder", ["plan", "scale frontend 3 in prod"], expect=("Unknown environment",),
          files={"overlays/\x1b[31mevil/kustomization.yaml": STAGING}),
+    Case("escape-in-app-name", ["check"], refused=False, expect=("ev\\x1b[31mil",),
+         files={"apps/frontend/evil.yaml": EVIL_DEPLOYMENT,
+                "apps/frontend/kustomization.yaml": FRONTEND.replace("resources:\n", "resources:\n- evil.yaml\n")}),
     Case("control-char-command", ["plan", "scale frontend\x1b[2J 3 in staging"], expect=("control characters",)),
     # 7. config errors reach the user; issue 11 item 2: nothing discovered
     Case("unknown-config-key", ["run", SCALE], expect=("aprovals",),
