@@ -287,7 +287,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+#: C0 and C1 control characters (but tab, newline and carriage return) and DEL, shown as `\x1b`.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127, *range(0x80, 0xA0)) if c not in (9, 10, 13)}
+
+
+class _Printable:
+    """A stream that shows control characters instead of passing them to the terminal.
+
+    Why: app names, env folders and messages can come from repo content, and an ESC sequence in a
+    Deployment's name must not recolour, clear or retitle the operator's terminal."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return int(self._stream.write(text.translate(_CONTROL)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Printable(out), _Printable(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="opsbot", description="Chat commands become minimal, validated GitOps PRs."
     )

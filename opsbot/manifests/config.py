@@ -17,6 +17,7 @@ import yaml
 from opsbot.errors import ConfigError
 from opsbot.manifests import paths, safeyaml
 from opsbot.manifests.gitrepo import Snapshot, join
+from opsbot.manifests.paths import is_name
 from opsbot.policy.model import Gate, Window
 from opsbot.policy.rules import parse_gate, parse_window
 
@@ -241,6 +242,11 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         envs_raw = {}
     for name, spec in envs_raw.items():
         where = f"{CONFIG_FILE}: environments.{_text(name, f'{CONFIG_FILE}: environments')}"
+        if not is_name(str(name)):
+            raise ConfigError(
+                f"{CONFIG_FILE}: environments: {str(name)!r} is not an environment name "
+                '(letters, digits, "_", "." and "-")'
+            )
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping with path or branch")
         bad = set(spec) - _ENV_KEYS
@@ -258,10 +264,10 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
         )
         approvals = spec.get("approvals", 0)
-        if not isinstance(approvals, int) or approvals < 0:
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 0:
             raise ConfigError(f"{where}.approvals: expected a whole number >= 0")
         max_rep = spec.get("max_replicas")
-        if max_rep is not None and (not isinstance(max_rep, int) or max_rep < 1):
+        if max_rep is not None and (isinstance(max_rep, bool) or not isinstance(max_rep, int) or max_rep < 1):
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
         windows_raw = spec.get("windows") or []
         gates_raw = spec.get("gates") or []
@@ -282,7 +288,7 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             promote_from=_text(spec["promote_from"], f"{where}.promote_from") if spec.get("promote_from") else None,
             approvals=approvals,
             agent=_agent(spec.get("agent"), where),
-            protected=bool(spec.get("protected", False)),
+            protected=_flag(spec.get("protected", False), f"{where}.protected"),
             max_replicas=max_rep,
             charts=_charts(spec.get("charts"), where),
         )
@@ -335,6 +341,13 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         from_file=True,
         kustomize_allow_remote=_allow_remote(raw.get("kustomize")),
     )
+
+
+def _flag(raw: Any, where: str) -> bool:
+    """`protected: "no"` must not read as true: only YAML booleans are flags."""
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{where}: expected true or false")
+    return raw
 
 
 def _allow_remote(raw: Any) -> bool:

@@ -32,6 +32,7 @@ from opsbot.manifests.config import (
     is_kustomize_dir,
 )
 from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.manifests.paths import escapes, is_name, normalise
 from opsbot.manifests.yamledit import load_all
 
 #: Rules that read GitOps objects; the rest are folder conventions.
@@ -76,6 +77,10 @@ class Found:
     chart_dirs: list[str] = field(default_factory=list)
 
     def add(self, env: str, rule: str, path: str) -> None:
+        # A folder named with control characters is not an env anyone types, and a path a repo object
+        # names outside the repo is no env root (paths.py: nothing leaves the repo).
+        if not is_name(env) or escapes(normalise(path)):
+            return
         paths = self.rules.setdefault(env, {}).setdefault(rule, [])
         if path not in paths:
             paths.append(path)

@@ -57,11 +57,12 @@ class BlobReader:
             )
         return self._proc
 
-    def read_many(self, shas: Sequence[str]) -> list[bytes]:
+    def read_many(self, shas: Sequence[str], limit: int | None = None) -> list[bytes | int]:
+        """Blob contents in order; a blob above `limit` bytes is skipped unread and given as its size."""
         with self._lock:
             proc = self._start()
             assert proc.stdin is not None and proc.stdout is not None
-            out: list[bytes] = []
+            out: list[bytes | int] = []
             # Write in chunks so neither pipe fills while the other waits.
             for start in range(0, len(shas), 256):
                 chunk = shas[start : start + 256]
@@ -72,6 +73,12 @@ class BlobReader:
                     if len(header) < 3 or header[1] == b"missing":
                         raise GitError(f"object {sha} missing")
                     size = int(header[2])
+                    if limit is not None and size > limit:
+                        left = size + 1  # never hold an oversized blob in memory: drain it
+                        while left > 0:
+                            left -= len(proc.stdout.read(min(left, 1 << 20)) or b"x" * left)
+                        out.append(size)
+                        continue
                     data = proc.stdout.read(size)
                     proc.stdout.read(1)  # trailing newline
                     out.append(data)
@@ -154,6 +161,7 @@ class Snapshot:
     #: Symlinks in the tree: never read as files, and no write may go through one (see paths.py).
     links: frozenset[str] = field(default_factory=frozenset)
     _texts: dict[str, str] = field(default_factory=dict)
+    _oversize: dict[str, int] = field(default_factory=dict)  # path -> size, never read
     _dirs: set[str] | None = None
 
     def exists(self, path: str) -> bool:
@@ -173,10 +181,14 @@ class Snapshot:
         return norm(path) in self._dirs
 
     def read(self, path: str) -> str:
+        """The file's text; UnsafeYAML (a refusal naming the file) above safeyaml.MAX_FILE_BYTES."""
         if path not in self._texts:
             if path not in self.blobs:
                 raise KeyError(path)
-            self.prefetch([path])
+            if path not in self._oversize:
+                self.prefetch([path])
+            if path in self._oversize:
+                safeyaml.refuse_size(path, self._oversize[path], safeyaml.MAX_FILE_BYTES)
         return self._texts[path]
 
     def docs(self, path: str) -> list[Any]:
@@ -193,12 +205,15 @@ class Snapshot:
         return docs
 
     def prefetch(self, paths: Iterable[str]) -> None:
-        wanted = [p for p in paths if p not in self._texts and p in self.blobs]
+        wanted = [p for p in paths if p not in self._texts and p not in self._oversize and p in self.blobs]
         if not wanted:
             return
-        datas = self.reader.read_many([self.blobs[p] for p in wanted])
+        datas = self.reader.read_many([self.blobs[p] for p in wanted], safeyaml.MAX_FILE_BYTES)
         for p, d in zip(wanted, datas, strict=True):
-            self._texts[p] = d.decode("utf-8", errors="replace")
+            if isinstance(d, int):
+                self._oversize[p] = d
+            else:
+                self._texts[p] = d.decode("utf-8", errors="replace")
 
     def files_under(self, directory: str) -> list[str]:
         d = norm(directory)

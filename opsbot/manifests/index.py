@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import CommandError
+from opsbot.manifests import paths
 from opsbot.manifests.codec import CodecError, decode, encode
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
@@ -92,8 +93,8 @@ class Target:
         merged: dict[str, Any] = {}
         for _, values in self.values_from():
             merged = _deep_merge(merged, values)
-        values = ((release or self.rendered).get("spec") or {}).get("values")
-        return _deep_merge(merged, values if isinstance(values, dict) else {})
+        own = ((release or self.rendered).get("spec") or {}).get("values")
+        return _deep_merge(merged, own if isinstance(own, dict) else {})
 
     def values_from_setting(self, dotted: str) -> str | None:
         """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""
@@ -241,6 +242,7 @@ class Index:
             return self._renders[key]
 
     def root_kind(self, snap: Snapshot, root: str) -> str:
+        paths.check_no_links(root, snap.links)
         if root.endswith((".yaml", ".yml")) and snap.exists(root):
             return "helm"
         if is_kustomize_dir(snap, root):

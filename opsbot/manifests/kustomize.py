@@ -9,6 +9,7 @@ so a 20,000-file fleet costs the same as a small repo.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -218,6 +219,7 @@ def _file_refs(d: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 #: Hosts kustomize fetches from without a scheme (its repospec rules), and the URL forms it knows.
 _REMOTE_PREFIXES = ("github.com/", "gitlab.com/", "bitbucket.org/", "git@", "git::", "gh:", "ssh:", "https:", "http:", "file:")
+_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(:[0-9]+)?")
 _REMOTE_QUERY = ("?ref=", "?version=", "?timeout=", "?submodules=")
 
 
@@ -226,9 +228,8 @@ def is_remote(ref: str) -> bool:
     r = ref.strip()
     if "://" in r or r.lower().startswith(_REMOTE_PREFIXES) or any(q in r for q in _REMOTE_QUERY):
         return True
-    head = r.split("/", 1)[0]
     # `example.com/org/repo//sub`: a host name first, as kustomize's remote specs read it.
-    return "/" in r and "." in head.strip(".") and head not in (".", "..") and not head.startswith(".")
+    return "/" in r and bool(_HOST.fullmatch(r.split("/", 1)[0]))
 
 
 def remote_refs(graph: Graph, root: str) -> list[tuple[str, str]]:
@@ -373,7 +374,20 @@ def build(
 
 
 def build_files(files: Mapping[str, str], root: str) -> Check:
-    """Build a kustomize dir made only of new files (a rendered cluster template)."""
+    """Build a kustomize dir made only of new files (a rendered cluster template).
+
+    The template comes from the repo, so its kustomizations get the same checks as the graph's: no
+    reference leaves the repo (PathRefused), and a remote one fails the check."""
+    for path, text in files.items():
+        if PurePosixPath(path).name not in KUSTOMIZATION_FILES:
+            continue
+        docs = load_all(text, path)
+        data = docs[0] if docs and isinstance(docs[0], dict) else {}
+        base = str(PurePosixPath(path).parent)
+        for _key, rel, _patch in _file_refs(data):
+            if "://" in rel or rel.lower().startswith(_REMOTE_PREFIXES) or (is_remote(rel) and paths.normalise(f"{base}/{rel}") not in files):
+                return Check("kustomize build", False, f"{path} refers to the remote {rel!r}; templates must be local")
+            paths.ref_path(base, rel, path)
     tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
     try:
         for path, text in files.items():

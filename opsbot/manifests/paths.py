@@ -96,6 +96,11 @@ def segment(raw: Any, what: str) -> str:
     return raw
 
 
+def is_name(raw: str) -> bool:
+    """A name people type and opsbot prints (an env): ASCII, no spaces or control characters."""
+    return bool(_SEGMENT.fullmatch(raw))
+
+
 def fill_name(pattern: str, name: str, where: str) -> str:
     """`clusters/{name}` with a checked name put in; plain replacement, never `str.format`."""
     return repo_path(pattern.replace("{name}", segment(name, "cluster")), where)

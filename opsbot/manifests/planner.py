@@ -42,7 +42,7 @@ from opsbot.manifests.index import (
     primary_container,
 )
 from opsbot.manifests.kustomize import build_files
-from opsbot.manifests.templating import check_value, prove, substitute
+from opsbot.manifests.templating import check_object_names, check_value, prove, substitute
 from opsbot.manifests.validate import check_objects, check_schema, check_yaml
 from opsbot.manifests.yamledit import load_all
 
@@ -622,6 +622,7 @@ class Planner:
             if isinstance(d, dict)
         ]
         checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(snap)))
+        checks.append(check_object_names(objs))
         failed = [c for c in checks if not c.ok]
         if failed:
             raise ValidationFailed(

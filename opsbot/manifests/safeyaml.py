@@ -9,7 +9,7 @@ skip the event pass (libyaml already refuses flow nesting deeper than 1000).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -37,10 +37,14 @@ class UnsafeYAML(ConfigError):
 def check_size(text: str, where: str, limit: int = MAX_FILE_BYTES) -> None:
     size = len(text.encode("utf-8", errors="replace")) if len(text) * 4 > limit else len(text)
     if size > limit:
-        raise UnsafeYAML(
-            f"{where} is {size:,} bytes; opsbot parses files of at most {limit:,} bytes. "
-            "Split it, or keep it out of the paths opsbot reads."
-        )
+        refuse_size(where, size, limit)
+
+
+def refuse_size(where: str, size: int, limit: int) -> NoReturn:
+    raise UnsafeYAML(
+        f"{where} is {size:,} bytes; opsbot reads files of at most {limit:,} bytes. "
+        "Split it, or keep it out of the paths opsbot reads."
+    )
 
 
 def check_aliases(text: str, where: str, *, allow: bool = True, limit: int = MAX_ALIAS_NODES) -> None:

@@ -18,10 +18,15 @@ from typing import Any
 
 import yaml
 
+from opsbot.core.model import Check
 from opsbot.errors import CommandError
 from opsbot.manifests.safeyaml import load_all
 from opsbot.manifests.yamledit import render_scalar
 
+#: What the API server accepts (apimachinery validation): namespaces are DNS-1123 labels, most names
+#: DNS-1123 subdomains. The OpenAPI schemas do not say so, so the schema check alone passes `a"b`.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
 #: YAML indicators that make a value something other than a plain word: flow collections, block
 #: scalars, tags, anchors, aliases, directives, reserved characters.
@@ -200,3 +205,18 @@ def _yaml_type(value: str) -> str:
     if isinstance(v, (dict, list)):
         return "a structure"
     return "text"
+
+
+def check_object_names(objects: list[dict[str, Any]]) -> Check:
+    """Names and namespaces of rendered template objects, checked as the API server checks them."""
+    for obj in objects:
+        raw_meta = obj.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        what = f"{obj.get('kind', 'object')} {meta.get('name', '?')}"
+        ns = meta.get("namespace")
+        if ns is not None and not (isinstance(ns, str) and _DNS1123_LABEL.fullmatch(ns)):
+            return Check("names", False, f"{what}: namespace {ns!r} is not a DNS-1123 label")
+        name = meta.get("name")
+        if name is not None and not (isinstance(name, str) and _DNS1123_SUBDOMAIN.fullmatch(name)):
+            return Check("names", False, f"{what}: name {name!r} is not a DNS-1123 subdomain")
+    return Check("names", True, f"{len(objects)} object(s)")

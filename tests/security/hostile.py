@@ -20,6 +20,9 @@ BOMB = "\n".join(
     + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
 )
 
+#: The bomb where `.opsbot.yaml` reads a value and calls `str()` on it (`helm.tag`), as in issue 9.
+CONFIG_BOMB = "helm:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines()) + "  tag: *a8\n"
+
 
 def git_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

@@ -25,12 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.hostile import BOMB, hostile_repo, listing, repo_state
+from tests.security.hostile import BOMB, CONFIG_BOMB, hostile_repo, listing, repo_state
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "opsbot" / "samples" / "fleet"
 STAGING = (FLEET / "overlays/staging/kustomization.yaml").read_text()
 FRONTEND = (FLEET / "apps/frontend/kustomization.yaml").read_text()
+EVIL_DEPLOYMENT = (
+    'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: "ev\\e[31mil"\n'
+    "spec:\n  template:\n    spec:\n      containers: [{name: a, image: x}]\n"
+)
 MEMORY_LIMIT = 1 << 30
 CPU_SECONDS = 30
 
@@ -84,16 +88,20 @@ CASES = [
     Case("template-name-dot", ["run", "create cluster c1 from ."], expect=("not a template name",)),
     Case("kustomize-ref-absolute", ["plan", SCALE], expect=("overlays/staging/kustomization.yaml", "absolute"),
          files={"overlays/staging/kustomization.yaml": _staging_with("/etc")}),
+    Case("generator-reads-proc", ["plan", SCALE], expect=("/proc/self/environ", "absolute"),
+         files={"overlays/staging/kustomization.yaml": STAGING + "configMapGenerator:\n- name: e\n  envs: [/proc/self/environ]\n"}),
     Case("kustomize-ref-climbs-out", ["check"], expect=("points outside the repository",),
          files={"overlays/staging/kustomization.yaml": _staging_with("../../../../../../../../tmp")}),
     Case("symlinked-clusters-dir", ["run", "create cluster c1"], expect=("clusters is a symbolic link",),
          links={"clusters": "{outside}"}, base="cluster-templates", remove=("clusters",)),
+    Case("symlinked-env-dir", ["plan", SCALE], expect=("evil is a symbolic link",),
+         links={"evil": "{outside}"}, files=_cfg("environments:\n  staging: {path: evil}\n")),
     Case("symlink-manifest-out", ["plan", SCALE], refused=False, expect=("replicas 2 → 3",),
          links={"apps/frontend/stolen.yaml": "{home}/.gitconfig"}),
     Case("init-through-symlink", ["init", "--force"], expect=("symbolic link",), after=_link_config_to_home),
     # 3. alias bombs, sizes, NUL and control characters in repo files
     Case("alias-bomb-config", ["plan", "status"], expect=(".opsbot.yaml", "alias"),
-         files=_cfg(BOMB + "\nenvironments:\n  staging: {path: *a8}\n")),
+         files=_cfg(CONFIG_BOMB)),
     Case("alias-bomb-flux-plan", ["plan", SCALE], expect=("clusters/staging/bomb.yaml", "alias"),
          files={"clusters/staging/bomb.yaml": BOMB + "\n"}),
     Case("alias-bomb-flux-init", ["init"], expect=("clusters/staging/bomb.yaml", "alias"),
@@ -120,13 +128,20 @@ CASES = [
          base="cluster-templates"),
     Case("template-alias", ["run", "create cluster c1 kubernetes_version=*x"], expect=("kubernetes_version=",),
          base="cluster-templates"),
-    Case("template-quote", ["plan", 'create cluster c1 namespace=a"b'], refused=False, expect=("Create cluster c1",),
+    Case("template-quote", ["plan", 'create cluster c1 namespace=a"b'], expect=("namespace 'a\"b'", "DNS-1123"),
          base="cluster-templates"),
+    Case("template-plain-value", ["plan", "create cluster c1 namespace=team-a"], refused=False,
+         expect=("Create cluster c1", "✅ names"), base="cluster-templates"),
     Case("superscript-digit", ["plan", "scale frontend ² in staging"], expect=("whole number",)),
     Case("superscript-range", ["run", "scale frontend ³-5 in staging"], expect=("whole number",)),
     Case("circled-digit", ["plan", "scale frontend ① in staging"], expect=("whole number",)),
     Case("fullwidth-digit", ["plan", "scale frontend ３ in staging"], expect=("whole number",)),
     Case("confusable-app", ["plan", "scale frontеnd 3 in staging"], expect=("not a valid app name",)),
+    Case("control-char-env-folder", ["plan", "scale frontend 3 in prod"], expect=("Unknown environment",),
+         files={"overlays/\x1b[31mevil/kustomization.yaml": STAGING}),
+    Case("escape-in-app-name", ["check"], refused=False, expect=("ev\\x1b[31mil",),
+         files={"apps/frontend/evil.yaml": EVIL_DEPLOYMENT,
+                "apps/frontend/kustomization.yaml": FRONTEND.replace("resources:\n", "resources:\n- evil.yaml\n")}),
     Case("control-char-command", ["plan", "scale frontend\x1b[2J 3 in staging"], expect=("control characters",)),
     # 7. config errors reach the user; issue 11 item 2: nothing discovered
     Case("unknown-config-key", ["run", SCALE], expect=("aprovals",),
@@ -166,7 +181,7 @@ def _run_case(case: Case, base_dir: Path) -> Outcome:
         "GIT_CONFIG_NOSYSTEM": "1",
         "PYTHONPATH": str(ROOT),  # the child runs this checkout's opsbot, whatever is installed
     }
-    argv = case.argv[:1] + ["--repo", str(repo)] + case.argv[1:]
+    argv = [*case.argv[:1], "--repo", str(repo), *case.argv[1:]]
     proc = subprocess.run(
         [sys.executable, "-m", "opsbot", *argv],
         cwd=parent,
@@ -194,6 +209,7 @@ def test_hostile_case(case: Case, outcomes: dict[str, Outcome]) -> None:
     o = outcomes[case.id]
     both = o.out + o.err
     assert "Traceback" not in both and "Something went wrong" not in both, both
+    assert "\x1b" not in both, "a terminal escape from the repo reached the output"
     for want in case.expect:
         assert want in both, f"{want!r} not in: {both}"
     if case.refused:
