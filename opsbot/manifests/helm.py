@@ -47,6 +47,13 @@ class HelmError(Exception):
         self.message = message
 
 
+class ChartMissing(HelmError):
+    """The chart source answered, and it has no such chart or version: a wrong change, not a skipped proof."""
+
+
+_NOT_FOUND = re.compile(r'^chart "[^"]+" version "[^"]+" not found in \S+ repository$')
+
+
 @dataclass(frozen=True)
 class Rendered:
     """What a chart renders: the objects, in template order, and the chart's default values."""
@@ -154,9 +161,14 @@ def cached_or_pulled(ref: ChartRef, cache_dir: Path | None, *, fetch: bool) -> b
     if not ref.url.startswith(("https://", "http://", "oci://")):
         raise HelmError(f"{ref.url} is not an http(s):// or oci:// chart source")
     with tempfile.TemporaryDirectory(prefix="opsbot-pull-") as tmp:
-        out = _run_worker(
-            {"op": "pull", "name": ref.name, "version": ref.version, "url": ref.url, "dest": tmp}, PULL_TIMEOUT
-        )
+        try:
+            out = _run_worker(
+                {"op": "pull", "name": ref.name, "version": ref.version, "url": ref.url, "dest": tmp}, PULL_TIMEOUT
+            )
+        except HelmError as exc:
+            if _NOT_FOUND.match(exc.message):
+                raise ChartMissing(exc.message) from None
+            raise
         got = Path(out["path"])
         if got.parent != Path(tmp) or not got.is_file():
             raise HelmError(f"pulling {ref.name} {ref.version} produced no archive")

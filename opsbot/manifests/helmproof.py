@@ -19,7 +19,14 @@ from typing import Any
 
 from opsbot.core.model import Check
 from opsbot.manifests.gitrepo import Snapshot, norm
-from opsbot.manifests.helm import ChartRef, HelmError, cached_or_pulled, chart_archive, render_many
+from opsbot.manifests.helm import (
+    ChartMissing,
+    ChartRef,
+    HelmError,
+    cached_or_pulled,
+    chart_archive,
+    render_many,
+)
 from opsbot.manifests.images import parse_image
 
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "Rollout")
@@ -39,6 +46,7 @@ class ChartSource:
     where: str  # for people: "charts/podinfo" or "podinfo 6.5.0 from https://…"
     archive: bytes | None = None
     skipped: str | None = None
+    missing: str | None = None  # the source answered that it has no such chart/version
 
 
 def in_repo(snap: Snapshot, chart_dir: str) -> ChartSource:
@@ -121,6 +129,8 @@ def _remote(ref: ChartRef, cache_dir: Path | None, fetch: bool) -> ChartSource:
         return ChartSource(where, skipped=f"{ref.name} has no pinned version to fetch")
     try:
         return ChartSource(where, cached_or_pulled(ref, cache_dir, fetch=fetch))
+    except ChartMissing as exc:
+        return ChartSource(where, missing=exc.message)
     except HelmError as exc:
         return ChartSource(where, skipped=exc.message)
 
@@ -136,6 +146,8 @@ def _find(objects: list[dict[str, Any]], kind: str, name: str, ns: str) -> dict[
 
 
 def skipped(src: ChartSource) -> Check:
+    if src.missing:
+        return Check(CHECK, False, f"{src.where}: {src.missing}")
     return Check(CHECK, True, f"skipped: {src.skipped}", skipped=True)
 
 

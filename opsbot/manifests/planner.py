@@ -233,11 +233,18 @@ class Planner:
             return Check(helmproof.CHECK, True, "skipped: the edited HelmRelease could not be read back", skipped=True), []
         if field == "chart version":
             src = self._chart(t, hr_after, version=str(value))
-            return helmproof.render_check(src, self._env_values(t, hr_after), release=t.name, namespace=t.env.name)
-        return helmproof.verify(
-            self._chart(t), self._env_values(t), self._env_values(t, hr_after), field, value,
-            release=t.name, namespace=t.env.name,
-        )
+            check, objs = helmproof.render_check(
+                src, self._env_values(t, hr_after), release=t.name, namespace=t.env.name
+            )
+        else:
+            check, objs = helmproof.verify(
+                self._chart(t), self._env_values(t), self._env_values(t, hr_after), field, value,
+                release=t.name, namespace=t.env.name,
+            )
+        if check.ok and not check.skipped and (hr_after.get("spec") or {}).get("valuesFrom"):
+            # values from ConfigMaps/Secrets live in the cluster: say the proof was made without them
+            check = Check(check.name, True, check.detail + " (rendered without its valuesFrom)")
+        return check, objs
 
     def _helmrelease_after(
         self, es: E.EditSet, t: Target, rendered: list[dict[str, Any]] | None

@@ -263,6 +263,11 @@ def test_charts_from_a_helm_repository_are_pulled_into_the_cache_and_rendered(tm
         assert proof.ok and proof.detail == f"webapp 1.3.0 from {charts.url}: renders 1 object(s) with these values"
         assert _check(upgrade, "schema (HelmRelease").ok
 
+        # the repository answers that it has no such version: a wrong change, not a skipped proof
+        with pytest.raises(ValidationFailed) as err:
+            _plan(repo, "deploy webapp 9.9.9 to production", fetch_charts=True, chart_cache=cache)
+        assert f'helm render: webapp 9.9.9 from {charts.url}: chart "webapp" version "9.9.9" not found in' in str(err.value)
+
     # the server is gone and fetching is off: the cached chart still proves the change
     change = _plan(repo, "scale webapp 4 in production", fetch_charts=False, chart_cache=cache)
     assert _check(change, "helm render").detail.endswith("only the replicas of Deployment webapp changed")
