@@ -119,6 +119,29 @@ def test_chartref_version_is_edited_in_the_ocirepository(tmp_path: Path) -> None
     assert (change.fields[0].old, change.fields[0].new) == ("66.2.1", "70.0.0")
 
 
+def test_chartref_to_a_helmchart_edits_its_spec_version(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(fixture_path("flux-chartref"), src)
+    base = src / "apps/base/monitoring"
+    (base / "release.yaml").write_text(
+        (base / "release.yaml").read_text().replace(
+            "    kind: OCIRepository\n    name: kube-prometheus-stack", "    kind: HelmChart\n    name: kps", 1
+        )
+    )
+    (base / "repository.yaml").write_text(
+        (base / "repository.yaml").read_text()
+        + "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata:\n  name: kps\n"
+        "  namespace: monitoring\nspec:\n  interval: 24h\n  chart: kube-prometheus-stack\n  version: 66.2.1\n"
+        "  sourceRef:\n    kind: HelmRepository\n    name: prometheus-community\n"
+    )
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    change = plan(repo, "deploy kube-prometheus-stack 70.0.0 to staging")
+    patch = next(e for e in change.edits if e.path == "apps/staging/kps-helmchart.yaml")
+    assert "kind: HelmChart" in patch.after and "version: 70.0.0" in patch.after
+    assert (change.fields[0].old, change.fields[0].new) == ("66.2.1", "70.0.0")
+    assert _check(change, "schema (HelmChart").ok
+
+
 def test_chartref_source_serving_other_releases_is_refused(tmp_path: Path) -> None:
     repo = GitRepo(str(make_repo("flux-chartref", tmp_path / "r")))
     with pytest.raises(CommandError, match="OCIRepository shared-charts serves blackbox-exporter as well as node-exporter"):
