@@ -98,6 +98,16 @@ def test_a_pinned_replica_key_is_used(tmp_path: Path) -> None:
     assert _check(change, "helm render").detail == "charts/loki: only the replicas of Deployment loki-read changed"
 
 
+def test_without_a_chart_to_render_an_unguessable_replica_key_is_refused(tmp_path: Path) -> None:
+    """kube-prometheus-stack follows 66.x (no one chart to fetch) and its values name no replica key."""
+    repo = GitRepo(str(make_repo("flux-chartref", tmp_path / "r")))
+    with pytest.raises(CommandError) as err:
+        plan(repo, "scale kube-prometheus-stack 2 in staging")
+    msg = str(err.value)
+    assert 'the chart could not be rendered (chart version "66.x" is a range' in msg
+    assert "`apps: {kube-prometheus-stack: {helm: {replicas: KEY}}}`" in msg
+
+
 def test_a_values_key_the_chart_never_reads_fails_the_gate(tmp_path: Path) -> None:
     """loki's tag key is loki.image.tag: writing the default image.tag would change nothing."""
     repo = GitRepo(str(make_repo("helm-replica-keys", tmp_path / "r")))
