@@ -47,6 +47,10 @@ class HelmError(Exception):
         self.message = message
 
 
+class EngineUnavailable(HelmError):
+    """Helm's engine cannot run here at all: every render proof is skipped, none is failed."""
+
+
 class ChartMissing(HelmError):
     """The chart source answered, and it has no such chart or version: a wrong change, not a skipped proof."""
 
@@ -216,6 +220,8 @@ def _run_worker(request: dict[str, Any], timeout: float) -> dict[str, Any]:
         answer = json.loads(proc.stdout.decode() or "{}")
     except ValueError:
         answer = {}
+    if answer.get("unavailable"):
+        raise EngineUnavailable(_one_line(str(answer.get("error"))))
     if not answer.get("ok"):
         err = answer.get("error") or proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
             f"the Helm worker exited with {proc.returncode}"

@@ -17,8 +17,11 @@ MEMORY_LIMIT = 3 * 1024**3
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
-    from helm_python.chart import Chart
-    from helm_python.registry import pull
+    try:
+        from helm_python.chart import Chart
+        from helm_python.registry import pull
+    except ImportError as exc:  # e.g. no wheel of the engine for this platform
+        return {"ok": False, "unavailable": True, "error": f"Helm's engine (helm-python-sdk) is not installed: {exc}"}
 
     op = request.get("op")
     if op in ("render", "values"):

@@ -22,6 +22,7 @@ from opsbot.manifests.gitrepo import Snapshot, norm
 from opsbot.manifests.helm import (
     ChartMissing,
     ChartRef,
+    EngineUnavailable,
     HelmError,
     cached_or_pulled,
     chart_archive,
@@ -166,6 +167,8 @@ def verify(
         return skipped(src), []
     try:
         old, new = render_many(src.archive, [before, after], release=release, namespace=namespace)
+    except EngineUnavailable as exc:
+        return Check(CHECK, True, f"skipped: {exc.message}", skipped=True), []
     except HelmError as exc:
         return Check(CHECK, False, f"{src.where}: {exc.message}"), []
     return compare(src.where, old.objects, new.objects, field, value)
@@ -179,6 +182,8 @@ def render_check(
         return skipped(src), []
     try:
         (out,) = render_many(src.archive, [values], release=release, namespace=namespace)
+    except EngineUnavailable as exc:
+        return Check(CHECK, True, f"skipped: {exc.message}", skipped=True), []
     except HelmError as exc:
         return Check(CHECK, False, f"{src.where}: {exc.message}"), []
     return Check(CHECK, True, f"{src.where}: renders {len(out.objects)} object(s) with these values"), out.objects

@@ -347,3 +347,23 @@ def test_workloads_without_a_chart_get_no_helm_check(tmp_path: Path) -> None:
     change = plan(repo, "scale frontend 5 in production")
     assert [c.name for c in change.checks] == ["YAML", "kustomize build", "schema (k8s 1.37)"]
     assert not any(c.skipped for c in change.checks)
+
+
+def test_without_helms_engine_the_proof_is_skipped_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform without the helm-python-sdk wheel: the worker says so, and the check is ⚠️ skipped."""
+    import sys
+
+    from opsbot.manifests import helm_worker
+
+    monkeypatch.setitem(sys.modules, "helm_python.chart", None)  # makes the import fail as if absent
+    answer = helm_worker.handle({"op": "render"})
+    assert answer["unavailable"] and answer["error"].startswith("Helm's engine (helm-python-sdk) is not installed")
+    fake = tmp_path / "worker.py"
+    fake.write_text(f"import json, sys\nsys.stdout.write(json.dumps({answer!r}))\n")
+    monkeypatch.setattr(helm, "WORKER", fake)
+    repo = GitRepo(str(make_repo("helm-values", tmp_path / "r", history=False)))
+    change = plan(repo, "deploy podinfo 6.5.2 to dev")
+    proof = _check(change, "helm render")
+    assert proof.ok and proof.skipped and proof.detail.startswith("skipped: Helm's engine (helm-python-sdk) is not installed")
