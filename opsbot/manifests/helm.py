@@ -64,6 +64,8 @@ class Rendered:
 
     objects: list[dict[str, Any]]
     defaults: dict[str, Any]
+    #: subcharts Chart.yaml declares but charts/ lacks (not vendored): the render is without them
+    missing_deps: tuple[str, ...] = ()
 
 
 def chart_archive(snap: Snapshot, chart_dir: str) -> bytes:
@@ -118,7 +120,7 @@ def render_many(
             except yaml.YAMLError as exc:
                 raise HelmError(f"{path} renders invalid YAML: {getattr(exc, 'problem', exc)}") from None
             objects.extend(d for d in docs if isinstance(d, dict))
-        results.append(Rendered(objects, out.get("values") or {}))
+        results.append(Rendered(objects, out.get("values") or {}, tuple(out.get("missing_deps") or ())))
     return results
 
 

@@ -32,7 +32,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
                 chart.render(values, name=request["release"], namespace=request["namespace"])
                 for values in request["values_list"]
             ]
-            return {"ok": True, "manifests_list": out, "values": chart.values}
+            declared = {str(d.get("name")) for d in chart.metadata.get("dependencies") or [] if isinstance(d, dict)}
+            loaded = {str(d.get("name")) for d in chart.dependencies}
+            missing = sorted(declared - loaded)
+            return {"ok": True, "manifests_list": out, "values": chart.values, "missing_deps": missing}
     if op == "pull":
         url, name, dest = request["url"], request["name"], request["dest"]
         if url.startswith("oci://"):

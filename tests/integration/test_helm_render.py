@@ -367,3 +367,33 @@ def test_without_helms_engine_the_proof_is_skipped_not_failed(
     change = plan(repo, "deploy podinfo 6.5.2 to dev")
     proof = _check(change, "helm render")
     assert proof.ok and proof.skipped and proof.detail.startswith("skipped: Helm's engine (helm-python-sdk) is not installed")
+
+
+def test_an_umbrella_chart_without_vendored_subcharts_is_never_judged_on_a_partial_render(tmp_path: Path) -> None:
+    """Chart.lock/charts/ are often not committed: what the missing subchart reads cannot be proven."""
+    src = tmp_path / "src"
+    chart = src / "charts/shop"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n"
+        "  - name: redis\n    version: 18.0.0\n    repository: https://charts.example.invalid\n"
+    )
+    (chart / "values.yaml").write_text("replicaCount: 1\nredis:\n  image:\n    tag: 7.2.4\n")
+    (chart / "templates/deployment.yaml").write_text(WEBAPP_FILES["templates/deployment.yaml"].replace(
+        '"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"', "ghcr.io/acme/shop:1.0.0"
+    ).replace('{{ .Values.image.tag | default .Chart.AppVersion | quote }}', '"1.0.0"'))
+    (chart / "values-staging.yaml").write_text("replicaCount: 1\n")
+    (src / ".opsbot.yaml").write_text(
+        "environments:\n  staging: {path: charts/shop/values-staging.yaml}\n"
+        "apps:\n  shop: {helm: {tag: redis.image.tag}}\n"
+    )
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    change = plan(repo, "scale shop 3 in staging")
+    assert _check(change, "helm render").detail == (
+        "charts/shop: only the replicas of Deployment shop changed (without subcharts redis: not in charts/)"
+    )
+    change = plan(repo, "deploy shop 7.2.5 to staging")  # read by the absent redis subchart
+    proof = _check(change, "helm render")
+    assert proof.skipped and proof.detail == (
+        "skipped: charts/shop depends on redis, which its charts/ folder does not hold, so the render is incomplete"
+    )
