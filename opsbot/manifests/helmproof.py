@@ -125,15 +125,21 @@ def _from_chart_spec(
 
 
 def _remote(ref: ChartRef, cache_dir: Path | None, fetch: bool) -> ChartSource:
-    where = f"{ref.name} {ref.version or '(no version)'} from {ref.url}"
+    shown = redact(ref.url)
+    where = f"{ref.name} {ref.version or '(no version)'} from {shown}"
     if not ref.version:
         return ChartSource(where, skipped=f"{ref.name} has no pinned version to fetch")
     try:
         return ChartSource(where, cached_or_pulled(ref, cache_dir, fetch=fetch))
     except ChartMissing as exc:
-        return ChartSource(where, missing=exc.message)
+        return ChartSource(where, missing=exc.message.replace(ref.url, shown))
     except HelmError as exc:
-        return ChartSource(where, skipped=exc.message)
+        return ChartSource(where, skipped=exc.message.replace(ref.url, shown))
+
+
+def redact(url: str) -> str:
+    """A URL without user:password@ (checks end up in PR bodies and chat)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.I)
 
 
 def _find(objects: list[dict[str, Any]], kind: str, name: str, ns: str) -> dict[str, Any] | None:

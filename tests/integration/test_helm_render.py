@@ -244,7 +244,7 @@ def _plan(repo: GitRepo, command: str, **options: object) -> Change:
 
 
 def test_a_chart_that_cannot_be_had_is_reported_as_skipped_never_as_passed(tmp_path: Path) -> None:
-    repo = _semver_repo(tmp_path, "http://127.0.0.1:9/charts")
+    repo = _semver_repo(tmp_path, "http://bot:s3cret@127.0.0.1:9/charts")  # credentials never shown
     change = _plan(repo, "scale webapp 3 in production", fetch_charts=False)
     proof = _check(change, "helm render")
     assert proof.ok and proof.skipped and proof.mark == "⚠️"
@@ -255,6 +255,7 @@ def test_a_chart_that_cannot_be_had_is_reported_as_skipped_never_as_passed(tmp_p
     assert proof.skipped and proof.mark == "⚠️"
     assert proof.detail.startswith('skipped: looks like "http://127.0.0.1:9/charts" is not a valid chart repository')
     assert "connection refused" in proof.detail
+    assert all("s3cret" not in c.detail and "s3cret" not in c.name for c in change.checks)
 
 
 def test_a_helmrelease_chart_kept_in_the_repo_is_rendered_from_the_repo(tmp_path: Path) -> None:
