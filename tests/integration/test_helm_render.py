@@ -398,3 +398,31 @@ def test_an_umbrella_chart_without_vendored_subcharts_is_never_judged_on_a_parti
     assert proof.skipped and proof.detail == (
         "skipped: charts/shop depends on redis, which its charts/ folder does not hold, so the render is incomplete"
     )
+
+
+@pytest.mark.parametrize("fixture", ["flux-chartref", "helm-replica-keys", "flux-semver-range"])
+def test_every_changing_verb_gives_a_change_or_a_clean_refusal(tmp_path: Path, fixture: str) -> None:
+    """No crash on the new layouts: each verb x app x env plans, or refuses with a CommandError."""
+    from opsbot.manifests.index import Index
+
+    repo = GitRepo(str(make_repo(fixture, tmp_path / "r")))
+    index = Index(repo, "main")
+    outcomes = {"change": 0, "refused": 0}
+    for env in index.config.envs:
+        for app in index.apps_in(index.env(env)):
+            for command in (
+                f"scale {app} 2 in {env}",
+                f"scale {app} 2-4 in {env}",
+                f"deploy {app} 9.1.0 to {env}",
+                f"promote {app} to {env}",
+                f"rollback {app} in {env}",
+            ):
+                try:
+                    change = plan(repo, command)
+                except CommandError as exc:
+                    assert str(exc).strip(), command
+                    outcomes["refused"] += 1
+                else:
+                    assert change.ok and change.edits, command
+                    outcomes["change"] += 1
+    assert outcomes["change"] >= 1 and outcomes["refused"] >= 1
