@@ -55,7 +55,10 @@ class ChartMissing(HelmError):
     """The chart source answered, and it has no such chart or version: a wrong change, not a skipped proof."""
 
 
-_NOT_FOUND = re.compile(r'^chart "[^"]+" version "[^"]+" not found in \S+ repository$')
+_NOT_FOUND = re.compile(
+    r'^chart "[^"]+" version "[^"]+" not found in \S+ repository$'  # index.yaml repository
+    r'|^failed to perform "FetchReference" on source: \S+:\S+: not found$'  # OCI registry answered 404
+)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     if op == "pull":
         url, name, dest = request["url"], request["name"], request["dest"]
         if url.startswith("oci://"):
-            pull(f"{url.rstrip('/')}/{name}", version=request["version"], destination=dest)
+            # like Docker, a registry on this machine's loopback speaks plain HTTP; any other, TLS only
+            host = url[len("oci://") :].split("/", 1)[0].rsplit(":", 1)[0]
+            loopback = host in ("127.0.0.1", "localhost", "[::1]")
+            pull(f"{url.rstrip('/')}/{name}", version=request["version"], destination=dest, plain_http=loopback)
         else:
             pull(name, repo_url=url, version=request["version"], destination=dest)
         tgz = sorted(Path(dest).glob("*.tgz"))

@@ -17,7 +17,7 @@ from opsbot.manifests import helm
 from opsbot.manifests.crds import BUNDLED_DIR, Catalog, check_custom
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
-from tests.doubles.chart_repo import ChartRepo, package, serve
+from tests.doubles.chart_repo import ChartRepo, OciRegistry, package, serve, serve_oci
 from tests.engine import plan
 from tests.repos import fixture_path, make_repo
 
@@ -305,6 +305,25 @@ def test_charts_from_a_helm_repository_are_pulled_into_the_cache_and_rendered(tm
     # the server is gone and fetching is off: the cached chart still proves the change
     change = _plan(repo, "scale webapp 4 in production", fetch_charts=False, chart_cache=cache)
     assert _check(change, "helm render").detail.endswith("only the replicas of Deployment webapp changed")
+
+
+def test_chartref_charts_are_pulled_from_an_oci_registry(tmp_path: Path) -> None:
+    registry = OciRegistry()
+    for version in ("66.2.1", "70.0.0"):
+        registry.add("charts", "kube-prometheus-stack", version, WEBAPP_FILES)
+    with serve_oci(registry):
+        src = tmp_path / "src"
+        shutil.copytree(fixture_path("flux-chartref"), src)
+        repo_file = src / "apps/base/monitoring/repository.yaml"
+        repo_file.write_text(repo_file.read_text().replace("ghcr.io/prometheus-community", registry.host))
+        repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+        url = f"oci://{registry.host}/charts"
+        change = _plan(repo, "deploy kube-prometheus-stack 70.0.0 to production", fetch_charts=True, chart_cache=tmp_path / "c")
+        proof = _check(change, "helm render")
+        assert proof.ok and proof.detail == f"kube-prometheus-stack 70.0.0 from {url}: renders 1 object(s) with these values"
+        assert "GET /v2/charts/kube-prometheus-stack/manifests/70.0.0" in registry.requests
+        with pytest.raises(ValidationFailed, match=re.escape("kube-prometheus-stack:71.0.0: not found")):
+            _plan(repo, "deploy kube-prometheus-stack 71.0.0 to production", fetch_charts=True, chart_cache=tmp_path / "c")
 
 
 # ------------------------------------------------------------------------------ the engine's confinement
