@@ -7,7 +7,7 @@ without a shell, in an empty directory, with no kubeconfig and a throwaway HOME.
 
 What the engine may see: the chart is handed over as an in-memory archive built from the chart's
 own folder at one commit, so `.Files` can only read that folder; `lookup` has no cluster and returns
-empty results (tests/unit/test_helm_render.py proves both).
+empty results (tests/integration/test_helm_render.py proves both).
 """
 
 from __future__ import annotations
