@@ -56,8 +56,8 @@ class ChartPlanner:
         found = helmproof.replica_keys(
             src,
             self.env_values(t),
-            release=t.name,
-            namespace=t.env.name,
+            release=release_name(t),
+            namespace=release_namespace(t),
             merged=t.rendered if t.layout == "helm" else None,
         )
         pin = f"apps: {{{t.app}: {{helm: {{replicas: KEY}}}}}}"
@@ -98,7 +98,7 @@ class ChartPlanner:
             after_values = after_docs[0] if after_docs and isinstance(after_docs[0], dict) else {}
             return helmproof.verify(
                 self.chart(t), self.env_values(t), after_values, field, value,
-                release=t.name, namespace=t.env.name,
+                release=release_name(t), namespace=release_namespace(t),
             )
         hr_after = self._helmrelease_after(es, t, rendered)
         if hr_after is None:
@@ -106,12 +106,12 @@ class ChartPlanner:
         if field == "chart version":
             src = self.chart(t, hr_after, version=str(value))
             check, objs = helmproof.render_check(
-                src, self.env_values(t, hr_after), release=t.name, namespace=t.env.name
+                src, self.env_values(t, hr_after), release=release_name(t), namespace=release_namespace(t)
             )
         else:
             check, objs = helmproof.verify(
                 self.chart(t), self.env_values(t), self.env_values(t, hr_after), field, value,
-                release=t.name, namespace=t.env.name,
+                release=release_name(t), namespace=release_namespace(t),
             )
         if check.ok and not check.skipped and (hr_after.get("spec") or {}).get("valuesFrom"):
             # values from ConfigMaps/Secrets live in the cluster: say the proof was made without them
@@ -177,3 +177,22 @@ class ChartPlanner:
             objects=t.objects, chain=graph.chain_to(t.root, found[0].file) if t.layout == "kustomize" else [],
         )
         E.set_helmrelease(self.index, es, src, list(path), version, "chart version")
+
+
+def release_name(t: Target) -> str:
+    """The Helm release name as Flux derives it (spec.releaseName, else [targetNamespace-]name)."""
+    if not t.is_helmrelease:
+        return t.name
+    spec = t.rendered.get("spec") or {}
+    name = str((t.rendered.get("metadata") or {}).get("name", t.name))
+    if spec.get("releaseName"):
+        return str(spec["releaseName"])
+    return f"{spec['targetNamespace']}-{name}" if spec.get("targetNamespace") else name
+
+
+def release_namespace(t: Target) -> str:
+    if not t.is_helmrelease:
+        return t.env.name
+    spec = t.rendered.get("spec") or {}
+    meta = t.rendered.get("metadata") or {}
+    return str(spec.get("targetNamespace") or meta.get("namespace") or "default")
