@@ -52,6 +52,12 @@ class ChartPlanner:
         writing a key that nothing reads would be a PR that changes nothing while looking right."""
         if pinned:
             return pinned
+        if t.layout == "helm":
+            # the merged values are known: one candidate needs no probing, as the render proof of the
+            # change itself fails the gate if nothing reads it (one Helm run instead of two)
+            only = helmproof.candidate_replica_keys(t.rendered)
+            if len(only) == 1:
+                return only[0]
         src = self.chart(t)
         found = helmproof.replica_keys(
             src,

@@ -445,3 +445,23 @@ def test_every_changing_verb_gives_a_change_or_a_clean_refusal(tmp_path: Path, f
                     assert change.ok and change.edits, command
                     outcomes["change"] += 1
     assert outcomes["change"] >= 1 and outcomes["refused"] >= 1
+
+
+def test_a_lone_replica_key_the_templates_ignore_fails_the_gate(tmp_path: Path) -> None:
+    """values.yaml has replicaCount, but the templates read deployment.count: the render shows it."""
+    src = tmp_path / "src"
+    chart = src / "charts/api"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: api\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("replicaCount: 1  # left over from helm create\ndeployment:\n  count: 2\n")
+    (chart / "templates/deployment.yaml").write_text(
+        WEBAPP_FILES["templates/deployment.yaml"]
+        .replace("{{ .Values.replicaCount }}", "{{ .Values.deployment.count }}")
+        .replace('"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"', "ghcr.io/acme/api:1.0.0")
+        .replace("{{ .Values.image.tag | default .Chart.AppVersion | quote }}", '"1.0.0"')
+    )
+    (chart / "values-staging.yaml").write_text("deployment:\n  count: 2\n")
+    (src / ".opsbot.yaml").write_text("environments:\n  staging: {path: charts/api/values-staging.yaml}\n")
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    with pytest.raises(ValidationFailed, match="no rendered object's replicas changed, so nothing in the chart reads that key"):
+        plan(repo, "scale api 3 in staging")
