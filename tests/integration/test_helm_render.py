@@ -125,7 +125,7 @@ def test_chartref_version_is_edited_in_the_ocirepository(tmp_path: Path) -> None
     assert 'semver: "70.0.0"' in change.edits[0].after
     assert all("chart:" not in e.after for e in change.edits)
     crd = _check(change, "schema (OCIRepository")
-    assert crd.ok and "bundled CRD flux-source.toolkit.fluxcd.io_ocirepositories.yaml" in crd.name
+    assert crd.ok and crd.name == "schema (OCIRepository, bundled CRD from fluxcd/source-controller)"
     assert (change.fields[0].old, change.fields[0].new) == ("66.2.1", "70.0.0")
 
 
@@ -205,7 +205,7 @@ def test_a_crd_in_the_repo_wins_over_the_bundled_one(tmp_path: Path) -> None:
     assert "schema (HelmRelease, CRD from repo clusters/production/flux-system/gotk-components.yaml): " in str(err.value)
     assert "spec: timeout is required" in str(err.value)
     bundled = Catalog(None).find("helm.toolkit.fluxcd.io", "HelmRelease")
-    assert bundled is not None and bundled.source == "bundled CRD flux-helm.toolkit.fluxcd.io_helmreleases.yaml"
+    assert bundled is not None and bundled.source == "bundled CRD from fluxcd/helm-controller"
 
 
 # ------------------------------------------------------------------------------ promote ranges (item 7)
