@@ -140,6 +140,8 @@ class Opsbot:
         from opsbot.manifests.planner import NothingToDo
 
         intent = REGISTRY.parse(command)[1]
+        # The failed merge must be in the mirror, or the rollback would be planned on the old base.
+        self.forge.refresh()
         planner = self.planner_for(self.settings.base_branch or self.repo.default_branch())
         try:
             change = planner.plan(intent)
