@@ -381,8 +381,14 @@ class Policies:
         opens nothing; a failed revert is not reverted again. The cluster is never touched: the
         revert is a PR that follows the env's approval rules like any other.
         """
+        if req.state is not RequestState.FAILED:
+            return None
+        try:  # `auto_revert` is read from the base as it is now, with the failed merge in it
+            self.forge.refresh()
+        except Exception as exc:
+            log.warning("refreshing the mirror before an auto-revert failed: %s", type(exc).__name__)
         cfg = self._env_or_none(req.env)
-        if cfg is None or not cfg.auto_revert or req.state is not RequestState.FAILED:
+        if cfg is None or not cfg.auto_revert:
             return None
         if self.store.is_revert(req.id):
             if self.store.revert_claim(req.id):  # say it once

@@ -94,3 +94,35 @@ def test_the_double_refuses_statuses_github_refuses(make_world: Callable[..., Wo
     assert ok.status_code == 201 and ok.json()["context"] == "ci/test"
     assert requests.post(f"{url}/{head}", data="{}", timeout=10).status_code == 401  # no token
     assert w.double.statuses[head] == {"ci/test": "pending"}
+
+
+AUTO_REVERT = """\
+environments:
+  dev: {path: overlays/dev}
+  staging: {path: overlays/staging, promote_from: dev}
+  production: {path: overlays/production, promote_from: staging, auto_revert: true}
+"""
+
+
+def test_a_failed_request_on_github_gets_one_revert_pr_planned_on_the_merged_base(
+    make_world: Callable[..., World],
+) -> None:
+    from opsbot.core.model import RequestState
+
+    w = make_world()
+    w.double.commit_files("main", {".opsbot.yaml": AUTO_REVERT}, message="auto_revert in production")
+    _scaled_down(w.double)  # production runs 2; the request makes it 3
+    rid = w.cli_json("run", CMD)["request"]
+    assert w.cli_json("merge", rid, user="bob")["state"] == "merged"
+
+    bot = w.receiver.bot  # the server's bot; its mirror has not seen the merge yet
+    assert bot.store.transition(rid, RequestState.FAILED, "flux", "HealthCheckFailed") is not None
+    revert = bot.policies.on_failed(bot.store.get_request(rid))
+    assert revert is not None and revert.command == "scale frontend 2 in production"
+    assert bot.policies.on_failed(bot.store.get_request(rid)) is None  # told twice: still one revert
+    (pull,) = w.double.open_pulls()
+    assert pull.number == revert.pr_number == 2
+    head = w.double.branch_sha(pull.head)
+    assert head is not None and "count: 2" in w.double.show(head, "overlays/production/kustomization.yaml")
+    assert w.double.statuses[head] == {"opsbot/policy": "success"}
+    assert [r.action for r in bot.store.audit_list(request_id=rid)][-2:] == ["failed", "revert"]
