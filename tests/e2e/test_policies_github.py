@@ -126,3 +126,36 @@ def test_a_failed_request_on_github_gets_one_revert_pr_planned_on_the_merged_bas
     assert head is not None and "count: 2" in w.double.show(head, "overlays/production/kustomization.yaml")
     assert w.double.statuses[head] == {"opsbot/policy": "success"}
     assert [r.action for r in bot.store.audit_list(request_id=rid)][-2:] == ["failed", "revert"]
+
+
+GATED = """\
+environments:
+  dev: {path: overlays/dev}
+  staging: {path: overlays/staging, promote_from: dev}
+  production:
+    path: overlays/production
+    promote_from: staging
+    gates: [{name: staging errors, prometheus: 'sum(rate(errors_total[5m])) < 1', for: all}]
+"""
+
+
+def test_gate_results_are_an_opsbot_gate_status_on_github(make_world: Callable[..., World]) -> None:
+    from tests.doubles.prometheus import PrometheusDouble, serve_prometheus
+
+    double = PrometheusDouble()
+    with serve_prometheus(double) as url:
+        w = make_world(extra_env={"PROMETHEUS_URL": url})
+        w.double.commit_files("main", {".opsbot.yaml": GATED}, message="gate production")
+        _scaled_down(w.double)
+        run = w.cli_json("run", CMD)
+        head = w.double.branch_sha(run["branch"])
+        assert head is not None
+        refused = w.cli("merge", run["request"], user="bob", ok=False)
+        assert refused.returncode == 1
+        assert "gate staging errors: fail (the query returned no samples)" in refused.stderr
+        assert w.double.statuses[head] == {"opsbot/policy": "success", "opsbot/gate": "failure"}
+        double.set("sum(rate(errors_total[5m])) < 1", "0.3")
+        assert w.cli_json("merge", run["request"], user="bob")["state"] == "merged"
+        assert w.double.statuses[head]["opsbot/gate"] == "success"
+        gate_statuses = [s for s in w.double.status_log if s["context"] == "opsbot/gate"]
+        assert [s["description"] for s in gate_statuses] == ["staging errors: fail", "1 gate(s) passed"]
