@@ -94,3 +94,32 @@ def test_a_lock_and_a_window_in_the_cli(fleet: Path) -> None:
     assert 'blocked by the deny window "* * * * *" for 1h (UTC) (change freeze), set in .opsbot.yaml' in blocked.stderr
     listed = opsbot("run", "policies production", "--repo", repo, user="carol")
     assert "in force until" in listed.stdout and "lock of frontend by <@alice>" in listed.stdout
+
+
+def test_an_override_from_the_cli_needs_the_role(fleet: Path, tmp_path: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(
+        "rbac:\n"
+        "  roles:\n"
+        "    team: {commands: ['*'], envs: ['*']}\n"
+        "    release-manager: {commands: [override], envs: [production]}\n"
+        "  members:\n"
+        "    team: [alice, bob, oscar]\n"
+        "    release-manager: [oscar]\n"
+    )
+    repo = str(fleet)
+    rid = json.loads(opsbot("--settings", str(settings), "run", "deploy api 2.4.0 to production", "--repo", repo,
+                            "--json").stdout)["request"]  # fmt: skip
+    opsbot("--settings", str(settings), "run", "freeze production because audit", "--repo", repo, user="alice")
+    denied = opsbot("--settings", str(settings), "run", f"merge {rid} override because urgent", "--repo", repo,
+                    user="bob")  # fmt: skip
+    assert denied.returncode == 3 and "You may not override policies in production" in denied.stderr
+    done = opsbot("--settings", str(settings), "run", f"merge {rid} override because CVE-2026-1234 fix", "--repo",
+                  repo, user="oscar")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "overrode policies to merge" in done.stdout
+    rows = json.loads(opsbot("audit", "--repo", repo, "--json").stdout)
+    assert [(r["action"], r["actor"], r["reason"]) for r in rows if r["action"] in ("blocked", "override")] == [
+        ("blocked", "bob", "urgent"),
+        ("override", "oscar", "CVE-2026-1234 fix"),
+    ]
