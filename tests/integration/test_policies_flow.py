@@ -350,3 +350,27 @@ def test_someone_with_the_override_role_may_break_a_lock_and_it_is_audited(chat:
     assert isinstance(broken, Info) and "unlocked by <@oscar> (it was held by <@alice>)" in broken.text()
     rows = [(r.action, r.actor, r.detail) for r in bot.bot.store.audit_list(app="api")]
     assert rows == [("lock", "alice", ""), ("unlock", "oscar", "held by alice")]
+
+
+@pytest.mark.postgres
+def test_the_freeze_lock_and_audit_story_on_postgresql(fleet: Path, pg_db_url: str) -> None:
+    (fleet / ".opsbot.yaml").write_text(CONFIG)
+    git(fleet, "add", ".opsbot.yaml")
+    git(fleet, "commit", "-qm", "pin config with policies")
+    bot = Console(Opsbot(load_settings(environ={}, repo=str(fleet), rbac=RBAC, database_url=pg_db_url)),
+                  out=io.StringIO())  # fmt: skip
+    bot.bot.policies.clock = Clock(THURSDAY)
+    try:
+        rid = approved_request(bot)
+        bot.say("freeze production for 1h because db failover drill", user="carol")
+        assert isinstance(bot.say(f"merge {rid}", user="bob"), Failure)
+        bot.say("unfreeze production", user="carol")
+        bot.say("lock cache in production", user="alice")
+        assert isinstance(bot.say("scale cache 3 in production", user="bob"), Failure)
+        assert isinstance(bot.say(f"merge {rid}", user="bob"), RequestUpdate)
+        rows = bot.bot.store.audit_list(env="production")
+        assert [r.action for r in rows] == [
+            "proposed", "approval", "approved", "freeze", "blocked", "unfreeze", "lock", "merged",
+        ]  # fmt: skip
+    finally:
+        bot.bot.close()
