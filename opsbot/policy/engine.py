@@ -296,7 +296,7 @@ class Policies:
 
     def _locked_text(self, lock: Lock) -> str:
         because = f" because {lock.reason}" if lock.reason else ""
-        where = f" Their thread: {lock.link}." if lock.link else ""
+        where = f" Their PR: {lock.link}" if lock.link else ""
         return (
             f"{lock.app} in {lock.env} is locked by <@{lock.holder}>{because}, since "
             f"{lock.since:%Y-%m-%d %H:%M} UTC.{where} Ask them to `unlock {lock.app} in {lock.env}` when done."

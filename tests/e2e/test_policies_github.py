@@ -159,3 +159,15 @@ def test_gate_results_are_an_opsbot_gate_status_on_github(make_world: Callable[.
         assert w.double.statuses[head]["opsbot/gate"] == "success"
         gate_statuses = [s for s in w.double.status_log if s["context"] == "opsbot/gate"]
         assert [s["description"] for s in gate_statuses] == ["staging errors: fail", "1 gate(s) passed"]
+
+
+def test_a_lock_refusal_links_the_holders_pr(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    _scaled_down(w.double)
+    run = w.cli_json("run", CMD, user="alice")
+    w.cli("run", "lock frontend in production because rollout watch", user="alice")
+    refused = w.cli("run", "scale frontend 4 in production", user="bob", ok=False)
+    assert refused.returncode == 1
+    assert "locked by <@alice> because rollout watch, since " in refused.stderr
+    assert f"Their PR: {run['pr']['url']} Ask them to `unlock frontend in production` when done." in refused.stderr
+    assert len(w.double.open_pulls()) == 1
