@@ -123,7 +123,12 @@ class Policies:
             because = f" because {block.reason}" if block.reason else ""
             return f"{env} is frozen by <@{block.who}>{because}, {when(block.until, now)}."
         because = f" ({block.reason})" if block.reason else ""
-        until = when(block.until, now) if block.until else "with no allow window opening within a year"
+        if block.until is not None:
+            until = when(block.until, now)
+        elif block.what.startswith("deny"):
+            until = "with no end in reach (each occurrence starts before the last one ends)"
+        else:
+            until = "with no allow window opening within a year"
         return f"Merges to {env} are blocked by the {block.what}{because}, set in .opsbot.yaml, {until}."
 
     def check_merge(self, req: Request, actor: Actor, override_reason: str | None = None) -> list[str]:
@@ -350,7 +355,8 @@ class Policies:
             for w in e.windows:
                 interval = window_interval(w, now)
                 if interval:
-                    state = f"in force until {interval[1]:%Y-%m-%d %H:%M %Z}"
+                    end = interval[1]
+                    state = f"in force until {end:%Y-%m-%d %H:%M %Z}" if end else "in force, with no end in reach"
                 else:
                     nxt = next_opening(w, now)
                     state = f"next from {nxt:%Y-%m-%d %H:%M %Z}" if nxt else "never within a year"

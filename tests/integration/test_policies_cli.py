@@ -91,9 +91,9 @@ def test_a_lock_and_a_window_in_the_cli(fleet: Path) -> None:
     rid = json.loads(own.stdout)["request"]
     blocked = opsbot("merge", rid, "--repo", repo, user="alice")
     assert blocked.returncode == 1
-    assert 'blocked by the deny window "* * * * *" for 1h (UTC) (change freeze), set in .opsbot.yaml' in blocked.stderr
+    assert 'blocked by the deny window "* * * * *" for 1h (UTC) (change freeze), set in .opsbot.yaml, with no end in reach' in blocked.stderr
     listed = opsbot("run", "policies production", "--repo", repo, user="carol")
-    assert "in force until" in listed.stdout and "lock of frontend by <@alice>" in listed.stdout
+    assert "in force, with no end in reach" in listed.stdout and "lock of frontend by <@alice>" in listed.stdout
 
 
 def test_an_override_from_the_cli_needs_the_role(fleet: Path, tmp_path: Path) -> None:

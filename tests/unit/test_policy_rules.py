@@ -165,3 +165,12 @@ def test_the_revert_of_a_request_is_derived_from_what_it_changed(
     verb: str, fields: list[dict[str, object]], command: str | None
 ) -> None:
     assert revert_command(verb, "web", "prod", fields) == command
+
+
+def test_back_to_back_occurrences_are_one_run_and_its_end_is_told() -> None:
+    twice = Window("deny", "0 9 * * 1,2", timedelta(hours=30), "UTC", "release train")
+    block = window_block([twice], at("2026-12-07T10:00:00+00:00"))  # Monday: runs into Tuesday's start
+    assert block is not None and block.until == at("2026-12-09T15:00:00+00:00")  # Wednesday 15:00
+    endless = Window("deny", "0 0 * * *", timedelta(hours=24), "UTC", "")  # each day starts as the last ends
+    found = window_block([endless], at("2026-12-07T10:00:00+00:00"))
+    assert found is not None and found.until is None  # no false end time
