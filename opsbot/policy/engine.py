@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -47,6 +48,15 @@ ChannelPost = Callable[[str, str, str], None]
 
 class GateEvaluator(Protocol):
     def evaluate(self, gate: Gate, now: datetime) -> GateResult: ...
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """What `check_merge` allowed: notes to show, and an override to record once the merge happened."""
+
+    notes: tuple[str, ...] = ()
+    override_reason: str | None = None
+    bypassed: str = ""
 
 
 class MergeBlocked(CommandError):
@@ -131,9 +141,9 @@ class Policies:
             until = "with no allow window opening within a year"
         return f"Merges to {env} are blocked by the {block.what}{because}, set in .opsbot.yaml, {until}."
 
-    def check_merge(self, req: Request, actor: Actor, override_reason: str | None = None) -> list[str]:
-        """Raise MergeBlocked (or DeniedError for an override without the role); else the notes to
-        show with the merge. Called once, right before the forge merge."""
+    def check_merge(self, req: Request, actor: Actor, override_reason: str | None = None) -> Clearance:
+        """Raise MergeBlocked (or DeniedError for an override without the role); else what to tell
+        with the merge. Called once, right before the forge merge; `merged` records the rest after."""
         now = self.clock()
         blocks = self.blocks(req.env, now)
         cfg = self._env_or_none(req.env)
@@ -150,13 +160,25 @@ class Policies:
             )
         if not gates or len(self.store.approvals(req.id)) < req.approvals_needed:
             # Not ready to merge anyway (the lifecycle says why): no query, no status, no thread post.
-            return []
+            return Clearance()
         results = self.evaluate_gates(req, gates, now)
         failing = [r for r in results if not r.passed]
         if failing:
             lines = "; ".join(f"{r.gate.name}: {r.outcome} ({r.detail})" for r in failing)
             raise MergeBlocked(f"{req.id} cannot merge: gate {lines}.")
-        return [f"✅ gate {r.gate.name}: {r.detail}" for r in results]
+        return Clearance(tuple(f"✅ gate {r.gate.name}: {r.detail}" for r in results))
+
+    def merged(self, req: Request, actor: Actor, clearance: Clearance) -> list[str]:
+        """After the merge went through: an override is audited and posted (never for a merge that
+        then failed on the forge); the notes to add to the answer."""
+        if clearance.override_reason is None:
+            return list(clearance.notes)
+        reason, detail = clearance.override_reason, clearance.bypassed
+        self._audit(actor.id, "override", req, reason=reason, detail=detail)
+        text = f"⚠️ <@{actor.id}> overrode policies to merge {req.id} in {req.env} because {reason}. Bypassed: {detail}"
+        self.notify(req, "policy", {"text": text, "by": actor.id})
+        self._channel(f"policy:override:{req.id}", req.env, text)
+        return [text, *clearance.notes]
 
     def may_override(self, actor: Actor, env: str) -> bool:
         rbac = self.settings.rbac
@@ -168,7 +190,7 @@ class Policies:
 
     def _override(
         self, req: Request, actor: Actor, reason: str, blocks: list[Block], gates: list[Gate], now: datetime
-    ) -> list[str]:
+    ) -> Clearance:
         if not self.may_override(actor, req.env):
             self._audit(actor.id, "blocked", req, reason=reason, detail="override refused: no override role")
             raise DeniedError(
@@ -176,12 +198,7 @@ class Policies:
                 f"in its commands for {req.env} (rbac.roles), and you have none. Nothing was merged."
             )
         bypassed = [self.describe(b, req.env, now) for b in blocks] + [f"gate {g.name}" for g in gates]
-        detail = " ".join(bypassed) if bypassed else "nothing was blocking"
-        self._audit(actor.id, "override", req, reason=reason, detail=detail)
-        text = f"⚠️ <@{actor.id}> overrode policies to merge {req.id} in {req.env} because {reason}. Bypassed: {detail}"
-        self.notify(req, "policy", {"text": text, "by": actor.id})
-        self._channel(f"policy:override:{req.id}", req.env, text)
-        return [text]
+        return Clearance(override_reason=reason, bypassed=" ".join(bypassed) if bypassed else "nothing was blocking")
 
     # ------------------------------------------------------------------ gates
     def evaluate_gates(self, req: Request, gates: Iterable[Gate], now: datetime) -> list[GateResult]:

@@ -161,8 +161,8 @@ def test_override_needs_the_role_a_reason_and_is_audited(chat: tuple[Console, Cl
     assert any("🛡️ ⚠️ @oscar overrode policies" in line for line in bot.transcript)
     rows = [(r.action, r.actor, r.reason) for r in bot.bot.store.audit_list(request_id=rid)]
     assert ("blocked", "bob", "the fix is urgent") in rows
-    assert ("override", "oscar", "hotfix for incident 4711") in rows
-    assert rows[-1][:2] == ("merged", "oscar")
+    assert rows[-2][:2] == ("merged", "oscar")  # the override is recorded once the merge went through
+    assert rows[-1] == ("override", "oscar", "hotfix for incident 4711")
 
 
 # --------------------------------------------------------------------------------------------- windows
@@ -374,3 +374,14 @@ def test_the_freeze_lock_and_audit_story_on_postgresql(fleet: Path, pg_db_url: s
         ]  # fmt: skip
     finally:
         bot.bot.close()
+
+
+def test_an_override_is_recorded_only_when_the_merge_happens(chat: tuple[Console, Clock]) -> None:
+    bot, _ = chat
+    r = bot.say("scale frontend 5 in production", user="alice")
+    assert isinstance(r, Proposed) and r.request
+    bot.say("freeze production", user="carol")
+    early = bot.say(f"merge {r.request.id} override because hotfix", user="oscar")  # not approved yet
+    assert isinstance(early, Failure) and "needs 1 approval(s)" in early.text()
+    assert "override" not in [row.action for row in bot.bot.store.audit_list(request_id=r.request.id)]
+    assert not any("overrode" in line for line in bot.transcript if line.startswith("  ↳"))
