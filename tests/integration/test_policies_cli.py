@@ -36,19 +36,21 @@ def test_freeze_blocks_a_cli_merge_and_the_audit_log_exports(fleet: Path) -> Non
     rows = json.loads(out.stdout)
     assert [(r["action"], r["actor"]) for r in rows] == [
         ("proposed", "alice"),
+        ("opened", "alice"),
         ("freeze", "carol"),
         ("blocked", "bob"),
         ("unfreeze", "bob"),
         ("merged", "bob"),
     ]
-    assert rows[1]["reason"] == "quarter-end close" and rows[1]["env"] == "production"
+    assert rows[2]["reason"] == "quarter-end close" and rows[2]["env"] == "production"
+    assert rows[1]["pr"] == 1 and rows[1]["detail"].startswith("file://")
     assert set(rows[0]) == {"id", "at", "actor", "action", "request", "pr", "app", "env", "reason", "detail"}
 
     table = opsbot("audit", "--repo", repo, "--csv", "--env", "production", "--since", "2000-01-01")
     assert table.returncode == 0, table.stderr
     parsed = list(csv.DictReader(io.StringIO(table.stdout)))
     assert [r["action"] for r in parsed] == [r["action"] for r in rows]
-    assert parsed[1]["reason"] == "quarter-end close" and parsed[0]["pr"] == ""
+    assert parsed[2]["reason"] == "quarter-end close" and parsed[0]["pr"] == ""
     none = opsbot("audit", "--repo", repo, "--json", "--app", "frontend")
     assert json.loads(none.stdout) == []
     bad = opsbot("audit", "--repo", repo, "--since", "last tuesday")

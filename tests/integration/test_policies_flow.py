@@ -284,10 +284,10 @@ def test_audit_answers_in_chat_with_every_step(chat: tuple[Console, Clock]) -> N
     r = bot.say("audit frontend in production", user="carol")
     assert isinstance(r, Info)
     actions = [row["action"] for row in r.data["rows"]]
-    assert actions == ["proposed", "approval", "approved", "merged"]
-    assert [row["actor"] for row in r.data["rows"]] == ["alice", "bob", "bob", "bob"]
+    assert actions == ["proposed", "opened", "approval", "approved", "merged"]
+    assert [row["actor"] for row in r.data["rows"]] == ["alice", "alice", "bob", "bob", "bob"]
     assert all(row["request"] == rid for row in r.data["rows"])
-    assert [row["pr"] for row in r.data["rows"]] == [None, 1, 1, 1]  # the PR is opened after the row
+    assert [row["pr"] for row in r.data["rows"]] == [None, 1, 1, 1, 1]  # the PR is opened after the proposal
     assert "proposed   by alice · R1 · frontend in production · scale frontend 5 in production" in r.text()
     assert bot.say("audit api", user="carol").text().endswith("No audit rows match.")
     future = bot.say("audit since 2999-01-01", user="carol")
@@ -370,7 +370,7 @@ def test_the_freeze_lock_and_audit_story_on_postgresql(fleet: Path, pg_db_url: s
         assert isinstance(bot.say(f"merge {rid}", user="bob"), RequestUpdate)
         rows = bot.bot.store.audit_list(env="production")
         assert [r.action for r in rows] == [
-            "proposed", "approval", "approved", "freeze", "blocked", "unfreeze", "lock", "merged",
+            "proposed", "opened", "approval", "approved", "freeze", "blocked", "unfreeze", "lock", "merged",
         ]  # fmt: skip
     finally:
         bot.bot.close()
