@@ -170,10 +170,6 @@ class Opsbot:
 def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
     """Policies read `.opsbot.yaml` from the base branch, post through the bot's transition hooks
     (threads) and the outbox (deploy channel), and ask Prometheus when PROMETHEUS_URL is set."""
-    from opsbot.chat.blocks import policy_notice
-    from opsbot.intake.notifier import queue_channel_post
-    from opsbot.policy.prometheus import Prometheus
-
     settings = bot.settings
 
     def config() -> RepoConfig:
@@ -181,14 +177,19 @@ def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
 
     def post_channel(key: str, env: str, text: str) -> None:
         channel = settings.channel_for_env(env)
-        if channel:
+        if channel:  # imported here: the CLI without a deploy channel never loads the chat side
+            from opsbot.chat.blocks import policy_notice
+            from opsbot.intake.notifier import queue_channel_post
+
             queue_channel_post(bot.store, key, channel, policy_notice(text))
 
-    gates = (
-        Prometheus(settings.prometheus_url, settings.prometheus_token.get(), float(settings.gate_timeout_seconds))
-        if settings.prometheus_url
-        else None
-    )
+    gates = None
+    if settings.prometheus_url:
+        from opsbot.policy.prometheus import Prometheus
+
+        gates = Prometheus(
+            settings.prometheus_url, settings.prometheus_token.get(), float(settings.gate_timeout_seconds)
+        )
     return Policies(
         bot.store,
         bot.forge,
