@@ -94,3 +94,80 @@ def test_the_double_refuses_statuses_github_refuses(make_world: Callable[..., Wo
     assert ok.status_code == 201 and ok.json()["context"] == "ci/test"
     assert requests.post(f"{url}/{head}", data="{}", timeout=10).status_code == 401  # no token
     assert w.double.statuses[head] == {"ci/test": "pending"}
+
+
+AUTO_REVERT = """\
+environments:
+  dev: {path: overlays/dev}
+  staging: {path: overlays/staging, promote_from: dev}
+  production: {path: overlays/production, promote_from: staging, auto_revert: true}
+"""
+
+
+def test_a_failed_request_on_github_gets_one_revert_pr_planned_on_the_merged_base(
+    make_world: Callable[..., World],
+) -> None:
+    from opsbot.core.model import RequestState
+
+    w = make_world()
+    w.double.commit_files("main", {".opsbot.yaml": AUTO_REVERT}, message="auto_revert in production")
+    _scaled_down(w.double)  # production runs 2; the request makes it 3
+    rid = w.cli_json("run", CMD)["request"]
+    assert w.cli_json("merge", rid, user="bob")["state"] == "merged"
+
+    bot = w.receiver.bot  # the server's bot; its mirror has not seen the merge yet
+    assert bot.store.transition(rid, RequestState.FAILED, "flux", "HealthCheckFailed") is not None
+    revert = bot.policies.on_failed(bot.store.get_request(rid))
+    assert revert is not None and revert.command == "scale frontend 2 in production"
+    assert bot.policies.on_failed(bot.store.get_request(rid)) is None  # told twice: still one revert
+    (pull,) = w.double.open_pulls()
+    assert pull.number == revert.pr_number == 2
+    head = w.double.branch_sha(pull.head)
+    assert head is not None and "count: 2" in w.double.show(head, "overlays/production/kustomization.yaml")
+    assert w.double.statuses[head] == {"opsbot/policy": "success"}
+    assert [r.action for r in bot.store.audit_list(request_id=rid)][-2:] == ["failed", "revert"]
+
+
+GATED = """\
+environments:
+  dev: {path: overlays/dev}
+  staging: {path: overlays/staging, promote_from: dev}
+  production:
+    path: overlays/production
+    promote_from: staging
+    gates: [{name: staging errors, prometheus: 'sum(rate(errors_total[5m])) < 1', for: all}]
+"""
+
+
+def test_gate_results_are_an_opsbot_gate_status_on_github(make_world: Callable[..., World]) -> None:
+    from tests.doubles.prometheus import PrometheusDouble, serve_prometheus
+
+    double = PrometheusDouble()
+    with serve_prometheus(double) as url:
+        w = make_world(extra_env={"PROMETHEUS_URL": url})
+        w.double.commit_files("main", {".opsbot.yaml": GATED}, message="gate production")
+        _scaled_down(w.double)
+        run = w.cli_json("run", CMD)
+        head = w.double.branch_sha(run["branch"])
+        assert head is not None
+        refused = w.cli("merge", run["request"], user="bob", ok=False)
+        assert refused.returncode == 1
+        assert "gate staging errors: fail (the query returned no samples)" in refused.stderr
+        assert w.double.statuses[head] == {"opsbot/policy": "success", "opsbot/gate": "failure"}
+        double.set("sum(rate(errors_total[5m])) < 1", "0.3")
+        assert w.cli_json("merge", run["request"], user="bob")["state"] == "merged"
+        assert w.double.statuses[head]["opsbot/gate"] == "success"
+        gate_statuses = [s for s in w.double.status_log if s["context"] == "opsbot/gate"]
+        assert [s["description"] for s in gate_statuses] == ["staging errors: fail", "1 gate(s) passed"]
+
+
+def test_a_lock_refusal_links_the_holders_pr(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    _scaled_down(w.double)
+    run = w.cli_json("run", CMD, user="alice")
+    w.cli("run", "lock frontend in production because rollout watch", user="alice")
+    refused = w.cli("run", "scale frontend 4 in production", user="bob", ok=False)
+    assert refused.returncode == 1
+    assert "locked by <@alice> because rollout watch, since " in refused.stderr
+    assert f"Their PR: {run['pr']['url']} Ask them to `unlock frontend in production` when done." in refused.stderr
+    assert len(w.double.open_pulls()) == 1
