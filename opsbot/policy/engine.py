@@ -262,8 +262,18 @@ class Policies:
             log.warning("setting %s on %s failed: %s", context, req.id, exc)
             return False
 
+    def governed(self, env: str, now: datetime | None = None) -> bool:
+        """Whether anything can hold merges to `env` back: configured windows or gates, or a freeze
+        in force. Only then does a new PR get `opsbot/policy` at once (a freeze that starts later
+        reaches it through `tick`), so an env without policies pays no extra forge request."""
+        cfg = self._env_or_none(env)
+        if cfg is not None and (cfg.windows or cfg.gates):
+            return True
+        return bool(self.blocks(env, now))
+
     def after_propose(self, req: Request) -> None:
-        self.publish(req)
+        if self.governed(req.env):
+            self.publish(req)
 
     def open_requests(self, env: str) -> list[Request]:
         return self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], env=env, limit=500)
