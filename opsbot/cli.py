@@ -1,7 +1,7 @@
 """`opsbot` on the command line: plan, run, prs, merge, init, check, testdrive, serve.
 
-Scriptable by contract (DESIGN §3): `--json` prints one object; errors exit non-zero with one line
-on stderr.
+Scriptable by contract (DESIGN §3): `--json` prints one object, errors included
+(`{"error", "kind"}`); errors exit 2 (refused) or 3 (internal) with one line on stderr.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+from opsbot.chat.texts import plain
 from opsbot.core.model import Actor
-from opsbot.core.results import Failure, Info, NoChange, Result
+from opsbot.core.results import Failure, Info, NoChange, Proposed, Result
 from opsbot.errors import CommandError, ConfigError, OpsbotError
 from opsbot.settings import Settings, load_settings
 
@@ -33,14 +35,37 @@ def _actor(args: argparse.Namespace) -> Actor:
     return Actor(who, who, "cli")
 
 
+#: Exit codes (README, "Scripting the CLI"): a refusal (bad input, a denied or refused change, a
+#: config error) is 2 and an internal error (opsbot's fault, see the log) is 3, so a script can
+#: tell "fix what you asked" from "retry or report". `check` uses 1 for "problems found".
+EXIT_REFUSED = 2
+EXIT_INTERNAL = 3
+
+
+def _fail(message: str, kind: str, as_json: bool, **extra: Any) -> int:
+    """One line on stderr always; under --json also `{"error", "kind", ...}` on stdout."""
+    text = plain(message)
+    print(f"opsbot: {text}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": text, "kind": kind, **extra}, default=str, indent=2))
+    return EXIT_REFUSED if kind == "refused" else EXIT_INTERNAL
+
+
 def _emit(result: Result, as_json: bool) -> int:
     if isinstance(result, Failure):
-        print(f"opsbot: {result.text()}", file=sys.stderr)
-        return 3 if result.denied else 1
+        if result.reference:
+            return _fail(result.text(), "internal", as_json, reference=result.reference)
+        return _fail(result.text(), "refused", as_json, denied=result.denied)
+    # Slack markup (`<@bob>`) is for Slack; a terminal gets `@bob`. A proposal is printed as is:
+    # its diff must be byte-exact.
+    exact = isinstance(result, Proposed)
     if as_json:
-        print(json.dumps(result.as_json(), default=str, indent=2))
+        out = result.as_json()
+        if not exact and isinstance(out.get("text"), str):
+            out["text"] = plain(out["text"])
+        print(json.dumps(out, default=str, indent=2))
     else:
-        print(result.text())
+        print(result.text() if exact else plain(result.text()))
     return 0
 
 
@@ -56,11 +81,9 @@ def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
     try:
         command, _ = REGISTRY.parse(args.command)
     except CommandError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), "refused", args.json)
     if not apply and command.kind == "request":
-        print(f'opsbot: `plan` only computes changes; use `opsbot run "{args.command}"`.', file=sys.stderr)
-        return 2
+        return _fail(f'`plan` only computes changes; use `opsbot run "{args.command}"`.', "refused", args.json)
     bot = _bot(args)
     try:
         return _emit(bot.handle(args.command, _actor(args), apply=apply), args.json)
@@ -115,7 +138,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     target = Path(args.repo) / CONFIG_FILE
     if target.exists() and not args.force:
         print(f"opsbot: {target} exists; use --force to overwrite.", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     cfg = discover(repo.snapshot(repo.default_branch()))
     text = render_config(cfg)
     target.write_text(text)
@@ -257,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("OPSBOT_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    as_json = bool(getattr(args, "json", False))
     try:
         if args.cmd == "plan":
             return cmd_plan(args, apply=False)
@@ -272,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         return handlers[args.cmd](args)
     except (CommandError, ConfigError) as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 2
-    except OpsbotError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), "refused", as_json)
+    except OpsbotError as exc:  # a peer (GitHub, git) failed: not the person's input
+        return _fail(str(exc), "internal", as_json)
+    except Exception:
+        reference = uuid.uuid4().hex[:8]
+        logging.getLogger("opsbot.cli").exception("opsbot %s failed (reference %s)", args.cmd, reference)
+        return _fail(f"Something went wrong on opsbot's side (reference {reference}). Nothing was changed.",
+                     "internal", as_json, reference=reference)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -111,10 +111,14 @@ def test_bad_input_exits_non_zero_and_leaves_the_repo_untouched(
 ) -> None:
     before = snapshot(fleet)
     p = opsbot("run", command, "--repo", str(fleet))
-    assert p.returncode != 0
+    assert p.returncode == 2  # a refusal (an internal error would be 3)
     assert message in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert p.stdout == ""
+    j = opsbot("run", command, "--repo", str(fleet), "--json")
+    assert j.returncode == 2 and len(j.stderr.strip().splitlines()) == 1
+    out = json.loads(j.stdout)
+    assert out["kind"] == "refused" and message in out["error"]
     assert snapshot(fleet) == before
 
 
@@ -147,7 +151,7 @@ def test_init_writes_the_discovered_config_and_check_lints(fleet: Path) -> None:
     assert p.returncode == 0, p.stderr
     text = (fleet / ".opsbot.yaml").read_text()
     assert "production:\n    path: overlays/production\n    promote_from: staging\n    approvals: 1" in text
-    assert opsbot("init", "--repo", str(fleet)).returncode == 1  # refuses to overwrite
+    assert opsbot("init", "--repo", str(fleet)).returncode == 2  # refuses to overwrite
     c = opsbot("check", "--repo", str(fleet))
     assert c.returncode == 0, c.stdout
     assert "✅ overlays/production: kustomize build" in c.stdout
@@ -216,5 +220,46 @@ def test_protected_env_in_repo_config_denies_without_roles(fleet: Path) -> None:
     git(fleet, "add", ".opsbot.yaml")
     git(fleet, "commit", "-qm", "protect production")
     p = opsbot("run", "scale frontend 4 in production", "--repo", str(fleet))
-    assert p.returncode == 3 and "production is protected" in p.stderr
+    assert p.returncode == 2 and "production is protected" in p.stderr
+    j = opsbot("run", "scale frontend 4 in production", "--repo", str(fleet), "--json")
+    assert json.loads(j.stdout) | {"error": ""} == {"error": "", "kind": "refused", "denied": True}
     assert opsbot("plan", "scale frontend 4 in staging", "--repo", str(fleet)).returncode == 0
+
+
+def test_parse_errors_under_json_are_objects_too(fleet: Path) -> None:
+    for args in (["plan", "scael frontend 5 in production"], ["plan", "approve R1"]):
+        p = opsbot(*args, "--repo", str(fleet), "--json")
+        assert p.returncode == 2, p.stderr
+        out = json.loads(p.stdout)
+        assert out["kind"] == "refused" and out["error"] == p.stderr.strip().removeprefix("opsbot: ")
+
+
+def test_an_internal_error_is_kind_internal_with_exit_3(fleet: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from opsbot import cli
+    from opsbot.core import dispatcher
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug, not the person's fault")
+
+    monkeypatch.setattr(dispatcher, "authorize", broken)
+    monkeypatch.setenv("OPSBOT_USER", "alice")
+    code = cli.main(["plan", "scale frontend 5 in production", "--repo", str(fleet), "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 3 and out["kind"] == "internal" and out["reference"]
+    assert f"reference {out['reference']}" in out["error"] and "a bug" not in out["error"]
+
+    monkeypatch.setattr(cli, "cmd_prs", broken)  # outside the dispatcher: main() catches it
+    code = cli.main(["prs", "--repo", str(fleet), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3 and out["kind"] == "internal" and "Nothing was changed" in out["error"]
+
+
+def test_cli_answers_show_no_slack_markup(fleet: Path) -> None:
+    assert opsbot("run", "scale frontend 5 in production", "--repo", str(fleet)).returncode == 0
+    approved = opsbot("run", "approve R1", "--repo", str(fleet), user="bob")
+    assert approved.stdout.startswith("Approved by @bob (1/") and "<@" not in approved.stdout, approved.stdout
+    merged = opsbot("run", "merge R1", "--repo", str(fleet), "--json", user="bob")
+    text = json.loads(merged.stdout)["text"]
+    assert text.startswith("Merged by @bob as ") and "<@" not in text
