@@ -18,6 +18,7 @@ from opsbot.core.parser import Args, UsageError, name_word
 from opsbot.core.ports import LiveWorkload
 from opsbot.core.registry import Command
 from opsbot.core.results import Info, Result
+from opsbot.core.wording import replicas as replicas_word
 from opsbot.errors import CommandError, OpsbotError
 from opsbot.manifests.config import EnvConfig
 from opsbot.manifests.images import parse_image
@@ -75,7 +76,8 @@ def run(intent: Intent, ctx: Context) -> Result:
                     f"autoscaled {hpas[0]['spec'].get('minReplicas', 1)}-{hpas[0]['spec'].get('maxReplicas')}"
                 )
             else:
-                scale = f"{current_replicas(t, keys.replicas)} replicas"
+                count = current_replicas(t, keys.replicas)
+                scale = replicas_word(count) if count is not None else "replicas not set"
             lines.append(f"{env.name}: {version.describe()} · {scale}")
             data["envs"][env.name] = {"version": version.describe(), "scale": scale}  # type: ignore[index]
             replicas = None if hpas else current_replicas(t, keys.replicas)
@@ -167,7 +169,7 @@ def drift_between(version: Version, replicas: int | None, live: LiveWorkload) ->
         elif actual != image:
             drift.append(f"Git says {image}, cluster runs {_as_delta(image, actual)}")
     if replicas is not None and replicas != live.replicas:
-        drift.append(f"Git says {replicas} replicas, cluster has {live.replicas}")
+        drift.append(f"Git says {replicas_word(replicas)}, cluster has {live.replicas}")
     return drift
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from opsbot.chat.texts import plain
 from opsbot.core.model import Actor
 from opsbot.core.results import Failure, Info, NoChange, Proposed, Result
+from opsbot.core.wording import count
 from opsbot.errors import CommandError, ConfigError, OpsbotError
 from opsbot.settings import Settings, load_settings
 
@@ -183,7 +184,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, p in shared:
         problems += 1
         print(f"❌ {p} is listed by more than one env ({name}); opsbot cannot keep envs apart there.")
-    print("ok" if not problems else f"{problems} problem(s)")
+    print("ok" if not problems else count(problems, "problem"))
     return 0 if not problems else 1
 
 

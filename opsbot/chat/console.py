@@ -18,7 +18,10 @@ from typing import Any, TextIO
 
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.results import Failure, Info, NoChange, Proposed, RequestUpdate, Result
+from opsbot.core.wording import count
 
+#: Diff lines the console shows of a proposal; the rest is counted ("… (N more lines)").
+DIFF_LINES = 20
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "fleet"
 
 THREAD_EMOJI = {
@@ -75,14 +78,17 @@ def _render(result: Result) -> str:
         lines.append("   " + "  ".join(f"{'✅' if c.ok else '❌'} {c.name}" for c in result.change.checks))
         for n in result.change.notes:
             lines.append(f"   note: {n}")
-        for ln in result.diff.splitlines()[:20]:
+        diff = result.diff.splitlines()
+        for ln in diff[:DIFF_LINES]:
             lines.append(f"   │ {ln}")
+        if len(diff) > DIFF_LINES:
+            lines.append(f"   │ … ({count(len(diff) - DIFF_LINES, 'more line')})")
         if result.pr and result.request:
             word = "already open" if result.existing else "opened"
             need = result.request.approvals_needed
             lines.append(
                 f"   PR #{result.pr.number} {word} · request {result.request.id} · "
-                f"{'needs ' + str(need) + ' approval(s)' if need else 'ready to merge'} "
+                f"{'needs ' + count(need, 'approval') if need else 'ready to merge'} "
                 f"[Review PR] [Approve] [Merge] [Cancel]"
             )
         return "\n".join(lines)

@@ -24,6 +24,7 @@ from opsbot.core.model import (
     Scale,
     ScaleBounds,
 )
+from opsbot.core.wording import replicas
 from opsbot.errors import CommandError, ValidationFailed
 from opsbot.manifests import edits as E
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
@@ -102,7 +103,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.replicas > limit:
             raise CommandError(
-                f"{intent.replicas} replicas is above the maximum of {limit} for {t.env.name}. "
+                f"{replicas(intent.replicas)} is above the maximum of {limit} for {t.env.name}. "
                 "Ask an admin to raise max_replicas in .opsbot.yaml if you really need more."
             )
         if t.kind == "DaemonSet":
@@ -120,11 +121,11 @@ class Planner:
         keys = self.config.helm_keys(intent.app)
         old = current_replicas(t, keys.replicas)
         if old == intent.replicas:
-            raise NothingToDo(f"{intent.app} already runs {old} replicas in {t.env.name}. Nothing to change.")
+            raise NothingToDo(f"{intent.app} already runs {_replicas(old)} in {t.env.name}. Nothing to change.")
         es = E.EditSet(t.snap)
         E.set_replicas(self.index, es, t, intent.replicas, keys.replicas)
         fields = [FieldChange(intent.app, t.env.name, "replicas", _s(old), str(intent.replicas), t.root)]
-        title = f"Scale {intent.app} to {intent.replicas} replicas in {t.env.name}"
+        title = f"Scale {intent.app} to {replicas(intent.replicas)} in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
 
     def scale_bounds(self, intent: ScaleBounds) -> Change:
@@ -132,7 +133,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.max_replicas > limit:
             raise CommandError(
-                f"max {intent.max_replicas} is above the maximum of {limit} replicas for {t.env.name}."
+                f"max {intent.max_replicas} is above the maximum of {replicas(limit)} for {t.env.name}."
             )
         hpa = t.hpa()
         if hpa is None:
@@ -512,3 +513,7 @@ def _check_tag(tag: str) -> None:
 
 def _s(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def _replicas(n: int | None) -> str:
+    return replicas(n) if n is not None else "an unset number of replicas"

@@ -185,7 +185,7 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     p = opsbot("testdrive", "--dir", str(tmp_path / "td"), "--no-input")
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    assert "PR #1 opened · request R1 · needs 1 approval(s)" in out
+    assert "PR #1 opened · request R1 · needs 1 approval [Review PR]" in out
     assert "four-eyes" in out
     assert "Merged by @bob as " in out
     assert "production: ghcr.io/acme/frontend:1.4.2 · 5 replicas" in out
@@ -263,3 +263,13 @@ def test_cli_answers_show_no_slack_markup(fleet: Path) -> None:
     merged = opsbot("run", "merge R1", "--repo", str(fleet), "--json", user="bob")
     text = json.loads(merged.stdout)["text"]
     assert text.startswith("Merged by @bob as ") and "<@" not in text
+
+
+def test_one_replica_is_singular(fleet: Path) -> None:
+    """Issue 11 item 8: "1 replicas" nowhere."""
+    same = opsbot("plan", "scale worker 1 in dev", "--repo", str(fleet))
+    assert same.returncode == 0 and "worker already runs 1 replica in dev." in same.stdout, same.stdout
+    one = json.loads(opsbot("plan", "scale frontend 1 in staging", "--repo", str(fleet), "--json").stdout)
+    assert one["summary"] == "Scale frontend to 1 replica in staging"
+    status = opsbot("plan", "status worker", "--repo", str(fleet))
+    assert "dev: " in status.stdout and "· 1 replica" in status.stdout and "1 replicas" not in status.stdout
