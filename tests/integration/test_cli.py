@@ -273,3 +273,17 @@ def test_one_replica_is_singular(fleet: Path) -> None:
     assert one["summary"] == "Scale frontend to 1 replica in staging"
     status = opsbot("plan", "status worker", "--repo", str(fleet))
     assert "dev: " in status.stdout and "· 1 replica" in status.stdout and "1 replicas" not in status.stdout
+
+
+def test_create_cluster_on_the_bundled_template_says_it_is_the_docker_test_provider(tmp_path: Path,
+                                                                                    fleet: Path) -> None:
+    out = json.loads(opsbot("plan", "create cluster edge-9", "--repo", str(fleet), "--json").stdout)
+    (note,) = out["notes"]
+    assert "bundled default template" in note and "Docker provider (CAPD)" in note and "not for real clusters" in note
+    text = opsbot("plan", "create cluster edge-9", "--repo", str(fleet)).stdout
+    assert "note: The repo has no cluster template" in text
+    # a template of the repo's own gets no such note
+    own = make_repo("cluster-templates", tmp_path / "own")
+    mine = json.loads(opsbot("plan", "create cluster edge-4 from aws-small aws_region=eu-west-1 ssh_key_name=ops",
+                             "--repo", str(own), "--json").stdout)
+    assert mine["notes"] == []
