@@ -188,24 +188,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+#: The agent the testdrive pretends to be: Flux's `flux-system/apps` Kustomization for production.
+TESTDRIVE_AGENT = {"kind": "flux", "name": "apps", "namespace": "flux-system"}
+
+
 def cmd_testdrive(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
+    import yaml
+
     from opsbot.app import Opsbot
     from opsbot.chat.console import Console, make_sample_repo, walkthrough
+    from opsbot.intake.loopback import deliver_flux_event, flux_success_event
     from opsbot.manifests.config import CONFIG_FILE, discover, render_config
     from opsbot.manifests.gitrepo import GitRepo
 
     dest = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="opsbot-testdrive-")) / "fleet"
     make_sample_repo(dest)
     repo = GitRepo(str(dest))
-    (dest / CONFIG_FILE).write_text(render_config(discover(repo.snapshot("main"))))
+    rendered = render_config(discover(repo.snapshot("main")))
+    config = yaml.safe_load(rendered)
+    config["environments"]["production"]["agent"] = dict(TESTDRIVE_AGENT)
+    head = "".join(line for line in rendered.splitlines(keepends=True) if line.startswith("#"))
+    (dest / CONFIG_FILE).write_text(head + yaml.safe_dump(config, sort_keys=False))
     for git_args in (["add", "--", CONFIG_FILE], ["commit", "-qm", "Pin opsbot config (opsbot init)"]):
         # an argv list, never a shell: `--dir` is whatever the person typed (quotes, `;`, `$(...)`)
         subprocess.run(["git", "-C", str(dest), *git_args], check=True, capture_output=True)
     repo.close()
     print(f"Sample fleet repo: {dest}  (production needs 1 approval; see {dest / CONFIG_FILE})")
-    bot = Opsbot(load_settings(environ={}, repo=str(dest)))
+    # a fresh secret per run: the Flux event below is signed and checked like a real one
+    settings = load_settings(environ={}, repo=str(dest), flux_webhook_secret=secrets.token_hex(16),
+                             deploy_channel="deploys")
+    bot = Opsbot(settings)
     console = Console(bot)
     interactive = sys.stdin.isatty() and not args.no_input
+    piped = not sys.stdin.isatty() and not args.no_input
 
     def pause(step: str) -> None:
         if interactive:
@@ -213,9 +231,25 @@ def cmd_testdrive(args: argparse.Namespace) -> int:
         else:
             print(f"\n# {step}")
 
-    walkthrough(console, pause)
+    def reconcile(request_id: str) -> None:
+        """Play Flux: a signed success event for the merge commit, then what opsbot posts for it."""
+        request = bot.store.get_request(request_id)
+        if request is None or not request.merge_sha:
+            return
+        pause("Flux applies the merge commit in production and reports it to opsbot's /webhooks/flux")
+        event = flux_success_event(name=TESTDRIVE_AGENT["name"], namespace=TESTDRIVE_AGENT["namespace"],
+                                   revision=f"main@sha1:{request.merge_sha}")
+        status = asyncio.run(deliver_flux_event(bot, settings, event))
+        console.emit(f"flux> POST /webhooks/flux (Kustomization flux-system/apps applied "
+                     f"{request.merge_sha[:7]}, signed) → HTTP {status}")
+        asyncio.run(console.deliver_outbox())
+
+    walkthrough(console, pause, after_merge=reconcile)
     if interactive:
         print("\nYour turn. Type commands as in Slack (`help`), `/as bob` to switch user, Ctrl-D to quit.")
+    elif piped:
+        print("\n# commands from stdin")
+    if interactive or piped:
         user = "alice"
         for line in sys.stdin:
             line = line.strip()

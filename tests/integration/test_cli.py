@@ -190,6 +190,22 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     assert "Merged by @bob as " in out
     assert "production: ghcr.io/acme/frontend:1.4.2 · 5 replicas" in out
     assert git(tmp_path / "td", "log", "-1", "--format=%s").startswith("Scale frontend to 5 replicas")
+    # the loop closes: a signed Flux event through the real route, then the thread and the channel
+    sha = git(tmp_path / "td", "rev-parse", "--short=7", "main").strip()
+    assert f"flux> POST /webhooks/flux (Kustomization flux-system/apps applied {sha}, signed) → HTTP 202" in out
+    assert f"  ↳ thread R1: 🚀 Live in production — Flux kustomization apps applied {sha}" in out
+    assert "#deploys: 🚀 production · frontend replicas 3 → 5 · PR #1 (" in out
+    assert "<" not in out.split("flux> ", 1)[1]  # no Slack markup on the terminal
+
+
+def test_testdrive_reads_commands_from_piped_stdin(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSBOT_", "GITHUB_", "SLACK_"))}
+    p = subprocess.run([sys.executable, "-m", "opsbot", "testdrive", "--dir", str(tmp_path / "td")],
+                       input="status api\n/as bob\nscale worker 1 in dev\n", capture_output=True, text=True,
+                       env=env, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "@alice> /ops status api" in p.stdout and "production: ghcr.io/acme/api:2.3.0" in p.stdout
+    assert "@bob> /ops scale worker 1 in dev" in p.stdout and "worker already runs 1 replica in dev" in p.stdout
 
 
 def test_testdrive_dir_never_reaches_a_shell(tmp_path: Path) -> None:

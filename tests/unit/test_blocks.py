@@ -552,5 +552,7 @@ def test_mentions_in_an_ephemeral_request_update_are_not_escaped_twice(event: st
 def test_plain_text_has_no_slack_markup() -> None:
     assert texts.plain("Merged by <@bob> as abc; <@U0BOB|bob> <!here> <https://x.example/1|PR #1>") == (
         "Merged by @bob as abc; @bob @here PR #1 (https://x.example/1)")
+    assert texts.plain("<file:///tmp/fleet#pr-1|PR #1> in <#C0DEPLOY|deploys>") == (
+        "PR #1 (file:///tmp/fleet#pr-1) in #deploys")
     diffish = "+  image: *tag  # <x> a_b_c"
     assert texts.plain(diffish) == diffish
