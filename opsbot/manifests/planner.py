@@ -103,7 +103,8 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.replicas > limit:
             raise CommandError(
-                f"{replicas(intent.replicas)} is above the maximum of {limit} for {t.env.name}. "
+                # always plural: above a maximum of at least 1 (docs/troubleshooting.md quotes it)
+                f"{intent.replicas} replicas is above the maximum of {limit} for {t.env.name}. "
                 "Ask an admin to raise max_replicas in .opsbot.yaml if you really need more."
             )
         if t.kind == "DaemonSet":
