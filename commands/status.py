@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from commands._shared import no_extras
+from opsbot.core import wording
 from opsbot.core.context import Context
 from opsbot.core.model import Intent, RequestState, Status
 from opsbot.core.parser import Args, UsageError, name_word
 from opsbot.core.ports import LiveWorkload
 from opsbot.core.registry import Command
 from opsbot.core.results import Info, Result
-from opsbot.core.wording import replicas as replicas_word
 from opsbot.errors import CommandError, OpsbotError
 from opsbot.manifests.config import EnvConfig
 from opsbot.manifests.images import parse_image
@@ -77,7 +77,7 @@ def run(intent: Intent, ctx: Context) -> Result:
                 )
             else:
                 count = current_replicas(t, keys.replicas)
-                scale = replicas_word(count) if count is not None else "replicas not set"
+                scale = wording.replicas(count) if count is not None else "replicas not set"
             lines.append(f"{env.name}: {version.describe()} · {scale}")
             data["envs"][env.name] = {"version": version.describe(), "scale": scale}  # type: ignore[index]
             replicas = None if hpas else current_replicas(t, keys.replicas)
@@ -169,7 +169,7 @@ def drift_between(version: Version, replicas: int | None, live: LiveWorkload) ->
         elif actual != image:
             drift.append(f"Git says {image}, cluster runs {_as_delta(image, actual)}")
     if replicas is not None and replicas != live.replicas:
-        drift.append(f"Git says {replicas_word(replicas)}, cluster has {live.replicas}")
+        drift.append(f"Git says {wording.replicas(replicas)}, cluster has {live.replicas}")
     return drift
 
 

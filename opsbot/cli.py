@@ -21,7 +21,6 @@ from typing import Any
 from opsbot.chat.texts import plain
 from opsbot.core.model import Actor
 from opsbot.core.results import Failure, Info, NoChange, Proposed, Result
-from opsbot.core.wording import count
 from opsbot.errors import CommandError, ConfigError, OpsbotError
 from opsbot.settings import Settings, load_settings
 
@@ -139,7 +138,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     target = Path(args.repo) / CONFIG_FILE
     if target.exists() and not args.force:
         print(f"opsbot: {target} exists; use --force to overwrite.", file=sys.stderr)
-        return EXIT_REFUSED
+        return 1
     cfg = discover(repo.snapshot(repo.default_branch()))
     text = render_config(cfg)
     target.write_text(text)
@@ -184,7 +183,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, p in shared:
         problems += 1
         print(f"❌ {p} is listed by more than one env ({name}); opsbot cannot keep envs apart there.")
-    print("ok" if not problems else count(problems, "problem"))
+    print("ok" if not problems else f"{problems} problem(s)")
     return 0 if not problems else 1
 
 

@@ -362,18 +362,7 @@ class Planner:
         dest = cfg.path.format(name=name).strip("/")
         if snap.is_dir(dest) or snap.exists(dest):
             raise CommandError(f"Cluster {name} already exists at {dest}/. Pick another name.")
-        template = intent.template or "default"
-        files = self._template_files(snap, template, cfg.templates)
-        # The bundled default runs on Cluster API's Docker provider: fine to try opsbot, wrong for a
-        # real cluster, so a proposal built from it must say so rather than look like the real thing.
-        notes: tuple[str, ...] = ()
-        if not snap.files_under(f"{cfg.templates}/{template}") and template == "default":
-            notes = (
-                f"The repo has no cluster template at {cfg.templates}/default/, so this uses opsbot's bundled "
-                "default template: Cluster API's Docker provider (CAPD), a test provider that runs nodes as "
-                f"containers, not for real clusters. Add your own template under {cfg.templates}/<name>/ "
-                "for your infrastructure.",
-            )
+        files = self._template_files(snap, intent.template or "default", cfg.templates)
         variables = {"CLUSTER_NAME": name}
         for k, v in intent.variables:
             variables[k.upper().replace("-", "_")] = v
@@ -427,7 +416,7 @@ class Planner:
             tuple(fields),
             f"Create cluster {name}",
             tuple(checks),
-            notes,
+            _bundled_template_note(snap, intent.template or "default", cfg.templates),
         )
 
     def _template_files(self, snap: Snapshot, template: str, repo_dir: str) -> list[tuple[str, str]]:
@@ -530,3 +519,16 @@ def _s(v: Any) -> str | None:
 
 def _replicas(n: int | None) -> str:
     return replicas(n) if n is not None else "an unset number of replicas"
+
+
+def _bundled_template_note(snap: Snapshot, template: str, templates_dir: str) -> tuple[str, ...]:
+    """The bundled default runs on Cluster API's Docker provider: fine to try opsbot, wrong for a real
+    cluster, so a proposal built from it says so rather than look like the real thing."""
+    if template != "default" or snap.files_under(f"{templates_dir}/{template}"):
+        return ()
+    return (
+        f"The repo has no cluster template at {templates_dir}/default/, so this uses opsbot's bundled "
+        "default template: Cluster API's Docker provider (CAPD), a test provider that runs nodes as "
+        f"containers, not for real clusters. Add your own template under {templates_dir}/<name>/ "
+        "for your infrastructure.",
+    )

@@ -151,7 +151,7 @@ def test_init_writes_the_discovered_config_and_check_lints(fleet: Path) -> None:
     assert p.returncode == 0, p.stderr
     text = (fleet / ".opsbot.yaml").read_text()
     assert "production:\n    path: overlays/production\n    promote_from: staging\n    approvals: 1" in text
-    assert opsbot("init", "--repo", str(fleet)).returncode == 2  # refuses to overwrite
+    assert opsbot("init", "--repo", str(fleet)).returncode == 1  # refuses to overwrite
     c = opsbot("check", "--repo", str(fleet))
     assert c.returncode == 0, c.stdout
     assert "✅ overlays/production: kustomize build" in c.stdout
