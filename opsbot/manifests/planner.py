@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from opsbot.core import wording
 from opsbot.core.model import (
     Change,
     CreateCluster,
@@ -24,7 +25,6 @@ from opsbot.core.model import (
     Scale,
     ScaleBounds,
 )
-from opsbot.core.wording import replicas
 from opsbot.errors import CommandError, ValidationFailed
 from opsbot.manifests import edits as E
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
@@ -126,7 +126,7 @@ class Planner:
         es = E.EditSet(t.snap)
         E.set_replicas(self.index, es, t, intent.replicas, keys.replicas)
         fields = [FieldChange(intent.app, t.env.name, "replicas", _s(old), str(intent.replicas), t.root)]
-        title = f"Scale {intent.app} to {replicas(intent.replicas)} in {t.env.name}"
+        title = f"Scale {intent.app} to {wording.replicas(intent.replicas)} in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
 
     def scale_bounds(self, intent: ScaleBounds) -> Change:
@@ -134,7 +134,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.max_replicas > limit:
             raise CommandError(
-                f"max {intent.max_replicas} is above the maximum of {replicas(limit)} for {t.env.name}."
+                f"max {intent.max_replicas} is above the maximum of {wording.replicas(limit)} for {t.env.name}."
             )
         hpa = t.hpa()
         if hpa is None:
@@ -518,7 +518,7 @@ def _s(v: Any) -> str | None:
 
 
 def _replicas(n: int | None) -> str:
-    return replicas(n) if n is not None else "an unset number of replicas"
+    return wording.replicas(n) if n is not None else "an unset number of replicas"
 
 
 def _bundled_template_note(snap: Snapshot, template: str, templates_dir: str) -> tuple[str, ...]:
