@@ -392,3 +392,58 @@ async def _new_response_url(double: SlackApiDouble, user: str) -> str:
 
 async def _forget_ephemerals(double: SlackApiDouble, user: str) -> None:
     double.ephemeral[:] = [e for e in double.ephemeral if e.user != user]
+
+
+SIGNED_ODD_SLACK_BODIES = [
+    (b"payload=%5B1%5D", "application/x-www-form-urlencoded"),  # payload=[1]
+    (b"payload=null", "application/x-www-form-urlencoded"),
+    (b"payload=%7B%22type%22%3A%22block_actions%22%7D", "application/x-www-form-urlencoded"),
+    (b"payload=%7B%22type%22%3A%22block_actions%22%2C%22actions%22%3A%22x%22%2C%22user%22%3A1%7D",
+     "application/x-www-form-urlencoded"),
+    (b"command=%2Fops&text=status", "application/x-www-form-urlencoded"),  # no user, channel or trigger
+    (b"command=%2Fops&text=status&user_id=%00&channel_id=%FF", "application/x-www-form-urlencoded"),
+    (b"[]", "application/json"),
+    (b'{"type": "url_verification"}', "application/json"),
+    (b'{"type": "event_callback", "event": 5}', "application/json"),
+    (b"\xff\xfe\x00", "application/x-www-form-urlencoded"),
+    (b"{", "application/json"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), SIGNED_ODD_SLACK_BODIES, ids=lambda v: repr(v)[:40])
+def test_signed_but_odd_slack_bodies_never_crash(rig: Rig, no_tracebacks: Any, body: bytes,
+                                                 content_type: str) -> None:
+    headers = [h for h in slack_headers(body) if h[0] != b"Content-Type"]
+    answer = rig.send("POST", "/slack/events", [*headers, (b"Content-Type", content_type.encode())], body)
+    assert answer.status < 500, answer
+    rig.server.idle()
+
+
+SLACK_KEYS = ["type", "event", "team", "user", "channel", "container", "actions", "view", "message", "state",
+              "trigger_id", "response_url", "command", "text", "api_app_id", "token", "enterprise", "id",
+              "authorizations", "is_enterprise_install", "team_id", "user_id", "channel_id", "action_id", "value",
+              "ts", "message_ts", "username", "name", "event_id", "challenge"]
+SLACK_TYPES = ["block_actions", "event_callback", "url_verification", "app_mention", "message", "view_submission",
+               "shortcut", "message_action", "block_suggestion", "interactive_message"]
+slack_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.sampled_from(SLACK_TYPES + ["opsbot_approve", "R1", "/ops"])
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(SLACK_KEYS), inner, max_size=5),
+    max_leaves=25,
+)
+slack_objects = st.dictionaries(st.sampled_from(SLACK_KEYS), slack_values, max_size=8)
+
+
+@hsettings(FUZZ, max_examples=200)
+@given(obj=slack_objects, as_form=st.booleans())
+def test_fuzzed_signed_slack_shapes_never_crash(rig: Rig, no_tracebacks: Any, obj: dict[str, Any],
+                                                as_form: bool) -> None:
+    """Slack-looking events and interactions with every field in the wrong type: 200 or 400, no traceback."""
+    if as_form:
+        body, content_type = urlencode({"payload": json.dumps(obj)}).encode(), b"application/x-www-form-urlencoded"
+    else:
+        body, content_type = json.dumps(obj).encode(), b"application/json"
+    headers = [h for h in slack_headers(body) if h[0] != b"Content-Type"] + [(b"Content-Type", content_type)]
+    answer = rig.send("POST", "/slack/events", headers, body)
+    assert answer.status < 500, answer
+    rig.server.idle()
