@@ -72,7 +72,19 @@ def _emit(result: Result, as_json: bool) -> int:
 def _bot(args: argparse.Namespace) -> Any:
     from opsbot.app import Opsbot
 
-    return Opsbot(_settings(args))
+    settings = _settings(args)
+    if settings.forge == "local":
+        _need_repo(settings.repo)
+    return Opsbot(settings)
+
+
+def _need_repo(path: str) -> None:
+    """A missing or non-Git `--repo` is the person's to fix (a refusal), not opsbot's fault."""
+    if not Path(path).is_dir():
+        raise CommandError(f"{path} is not a directory: point --repo (or OPSBOT_REPO) at the manifest repo.")
+    inside = subprocess.run(["git", "-C", path, "rev-parse", "--git-dir"], capture_output=True, check=False)
+    if inside.returncode != 0:
+        raise CommandError(f"{path} is not a Git repository: point --repo (or OPSBOT_REPO) at the manifest repo.")
 
 
 def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
@@ -316,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("OPSBOT_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     as_json = bool(getattr(args, "json", False))
     try:
+        if args.cmd in ("init", "check"):
+            _need_repo(args.repo)
         if args.cmd == "plan":
             return cmd_plan(args, apply=False)
         if args.cmd == "run":

@@ -102,6 +102,8 @@ BAD = [
     ("create cluster edge-3 worker_machine_count=yes", "boolean"),
     ("promote frontend from production to production", "two different environments"),
     ("rollback worker in production", "No earlier version"),
+    ("scale frontend\x1b[2J 5 in production", "control or invisible character (U+001B)"),
+    ("scale frontend 5 in \u202eproduction", "control or invisible character (U+202E)"),
 ]
 
 
@@ -303,3 +305,13 @@ def test_create_cluster_on_the_bundled_template_says_it_is_the_docker_test_provi
     mine = json.loads(opsbot("plan", "create cluster edge-4 from aws-small aws_region=eu-west-1 ssh_key_name=ops",
                              "--repo", str(own), "--json").stdout)
     assert mine["notes"] == []
+
+
+def test_a_missing_or_non_git_repo_is_a_refusal(tmp_path: Path) -> None:
+    p = opsbot("plan", "status", "--repo", str(tmp_path / "nope"), "--json")
+    assert p.returncode == 2 and json.loads(p.stdout) == {
+        "error": f"{tmp_path / 'nope'} is not a directory: point --repo (or OPSBOT_REPO) at the manifest repo.",
+        "kind": "refused"}
+    (tmp_path / "plain").mkdir()
+    c = opsbot("check", "--repo", str(tmp_path / "plain"))
+    assert c.returncode == 2 and "is not a Git repository" in c.stderr and c.stdout == ""
