@@ -556,4 +556,3 @@ def test_any_text_renders_within_limits_and_escaped(
     ):
         assert_within_limits(rendered)
         assert_no_control_sequences(all_text(rendered))
-
