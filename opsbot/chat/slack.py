@@ -396,6 +396,27 @@ def permalink(team_domain: str, channel: str, ts: str) -> str:
     return f"https://{host}/archives/{channel}/p{ts.replace('.', '')}"
 
 
+#: What Bolt raises on a body of a shape Slack never sends (JSON that is not JSON, a list, a number).
+_SHAPE_ERRORS = (AttributeError, KeyError, TypeError, ValueError, IndexError)
+
+#: Fields that are objects wherever Slack sends them (events, interactions); Bolt's middleware calls
+#: `.get` on them before any listener runs, and answers 500 with a traceback when they are not.
+_OBJECT_FIELDS = ("event", "team", "user", "channel", "container", "enterprise", "view", "message", "state")
+#: ... of which Slack sends these as `null` (a workspace outside an Enterprise Grid org, org-wide apps)
+_NULLABLE = frozenset({"enterprise", "team"})
+
+
+def _slack_shaped(body: object) -> bool:
+    """The body is an object whose object fields are objects and whose `actions` are objects."""
+    if not isinstance(body, dict):  # `payload=[1]`, `payload=null`, a JSON list
+        return False
+    for key in _OBJECT_FIELDS:
+        if key in body and not isinstance(body[key], dict) and not (body[key] is None and key in _NULLABLE):
+            return False
+    actions = body.get("actions")
+    return actions is None or (isinstance(actions, list) and all(isinstance(a, dict) for a in actions))
+
+
 #: Slack's replay window for `X-Slack-Request-Timestamp` (its docs say five minutes).
 SIGNATURE_WINDOW_SECONDS = 300
 
@@ -523,15 +544,23 @@ class SlackTransport:
         ):
             log.info("Slack request refused: bad, stale or missing signature")
             return web.Response(status=401, text="invalid request signature")
-        try:
+        try:  # Bolt parses the body in the constructor
             bolt_request = AsyncBoltRequest(
                 body=raw.decode("utf-8", errors="replace"),
                 query=request.query_string,
                 headers=request.headers,  # type: ignore[arg-type]
             )
-        except ValueError:  # a signed body Bolt cannot parse (JSON that is not JSON, say)
-            return web.Response(status=400, text="request body cannot be parsed")
-        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+            if not _slack_shaped(bolt_request.body):
+                return web.Response(status=400, text="request body has an unexpected shape")
+            bolt_response = await self.app.async_dispatch(bolt_request)
+        except _SHAPE_ERRORS as exc:
+            # Bolt parses the body and reads its fields before any listener runs, assuming Slack's
+            # documented shapes (`payload=[1]` or `"event": 5` raise there). Signed, so from Slack,
+            # but not a shape Slack sends: refuse it as bad input instead of answering 500.
+            log.warning("Slack request of an unexpected shape refused (%s: %s)", type(exc).__name__,
+                        str(exc)[:200])
+            return web.Response(status=400, text="request body has an unexpected shape")
+        return await to_aiohttp_response(bolt_response)
 
     def channel_for_env(self, env: str) -> str:
         """Where deploy outcomes of `env` are announced: its override, else OPSBOT_DEPLOY_CHANNEL."""

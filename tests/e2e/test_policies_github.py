@@ -57,7 +57,7 @@ def test_a_freeze_sets_failing_statuses_that_stop_merges_on_github_and_in_opsbot
     assert w.double.statuses[head] == {"opsbot/policy": "success"}
 
     frozen = w.cli("run", "freeze production for 3h because quarterly audit", user="carol")
-    assert "production is frozen by <@carol> because quarterly audit" in frozen.stdout
+    assert "production is frozen by @carol because quarterly audit" in frozen.stdout
     assert w.double.statuses[head] == {"opsbot/policy": "failure"}
     (listed,) = requests.get(
         f"{w.running.api_url}/repos/{w.double.full_name}/commits/{head}/statuses",
@@ -76,8 +76,8 @@ def test_a_freeze_sets_failing_statuses_that_stop_merges_on_github_and_in_opsbot
     assert by_hand.json()["message"] == 'Required status check "opsbot/policy" is failing.'
 
     refused = w.cli("merge", rid, user="bob", ok=False)
-    assert refused.returncode == 1
-    assert refused.stderr.startswith(f"opsbot: {rid} cannot merge now. production is frozen by <@carol>")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"opsbot: {rid} cannot merge now. production is frozen by @carol")
     assert w.double.api_calls("PUT", r"/merge$")[-1:] and len(w.double.api_calls("PUT", r"/merge$")) == 1
 
     w.cli("run", "unfreeze production", user="bob")
@@ -166,7 +166,7 @@ def test_gate_results_are_an_opsbot_gate_status_on_github(make_world: Callable[.
         head = w.double.branch_sha(run["branch"])
         assert head is not None
         refused = w.cli("merge", run["request"], user="bob", ok=False)
-        assert refused.returncode == 1
+        assert refused.returncode == 2
         assert "gate staging errors: fail (the query returned no samples)" in refused.stderr
         assert w.double.statuses[head] == {"opsbot/policy": "success", "opsbot/gate": "failure"}
         double.set("sum(rate(errors_total[5m])) < 1", "0.3")
@@ -182,7 +182,7 @@ def test_a_lock_refusal_links_the_holders_pr(make_world: Callable[..., World]) -
     run = w.cli_json("run", CMD, user="alice")
     w.cli("run", "lock frontend in production because rollout watch", user="alice")
     refused = w.cli("run", "scale frontend 4 in production", user="bob", ok=False)
-    assert refused.returncode == 1
-    assert "locked by <@alice> because rollout watch, since " in refused.stderr
+    assert refused.returncode == 2
+    assert "locked by @alice because rollout watch, since " in refused.stderr
     assert f"Their PR: {run['pr']['url']} Ask them to `unlock frontend in production` when done." in refused.stderr
     assert len(w.double.open_pulls()) == 1
