@@ -211,6 +211,6 @@ def _live_reader(settings: Settings) -> LiveReader | None:
     so the CLI does not pay for loading the kubernetes client."""
     if not settings.watch.strip():
         return None
-    from opsbot.intake.live import live_reader_from_settings
+    from opsbot.kube.live import live_reader_from_settings
 
     return live_reader_from_settings(settings)

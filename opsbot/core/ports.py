@@ -288,7 +288,7 @@ class LiveWorkload:
 
 
 class LiveReader(Protocol):
-    """Reads workloads from the clusters opsbot can reach (opsbot.intake.live on Kubernetes).
+    """Reads workloads from the clusters opsbot can reach (opsbot.kube.live on Kubernetes).
 
     Why a port: `status` must show the live side without commands importing a cluster client, and
     tests can hand it any reader.
