@@ -183,13 +183,14 @@ def approvals_needed(needed: int) -> str:
 def check_item(name: str, ok: bool, detail: str = "", *, skipped: bool = False) -> str:
     """`✅ schema (k8s 1.37)` for a pass; `❌ kustomize build: <why>` for a failure; `⚠️ … skipped: <why>`."""
     mark = "❌" if not ok else "⚠️" if skipped else "✅"
+    # names say which schema was used ("schema (HelmRelease, CRD from repo clusters/…/gotk-components.yaml)")
     if skipped and ok:
-        return f"{mark} {escape(clip(name, 80))}: {escape(clip(detail, 300))}"
+        return f"{mark} {escape(clip(name, 120))}: {escape(clip(detail, 300))}"
     if not detail:
-        return f"{mark} {escape(clip(name, 80))}"
+        return f"{mark} {escape(clip(name, 120))}"
     if ok:
-        return f"{mark} {escape(clip(name, 80))} ({escape(clip(detail, 80))})"
-    return f"{mark} {escape(clip(name, 80))}: {escape(clip(detail, 300))}"
+        return f"{mark} {escape(clip(name, 120))} ({escape(clip(detail, 80))})"
+    return f"{mark} {escape(clip(name, 120))}: {escape(clip(detail, 300))}"
 
 
 def note(text: str) -> str:

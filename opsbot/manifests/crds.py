@@ -37,6 +37,14 @@ BUNDLED = {
     ("cluster.x-k8s.io", "Cluster"): "cluster-api-clusters-crd.yaml",
     ("cluster.x-k8s.io", "MachineDeployment"): "cluster-api-machinedeployments-crd.yaml",
 }
+#: where each bundled file comes from (opsbot/crds/SOURCES.md has the commits)
+_ORIGINS = {
+    "flux-helm.": "fluxcd/helm-controller",
+    "flux-kustomize.": "fluxcd/kustomize-controller",
+    "flux-source.": "fluxcd/source-controller",
+    "argocd-": "argoproj/argo-cd",
+    "cluster-api-": "kubernetes-sigs/cluster-api",
+}
 _CRD_FILE_HINT = re.compile(r"(crd|gotk-components|customresourcedefinition)", re.I)
 _MAX_ERRORS = 3
 
@@ -99,8 +107,9 @@ def _bundled(group: str, kind: str) -> Crd | None:
         if (group, kind) not in _BUNDLED_CACHE:
             text = (BUNDLED_DIR / name).read_text()
             crd = None
+            origin = next((o for prefix, o in _ORIGINS.items() if name.startswith(prefix)), name)
             for doc in yaml.load_all(text, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):
-                crd = _parse_crd(doc, f"bundled CRD {name}") or crd
+                crd = _parse_crd(doc, f"bundled CRD from {origin}") or crd
             _BUNDLED_CACHE[(group, kind)] = crd
         return _BUNDLED_CACHE[(group, kind)]
 

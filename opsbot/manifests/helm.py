@@ -7,7 +7,7 @@ without a shell, in an empty directory, with no kubeconfig and a throwaway HOME.
 
 What the engine may see: the chart is handed over as an in-memory archive built from the chart's
 own folder at one commit, so `.Files` can only read that folder; `lookup` has no cluster and returns
-empty results (tests/unit/test_helm_render.py proves both).
+empty results (tests/integration/test_helm_render.py proves both).
 """
 
 from __future__ import annotations
@@ -47,12 +47,28 @@ class HelmError(Exception):
         self.message = message
 
 
+class EngineUnavailable(HelmError):
+    """Helm's engine cannot run here at all: every render proof is skipped, none is failed."""
+
+
+class ChartMissing(HelmError):
+    """The chart source answered, and it has no such chart or version: a wrong change, not a skipped proof."""
+
+
+_NOT_FOUND = re.compile(
+    r'^chart "[^"]+" version "[^"]+" not found in \S+ repository$'  # index.yaml repository
+    r'|^failed to perform "FetchReference" on source: \S+:\S+: not found$'  # OCI registry answered 404
+)
+
+
 @dataclass(frozen=True)
 class Rendered:
     """What a chart renders: the objects, in template order, and the chart's default values."""
 
     objects: list[dict[str, Any]]
     defaults: dict[str, Any]
+    #: subcharts Chart.yaml declares but charts/ lacks (not vendored): the render is without them
+    missing_deps: tuple[str, ...] = ()
 
 
 def chart_archive(snap: Snapshot, chart_dir: str) -> bytes:
@@ -107,7 +123,7 @@ def render_many(
             except yaml.YAMLError as exc:
                 raise HelmError(f"{path} renders invalid YAML: {getattr(exc, 'problem', exc)}") from None
             objects.extend(d for d in docs if isinstance(d, dict))
-        results.append(Rendered(objects, out.get("values") or {}))
+        results.append(Rendered(objects, out.get("values") or {}, tuple(out.get("missing_deps") or ())))
     return results
 
 
@@ -154,9 +170,14 @@ def cached_or_pulled(ref: ChartRef, cache_dir: Path | None, *, fetch: bool) -> b
     if not ref.url.startswith(("https://", "http://", "oci://")):
         raise HelmError(f"{ref.url} is not an http(s):// or oci:// chart source")
     with tempfile.TemporaryDirectory(prefix="opsbot-pull-") as tmp:
-        out = _run_worker(
-            {"op": "pull", "name": ref.name, "version": ref.version, "url": ref.url, "dest": tmp}, PULL_TIMEOUT
-        )
+        try:
+            out = _run_worker(
+                {"op": "pull", "name": ref.name, "version": ref.version, "url": ref.url, "dest": tmp}, PULL_TIMEOUT
+            )
+        except HelmError as exc:
+            if _NOT_FOUND.match(exc.message):
+                raise ChartMissing(exc.message) from None
+            raise
         got = Path(out["path"])
         if got.parent != Path(tmp) or not got.is_file():
             raise HelmError(f"pulling {ref.name} {ref.version} produced no archive")
@@ -204,6 +225,8 @@ def _run_worker(request: dict[str, Any], timeout: float) -> dict[str, Any]:
         answer = json.loads(proc.stdout.decode() or "{}")
     except ValueError:
         answer = {}
+    if answer.get("unavailable"):
+        raise EngineUnavailable(_one_line(str(answer.get("error"))))
     if not answer.get("ok"):
         err = answer.get("error") or proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
             f"the Helm worker exited with {proc.returncode}"

@@ -17,8 +17,11 @@ MEMORY_LIMIT = 3 * 1024**3
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
-    from helm_python.chart import Chart
-    from helm_python.registry import pull
+    try:
+        from helm_python.chart import Chart
+        from helm_python.registry import pull
+    except ImportError as exc:  # e.g. no wheel of the engine for this platform
+        return {"ok": False, "unavailable": True, "error": f"Helm's engine (helm-python-sdk) is not installed: {exc}"}
 
     op = request.get("op")
     if op in ("render", "values"):
@@ -29,11 +32,17 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
                 chart.render(values, name=request["release"], namespace=request["namespace"])
                 for values in request["values_list"]
             ]
-            return {"ok": True, "manifests_list": out, "values": chart.values}
+            declared = {str(d.get("name")) for d in chart.metadata.get("dependencies") or [] if isinstance(d, dict)}
+            loaded = {str(d.get("name")) for d in chart.dependencies}
+            missing = sorted(declared - loaded)
+            return {"ok": True, "manifests_list": out, "values": chart.values, "missing_deps": missing}
     if op == "pull":
         url, name, dest = request["url"], request["name"], request["dest"]
         if url.startswith("oci://"):
-            pull(f"{url.rstrip('/')}/{name}", version=request["version"], destination=dest)
+            # like Docker, a registry on this machine's loopback speaks plain HTTP; any other, TLS only
+            host = url[len("oci://") :].split("/", 1)[0].rsplit(":", 1)[0]
+            loopback = host in ("127.0.0.1", "localhost", "[::1]")
+            pull(f"{url.rstrip('/')}/{name}", version=request["version"], destination=dest, plain_http=loopback)
         else:
             pull(name, repo_url=url, version=request["version"], destination=dest)
         tgz = sorted(Path(dest).glob("*.tgz"))

@@ -19,7 +19,15 @@ from typing import Any
 
 from opsbot.core.model import Check
 from opsbot.manifests.gitrepo import Snapshot, norm
-from opsbot.manifests.helm import ChartRef, HelmError, cached_or_pulled, chart_archive, render_many
+from opsbot.manifests.helm import (
+    ChartMissing,
+    ChartRef,
+    EngineUnavailable,
+    HelmError,
+    cached_or_pulled,
+    chart_archive,
+    render_many,
+)
 from opsbot.manifests.images import parse_image
 
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "Rollout")
@@ -39,6 +47,7 @@ class ChartSource:
     where: str  # for people: "charts/podinfo" or "podinfo 6.5.0 from https://…"
     archive: bytes | None = None
     skipped: str | None = None
+    missing: str | None = None  # the source answered that it has no such chart/version
 
 
 def in_repo(snap: Snapshot, chart_dir: str) -> ChartSource:
@@ -116,13 +125,21 @@ def _from_chart_spec(
 
 
 def _remote(ref: ChartRef, cache_dir: Path | None, fetch: bool) -> ChartSource:
-    where = f"{ref.name} {ref.version or '(no version)'} from {ref.url}"
+    shown = redact(ref.url)
+    where = f"{ref.name} {ref.version or '(no version)'} from {shown}"
     if not ref.version:
         return ChartSource(where, skipped=f"{ref.name} has no pinned version to fetch")
     try:
         return ChartSource(where, cached_or_pulled(ref, cache_dir, fetch=fetch))
+    except ChartMissing as exc:
+        return ChartSource(where, missing=exc.message.replace(ref.url, shown))
     except HelmError as exc:
-        return ChartSource(where, skipped=exc.message)
+        return ChartSource(where, skipped=exc.message.replace(ref.url, shown))
+
+
+def redact(url: str) -> str:
+    """A URL without user:password@ (checks end up in PR bodies and chat)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.I)
 
 
 def _find(objects: list[dict[str, Any]], kind: str, name: str, ns: str) -> dict[str, Any] | None:
@@ -136,6 +153,8 @@ def _find(objects: list[dict[str, Any]], kind: str, name: str, ns: str) -> dict[
 
 
 def skipped(src: ChartSource) -> Check:
+    if src.missing:
+        return Check(CHECK, False, f"{src.where}: {src.missing}")
     return Check(CHECK, True, f"skipped: {src.skipped}", skipped=True)
 
 
@@ -154,9 +173,18 @@ def verify(
         return skipped(src), []
     try:
         old, new = render_many(src.archive, [before, after], release=release, namespace=namespace)
+    except EngineUnavailable as exc:
+        return Check(CHECK, True, f"skipped: {exc.message}", skipped=True), []
     except HelmError as exc:
         return Check(CHECK, False, f"{src.where}: {exc.message}"), []
-    return compare(src.where, old.objects, new.objects, field, value)
+    check, moved = compare(src.where, old.objects, new.objects, field, value)
+    if old.missing_deps:
+        deps = ", ".join(old.missing_deps)
+        if not check.ok:  # the key may be read by a subchart that is not there: cannot tell
+            why = f"{src.where} depends on {deps}, which its charts/ folder does not hold, so the render is incomplete"
+            return Check(CHECK, True, f"skipped: {why}", skipped=True), []
+        check = Check(CHECK, True, f"{check.detail} (without subcharts {deps}: not in charts/)")
+    return check, moved
 
 
 def render_check(
@@ -167,6 +195,8 @@ def render_check(
         return skipped(src), []
     try:
         (out,) = render_many(src.archive, [values], release=release, namespace=namespace)
+    except EngineUnavailable as exc:
+        return Check(CHECK, True, f"skipped: {exc.message}", skipped=True), []
     except HelmError as exc:
         return Check(CHECK, False, f"{src.where}: {exc.message}"), []
     return Check(CHECK, True, f"{src.where}: renders {len(out.objects)} object(s) with these values"), out.objects
@@ -234,7 +264,7 @@ def replica_keys(
     except HelmError:
         return None
     if not candidates:
-        return []
+        return None if base.missing_deps else []
     before = _keyed(base.objects)
     out = []
     for key, r in zip(candidates, renders, strict=True):
@@ -242,6 +272,8 @@ def replica_keys(
             if k[1] in WORKLOADS and k in before and _replicas(o) != _replicas(before[k]):
                 out.append(key)
                 break
+    if not out and base.missing_deps:
+        return None  # a subchart that is not vendored may read one of them
     return out
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from opsbot.core.model import (
     Change,
-    Check,
     CreateCluster,
     Deploy,
     FieldChange,
@@ -27,13 +26,13 @@ from opsbot.core.model import (
 )
 from opsbot.errors import CommandError, OpsbotError, ValidationFailed
 from opsbot.manifests import edits as E
-from opsbot.manifests import helmproof, paths
+from opsbot.manifests import paths
 from opsbot.manifests.crds import Catalog
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
+from opsbot.manifests.helmplan import ChartPlanner
 from opsbot.manifests.images import is_version_range, parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
     Index,
-    SourceDoc,
     Target,
     Version,
     chart_source,
@@ -85,6 +84,10 @@ class Planner:
         self.index = Index(repo, base_ref)
         self.options = options or PlanOptions()
         self._catalogs: dict[str, Catalog] = {}
+        cache = self.options.chart_cache
+        if cache is None and repo.cache.path:
+            cache = repo.cache.path.parent / "charts"
+        self._charts = ChartPlanner(self.index, cache, fetch=self.options.fetch_charts)
 
     def crds(self, snap: Snapshot) -> Catalog:
         """The CRDs of one commit, read only when a custom kind needs one."""
@@ -138,7 +141,7 @@ class Planner:
         keys = self.config.helm_keys(intent.app)
         replicas_key = keys.replicas
         if t.layout == "helm" or t.is_helmrelease:
-            replicas_key = self._replicas_key(t, keys.replicas if keys.replicas_pinned else None)
+            replicas_key = self._charts.replicas_key(t, keys.replicas if keys.replicas_pinned else None)
         self._not_generated(t, replicas_key)
         old = current_replicas(t, replicas_key)
         if old == intent.replicas:
@@ -149,109 +152,6 @@ class Planner:
         fields = [FieldChange(intent.app, t.env.name, "replicas", _s(old), str(intent.replicas), t.root)]
         title = f"Scale {intent.app} to {intent.replicas} replicas in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
-
-    # ------------------------------------------------------------------------------ helm charts
-    @property
-    def _chart_cache(self) -> Path | None:
-        if self.options.chart_cache is not None:
-            return self.options.chart_cache
-        return self.repo.cache.path.parent / "charts" if self.repo.cache.path else None
-
-    def _chart(self, t: Target, hr: dict[str, Any] | None = None, version: str | None = None) -> helmproof.ChartSource:
-        if t.layout == "helm":
-            return helmproof.in_repo(t.snap, str(PurePosixPath(t.root).parent))
-        return helmproof.helmrelease_chart(
-            hr or t.rendered,
-            t.objects,
-            t.snap,
-            version=version,
-            cache_dir=self._chart_cache,
-            fetch=self.options.fetch_charts,
-        )
-
-    def _env_values(self, t: Target, hr: dict[str, Any] | None = None) -> dict[str, Any]:
-        if t.layout == "helm":
-            return t.source.data if t.source and isinstance(t.source.data, dict) else {}
-        return t.helm_values(hr)
-
-    def _replicas_key(self, t: Target, pinned: str | None) -> str:
-        """The values key this chart reads its replica count from: pinned, else found by rendering.
-
-        Why not just `replicaCount`: many charts read another key (loki: `singleBinary.replicas`), and
-        writing a key that nothing reads would be a PR that changes nothing while looking right."""
-        if pinned:
-            return pinned
-        src = self._chart(t)
-        found = helmproof.replica_keys(
-            src,
-            self._env_values(t),
-            release=t.name,
-            namespace=t.env.name,
-            merged=t.rendered if t.layout == "helm" else None,
-        )
-        pin = f"apps: {{{t.app}: {{helm: {{replicas: KEY}}}}}}"
-        if found is None:
-            values = t.rendered if t.layout == "helm" else self._env_values(t)
-            found_in_values = helmproof.candidate_replica_keys(values)
-            if len(found_in_values) == 1:
-                return found_in_values[0]
-            why = src.skipped or "the chart does not render"
-            raise CommandError(
-                f"Cannot tell which values key sets {t.app}'s replicas in {t.env.name}: the chart could not be "
-                f"rendered ({why}) and its values have "
-                + (f"several candidates ({', '.join(found_in_values)})" if found_in_values else "no replicaCount/replicas key")
-                + f". Pin it in .opsbot.yaml: `{pin}`."
-            )
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            raise CommandError(
-                f"Nothing in {src.where}'s templates takes {t.app}'s replica count from a values key named "
-                f"replicaCount or replicas, so opsbot has no key to set. If another key does, pin it in "
-                f".opsbot.yaml: `{pin}`."
-            )
-        raise CommandError(
-            f"{src.where} reads replica counts from {len(found)} values keys ({', '.join(found)}); opsbot will not "
-            f"guess which one {t.app} means. Pin it in .opsbot.yaml: `{pin.replace('KEY', found[0])}`."
-        )
-
-    def _helm_proof(
-        self, es: E.EditSet, t: Target, rendered: list[dict[str, Any]] | None
-    ) -> tuple[Check, list[dict[str, Any]]] | None:
-        """Render the chart before and after (DESIGN §5.3): only the targeted fields may move."""
-        if es.render_field is None or not (t.layout == "helm" or t.is_helmrelease):
-            return None
-        field, value = es.render_field
-        if t.layout == "helm":
-            after_docs = load_all(es.text(t.root)) if es.exists(t.root) else []
-            after_values = after_docs[0] if after_docs and isinstance(after_docs[0], dict) else {}
-            return helmproof.verify(
-                self._chart(t), self._env_values(t), after_values, field, value,
-                release=t.name, namespace=t.env.name,
-            )
-        hr_after = self._helmrelease_after(es, t, rendered)
-        if hr_after is None:
-            return Check(helmproof.CHECK, True, "skipped: the edited HelmRelease could not be read back", skipped=True), []
-        if field == "chart version":
-            src = self._chart(t, hr_after, version=str(value))
-            return helmproof.render_check(src, self._env_values(t, hr_after), release=t.name, namespace=t.env.name)
-        return helmproof.verify(
-            self._chart(t), self._env_values(t), self._env_values(t, hr_after), field, value,
-            release=t.name, namespace=t.env.name,
-        )
-
-    def _helmrelease_after(
-        self, es: E.EditSet, t: Target, rendered: list[dict[str, Any]] | None
-    ) -> dict[str, Any] | None:
-        me = (t.rendered.get("metadata") or {}).get("name")
-        if rendered is not None:
-            hits = [o for o in rendered if o.get("kind") == t.kind and (o.get("metadata") or {}).get("name") == me]
-            return hits[0] if hits else None
-        if t.source is None:
-            return None
-        docs = load_all(es.text(t.source.file))
-        doc = docs[t.source.doc] if t.source.doc < len(docs) else None
-        return doc if isinstance(doc, dict) else None
 
     def scale_bounds(self, intent: ScaleBounds) -> Change:
         t = self.index.find(intent.app, intent.env)
@@ -444,7 +344,7 @@ class Planner:
                 es.render_field = ("chart version", want.chart)
                 source = chart_source(t)
                 if source is not None:
-                    self._set_source_version(es, t, source[0], source[1], want.chart)
+                    self._charts.set_source_version(es, t, source[0], source[1], want.chart)
                 else:
                     E.set_helmrelease(
                         self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
@@ -469,53 +369,6 @@ class Planner:
             raise NothingToDo(f"{t.app} is already at {same} in {env}{where}. Nothing to change.")
         return self._finish(intent, t, es, fields, title)
 
-    def _set_source_version(
-        self, es: E.EditSet, t: Target, obj: dict[str, Any], path: list[str], version: str
-    ) -> None:
-        """A chartRef release's version lives in its OCIRepository/HelmChart: edit it there, if it is its own."""
-        ref = (t.rendered.get("spec") or {}).get("chartRef") or {}
-        kind, name = str(ref.get("kind")), str(ref.get("name"))
-        env = t.env.name
-        if not obj:
-            raise CommandError(
-                f"{t.app} in {env} takes its chart from {kind} {name} (chartRef), which {env} does not define, "
-                "so opsbot cannot change its version."
-            )
-        sharers = sorted(
-            str((o.get("metadata") or {}).get("name"))
-            for o in t.objects
-            if o is not t.rendered
-            and o.get("kind") == "HelmRelease"
-            and ((o.get("spec") or {}).get("chartRef") or {}).get("kind") == kind
-            and ((o.get("spec") or {}).get("chartRef") or {}).get("name") == name
-            and (o.get("metadata") or {}).get("name") != (t.rendered.get("metadata") or {}).get("name")
-        )
-        if sharers:
-            raise CommandError(
-                f"{kind} {name} serves {', '.join(sharers)} as well as {t.app} in {env}; changing its version "
-                f"would upgrade them too. Give {t.app} its own {kind} first."
-            )
-        graph = self.index.graph(t.snap)
-        files = graph.closure(t.root)[1] if t.layout == "kustomize" else [
-            f for f in t.snap.files_under(t.root) if f.endswith((".yaml", ".yml"))
-        ]
-        found = [
-            SourceDoc(f, i, d)
-            for f in files
-            if f.endswith((".yaml", ".yml")) and f not in graph.patch_files(t.root)
-            for i, d in enumerate(self.index.docs(t.snap, f))
-            if isinstance(d, dict) and d.get("kind") == kind and (d.get("metadata") or {}).get("name") == name
-        ]
-        if len(found) != 1:
-            raise CommandError(
-                f"{kind} {name} of {t.app} is defined {len(found)} times in {env}; opsbot edits one definition only."
-            )
-        src = Target(
-            t.app, t.env, t.snap, t.layout, t.root, kind, name, found[0], obj,
-            objects=t.objects, chain=graph.chain_to(t.root, found[0].file) if t.layout == "kustomize" else [],
-        )
-        E.set_helmrelease(self.index, es, src, list(path), version, "chart version")
-
     # ------------------------------------------------------------------------------ the gate
     def _finish(
         self, intent: Intent, t: Target, es: E.EditSet, fields: list[FieldChange], title: str
@@ -538,7 +391,7 @@ class Planner:
         objs = E.changed_objects(es, t, (lambda: rendered or []) if rendered is not None else None)
         if t.layout != "helm":
             checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(t.snap)))
-        proof = self._helm_proof(es, t, rendered) if all(c.ok for c in checks) else None
+        proof = self._charts.proof(es, t, rendered) if all(c.ok for c in checks) else None
         if proof is not None:
             checks.append(proof[0])
             if proof[1]:

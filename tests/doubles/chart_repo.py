@@ -88,3 +88,105 @@ def serve(repo: ChartRepo) -> Iterator[ChartRepo]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class OciRegistry:
+    """An OCI distribution registry holding Helm charts, as `helm push` stores them.
+
+    Serves what `helm pull oci://…` reads: `GET /v2/`, the manifest by tag (config media type
+    `application/vnd.cncf.helm.config.v1+json`, one layer `application/vnd.cncf.helm.chart.content.v1.tar+gzip`)
+    with its `Docker-Content-Digest`, and blobs by digest; anything else is 404 with the registry's error
+    body. Plain HTTP on loopback, like a local registry."""
+
+    MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], bytes] = {}
+        self.requests: list[str] = []
+        self.host = ""
+
+    def add(self, repository: str, name: str, version: str, files: Mapping[str, str]) -> None:
+        import json
+
+        layer = package(name, version, files)
+        config = json.dumps({"apiVersion": "v2", "name": name, "version": version}).encode()
+        for blob in (layer, config):
+            self.blobs["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": self.MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.cncf.helm.config.v1+json",
+                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
+                    "size": len(layer),
+                }
+            ],
+        }
+        self.manifests[(f"{repository}/{name}", version)] = json.dumps(manifest).encode()
+
+
+@contextmanager
+def serve_oci(registry: OciRegistry) -> Iterator[OciRegistry]:
+    import re
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, body: bytes | None, ctype: str = "application/octet-stream", digest: str = "") -> None:
+            if body is None:
+                err = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(err)))
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(err)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            if digest:
+                self.send_header("Docker-Content-Digest", digest)
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            registry.requests.append(f"{self.command} {path}")
+            if path in ("/v2/", "/v2"):
+                return self._answer(b"{}", "application/json")
+            m = re.match(r"^/v2/(.+)/manifests/([^/]+)$", path)
+            if m:
+                body = registry.manifests.get((m.group(1), m.group(2)))
+                if body is None and m.group(2).startswith("sha256:"):
+                    body = next(
+                        (b for b in registry.manifests.values() if "sha256:" + hashlib.sha256(b).hexdigest() == m.group(2)),
+                        None,
+                    )
+                digest = "sha256:" + hashlib.sha256(body).hexdigest() if body is not None else ""
+                return self._answer(body, OciRegistry.MANIFEST, digest)
+            m = re.match(r"^/v2/(.+)/blobs/(sha256:[0-9a-f]{64})$", path)
+            if m:
+                return self._answer(registry.blobs.get(m.group(2)), digest=m.group(2))
+            return self._answer(None)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    registry.host = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield registry
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -17,7 +17,7 @@ from opsbot.manifests import helm
 from opsbot.manifests.crds import BUNDLED_DIR, Catalog, check_custom
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
-from tests.doubles.chart_repo import ChartRepo, package, serve
+from tests.doubles.chart_repo import ChartRepo, OciRegistry, package, serve, serve_oci
 from tests.engine import plan
 from tests.repos import fixture_path, make_repo
 
@@ -98,6 +98,16 @@ def test_a_pinned_replica_key_is_used(tmp_path: Path) -> None:
     assert _check(change, "helm render").detail == "charts/loki: only the replicas of Deployment loki-read changed"
 
 
+def test_without_a_chart_to_render_an_unguessable_replica_key_is_refused(tmp_path: Path) -> None:
+    """kube-prometheus-stack follows 66.x (no one chart to fetch) and its values name no replica key."""
+    repo = GitRepo(str(make_repo("flux-chartref", tmp_path / "r")))
+    with pytest.raises(CommandError) as err:
+        plan(repo, "scale kube-prometheus-stack 2 in staging")
+    msg = str(err.value)
+    assert 'the chart could not be rendered (chart version "66.x" is a range' in msg
+    assert "`apps: {kube-prometheus-stack: {helm: {replicas: KEY}}}`" in msg
+
+
 def test_a_values_key_the_chart_never_reads_fails_the_gate(tmp_path: Path) -> None:
     """loki's tag key is loki.image.tag: writing the default image.tag would change nothing."""
     repo = GitRepo(str(make_repo("helm-replica-keys", tmp_path / "r")))
@@ -115,8 +125,31 @@ def test_chartref_version_is_edited_in_the_ocirepository(tmp_path: Path) -> None
     assert 'semver: "70.0.0"' in change.edits[0].after
     assert all("chart:" not in e.after for e in change.edits)
     crd = _check(change, "schema (OCIRepository")
-    assert crd.ok and "bundled CRD flux-source.toolkit.fluxcd.io_ocirepositories.yaml" in crd.name
+    assert crd.ok and crd.name == "schema (OCIRepository, bundled CRD from fluxcd/source-controller)"
     assert (change.fields[0].old, change.fields[0].new) == ("66.2.1", "70.0.0")
+
+
+def test_chartref_to_a_helmchart_edits_its_spec_version(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(fixture_path("flux-chartref"), src)
+    base = src / "apps/base/monitoring"
+    (base / "release.yaml").write_text(
+        (base / "release.yaml").read_text().replace(
+            "    kind: OCIRepository\n    name: kube-prometheus-stack", "    kind: HelmChart\n    name: kps", 1
+        )
+    )
+    (base / "repository.yaml").write_text(
+        (base / "repository.yaml").read_text()
+        + "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata:\n  name: kps\n"
+        "  namespace: monitoring\nspec:\n  interval: 24h\n  chart: kube-prometheus-stack\n  version: 66.2.1\n"
+        "  sourceRef:\n    kind: HelmRepository\n    name: prometheus-community\n"
+    )
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    change = plan(repo, "deploy kube-prometheus-stack 70.0.0 to staging")
+    patch = next(e for e in change.edits if e.path == "apps/staging/kps-helmchart.yaml")
+    assert "kind: HelmChart" in patch.after and "version: 70.0.0" in patch.after
+    assert (change.fields[0].old, change.fields[0].new) == ("66.2.1", "70.0.0")
+    assert _check(change, "schema (HelmChart").ok
 
 
 def test_chartref_source_serving_other_releases_is_refused(tmp_path: Path) -> None:
@@ -172,7 +205,7 @@ def test_a_crd_in_the_repo_wins_over_the_bundled_one(tmp_path: Path) -> None:
     assert "schema (HelmRelease, CRD from repo clusters/production/flux-system/gotk-components.yaml): " in str(err.value)
     assert "spec: timeout is required" in str(err.value)
     bundled = Catalog(None).find("helm.toolkit.fluxcd.io", "HelmRelease")
-    assert bundled is not None and bundled.source == "bundled CRD flux-helm.toolkit.fluxcd.io_helmreleases.yaml"
+    assert bundled is not None and bundled.source == "bundled CRD from fluxcd/helm-controller"
 
 
 # ------------------------------------------------------------------------------ promote ranges (item 7)
@@ -211,7 +244,7 @@ def _plan(repo: GitRepo, command: str, **options: object) -> Change:
 
 
 def test_a_chart_that_cannot_be_had_is_reported_as_skipped_never_as_passed(tmp_path: Path) -> None:
-    repo = _semver_repo(tmp_path, "http://127.0.0.1:9/charts")
+    repo = _semver_repo(tmp_path, "http://bot:s3cret@127.0.0.1:9/charts")  # credentials never shown
     change = _plan(repo, "scale webapp 3 in production", fetch_charts=False)
     proof = _check(change, "helm render")
     assert proof.ok and proof.skipped and proof.mark == "⚠️"
@@ -222,6 +255,7 @@ def test_a_chart_that_cannot_be_had_is_reported_as_skipped_never_as_passed(tmp_p
     assert proof.skipped and proof.mark == "⚠️"
     assert proof.detail.startswith('skipped: looks like "http://127.0.0.1:9/charts" is not a valid chart repository')
     assert "connection refused" in proof.detail
+    assert all("s3cret" not in c.detail and "s3cret" not in c.name for c in change.checks)
 
 
 def test_a_helmrelease_chart_kept_in_the_repo_is_rendered_from_the_repo(tmp_path: Path) -> None:
@@ -263,9 +297,33 @@ def test_charts_from_a_helm_repository_are_pulled_into_the_cache_and_rendered(tm
         assert proof.ok and proof.detail == f"webapp 1.3.0 from {charts.url}: renders 1 object(s) with these values"
         assert _check(upgrade, "schema (HelmRelease").ok
 
+        # the repository answers that it has no such version: a wrong change, not a skipped proof
+        with pytest.raises(ValidationFailed) as err:
+            _plan(repo, "deploy webapp 9.9.9 to production", fetch_charts=True, chart_cache=cache)
+        assert f'helm render: webapp 9.9.9 from {charts.url}: chart "webapp" version "9.9.9" not found in' in str(err.value)
+
     # the server is gone and fetching is off: the cached chart still proves the change
     change = _plan(repo, "scale webapp 4 in production", fetch_charts=False, chart_cache=cache)
     assert _check(change, "helm render").detail.endswith("only the replicas of Deployment webapp changed")
+
+
+def test_chartref_charts_are_pulled_from_an_oci_registry(tmp_path: Path) -> None:
+    registry = OciRegistry()
+    for version in ("66.2.1", "70.0.0"):
+        registry.add("charts", "kube-prometheus-stack", version, WEBAPP_FILES)
+    with serve_oci(registry):
+        src = tmp_path / "src"
+        shutil.copytree(fixture_path("flux-chartref"), src)
+        repo_file = src / "apps/base/monitoring/repository.yaml"
+        repo_file.write_text(repo_file.read_text().replace("ghcr.io/prometheus-community", registry.host))
+        repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+        url = f"oci://{registry.host}/charts"
+        change = _plan(repo, "deploy kube-prometheus-stack 70.0.0 to production", fetch_charts=True, chart_cache=tmp_path / "c")
+        proof = _check(change, "helm render")
+        assert proof.ok and proof.detail == f"kube-prometheus-stack 70.0.0 from {url}: renders 1 object(s) with these values"
+        assert "GET /v2/charts/kube-prometheus-stack/manifests/70.0.0" in registry.requests
+        with pytest.raises(ValidationFailed, match=re.escape("kube-prometheus-stack:71.0.0: not found")):
+            _plan(repo, "deploy kube-prometheus-stack 71.0.0 to production", fetch_charts=True, chart_cache=tmp_path / "c")
 
 
 # ------------------------------------------------------------------------------ the engine's confinement
@@ -309,3 +367,101 @@ def test_workloads_without_a_chart_get_no_helm_check(tmp_path: Path) -> None:
     change = plan(repo, "scale frontend 5 in production")
     assert [c.name for c in change.checks] == ["YAML", "kustomize build", "schema (k8s 1.37)"]
     assert not any(c.skipped for c in change.checks)
+
+
+def test_without_helms_engine_the_proof_is_skipped_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform without the helm-python-sdk wheel: the worker says so, and the check is ⚠️ skipped."""
+    import sys
+
+    from opsbot.manifests import helm_worker
+
+    monkeypatch.setitem(sys.modules, "helm_python.chart", None)  # makes the import fail as if absent
+    answer = helm_worker.handle({"op": "render"})
+    assert answer["unavailable"] and answer["error"].startswith("Helm's engine (helm-python-sdk) is not installed")
+    fake = tmp_path / "worker.py"
+    fake.write_text(f"import json, sys\nsys.stdout.write(json.dumps({answer!r}))\n")
+    monkeypatch.setattr(helm, "WORKER", fake)
+    repo = GitRepo(str(make_repo("helm-values", tmp_path / "r", history=False)))
+    change = plan(repo, "deploy podinfo 6.5.2 to dev")
+    proof = _check(change, "helm render")
+    assert proof.ok and proof.skipped and proof.detail.startswith("skipped: Helm's engine (helm-python-sdk) is not installed")
+
+
+def test_an_umbrella_chart_without_vendored_subcharts_is_never_judged_on_a_partial_render(tmp_path: Path) -> None:
+    """Chart.lock/charts/ are often not committed: what the missing subchart reads cannot be proven."""
+    src = tmp_path / "src"
+    chart = src / "charts/shop"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n"
+        "  - name: redis\n    version: 18.0.0\n    repository: https://charts.example.invalid\n"
+    )
+    (chart / "values.yaml").write_text("replicaCount: 1\nredis:\n  image:\n    tag: 7.2.4\n")
+    (chart / "templates/deployment.yaml").write_text(WEBAPP_FILES["templates/deployment.yaml"].replace(
+        '"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"', "ghcr.io/acme/shop:1.0.0"
+    ).replace('{{ .Values.image.tag | default .Chart.AppVersion | quote }}', '"1.0.0"'))
+    (chart / "values-staging.yaml").write_text("replicaCount: 1\n")
+    (src / ".opsbot.yaml").write_text(
+        "environments:\n  staging: {path: charts/shop/values-staging.yaml}\n"
+        "apps:\n  shop: {helm: {tag: redis.image.tag}}\n"
+    )
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    change = plan(repo, "scale shop 3 in staging")
+    assert _check(change, "helm render").detail == (
+        "charts/shop: only the replicas of Deployment shop changed (without subcharts redis: not in charts/)"
+    )
+    change = plan(repo, "deploy shop 7.2.5 to staging")  # read by the absent redis subchart
+    proof = _check(change, "helm render")
+    assert proof.skipped and proof.detail == (
+        "skipped: charts/shop depends on redis, which its charts/ folder does not hold, so the render is incomplete"
+    )
+
+
+@pytest.mark.parametrize("fixture", ["flux-chartref", "helm-replica-keys", "flux-semver-range"])
+def test_every_changing_verb_gives_a_change_or_a_clean_refusal(tmp_path: Path, fixture: str) -> None:
+    """No crash on the new layouts: each verb x app x env plans, or refuses with a CommandError."""
+    from opsbot.manifests.index import Index
+
+    repo = GitRepo(str(make_repo(fixture, tmp_path / "r")))
+    index = Index(repo, "main")
+    outcomes = {"change": 0, "refused": 0}
+    for env in index.config.envs:
+        for app in index.apps_in(index.env(env)):
+            for command in (
+                f"scale {app} 2 in {env}",
+                f"scale {app} 2-4 in {env}",
+                f"deploy {app} 9.1.0 to {env}",
+                f"promote {app} to {env}",
+                f"rollback {app} in {env}",
+            ):
+                try:
+                    change = plan(repo, command)
+                except CommandError as exc:
+                    assert str(exc).strip(), command
+                    outcomes["refused"] += 1
+                else:
+                    assert change.ok and change.edits, command
+                    outcomes["change"] += 1
+    assert outcomes["change"] >= 1 and outcomes["refused"] >= 1
+
+
+def test_a_lone_replica_key_the_templates_ignore_fails_the_gate(tmp_path: Path) -> None:
+    """values.yaml has replicaCount, but the templates read deployment.count: the render shows it."""
+    src = tmp_path / "src"
+    chart = src / "charts/api"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: api\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("replicaCount: 1  # left over from helm create\ndeployment:\n  count: 2\n")
+    (chart / "templates/deployment.yaml").write_text(
+        WEBAPP_FILES["templates/deployment.yaml"]
+        .replace("{{ .Values.replicaCount }}", "{{ .Values.deployment.count }}")
+        .replace('"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"', "ghcr.io/acme/api:1.0.0")
+        .replace("{{ .Values.image.tag | default .Chart.AppVersion | quote }}", '"1.0.0"')
+    )
+    (chart / "values-staging.yaml").write_text("deployment:\n  count: 2\n")
+    (src / ".opsbot.yaml").write_text("environments:\n  staging: {path: charts/api/values-staging.yaml}\n")
+    repo = GitRepo(str(make_repo(src, tmp_path / "r")))
+    with pytest.raises(ValidationFailed, match="no rendered object's replicas changed, so nothing in the chart reads that key"):
+        plan(repo, "scale api 3 in staging")
