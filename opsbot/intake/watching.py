@@ -2,7 +2,7 @@
 
 Why: some clusters cannot reach opsbot (no ingress, egress policy), and a webhook delivery can be
 lost for good. Watching Flux Kustomizations/HelmReleases and Argo CD Applications gives the same
-deploy events from the objects' status (`opsbot.intake.watch`, over `opsbot.kube.watcher`), and they take the same road as a
+deploy events from the objects' status (`opsbot.intake.agent_events`, over `opsbot.kube.watcher`), and they take the same road as a
 webhook: stored in the inbox under their dedup key first (source `watch`), then correlated by the
 same `DeployProcessor`. So a fact seen by a webhook *and* a watcher is still told once.
 
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from opsbot.core.model import DeployEvent, utcnow
+from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.deploys import AgentIntake, event_record, inbox_key
-from opsbot.intake.watch import event_from_object
 from opsbot.kube.client import ApiClient, api_client_for, parse_watch
 from opsbot.kube.lease import LeaseElector
 from opsbot.kube.watcher import ResourceWatcher, WatchedResource, run_watchers

@@ -26,9 +26,9 @@ import pytest
 from opsbot.app import Opsbot
 from opsbot.chat import texts
 from opsbot.core.model import RequestState
+from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.agent_routes import FLUX_PATH
 from opsbot.intake.deploys import AgentIntake, DeployProcessor, IntakeItem, event_record, inbox_key
-from opsbot.intake.watch import event_from_object
 from opsbot.intake.watching import CLUSTERS, DeployWatch
 from opsbot.metrics import Metrics
 from opsbot.server import Server

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from opsbot.core.model import DeployEvent, Outcome
 from opsbot.errors import PermanentError
-from opsbot.intake.watch import event_from_object
+from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.watching import APPLICATIONS, HELMRELEASES, KUSTOMIZATIONS
 from opsbot.kube.lease import LeaseElector
 from opsbot.kube.live import live_status
