@@ -245,7 +245,7 @@ class Store(Protocol):
 
 
 class ChatPoster(Protocol):
-    """What the outbox worker needs from a chat platform (Slack implements it in opsbot.chat.slack)."""
+    """What the outbox worker needs from a chat platform (Slack implements it in opsbot.chat.slack.poster)."""
 
     async def post(
         self,

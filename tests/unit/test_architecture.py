@@ -20,8 +20,9 @@ FORBIDDEN_IN_CORE = (
     "kubernetes",
 )
 ADAPTERS = {
-    "slack_bolt": {"opsbot/chat/slack.py"},
-    "slack_sdk": {"opsbot/chat/slack.py"},
+    # the Bolt app in the transport; the Web API client in the poster (the transport holds one too)
+    "slack_bolt": {"opsbot/chat/slack/transport.py"},
+    "slack_sdk": {"opsbot/chat/slack/poster.py", "opsbot/chat/slack/transport.py"},
     "github": {"opsbot/forge/github.py"},
     # Helm's engine runs only in its worker process, behind opsbot.manifests.helm (one door to replace)
     "helm_python": {"opsbot/manifests/helm_worker.py"},

@@ -1,44 +1,5 @@
-"""Slack's front door on slack-bolt (async, aiohttp): `/ops`, request threads, buttons, RBAC groups.
-
-The only module that imports slack_bolt/slack_sdk, so the rest of opsbot stays testable and
-replaceable. It stays thin on purpose: acknowledge within Slack's 3 s, hand the words to
-`Opsbot.handle` (the one dispatch path every transport uses, so RBAC and four-eyes are checked the
-same way for a typed command and a click), and render the Result with `opsbot.chat.blocks`.
-
-Why the pieces are shaped this way:
-
-* **Ack first, work later.** Bolt runs with `process_before_response=True` and every listener only
-  acks and spawns a task, so the HTTP response (or the Socket Mode ack) never waits for git,
-  kustomize or the Web API; the tasks are tracked so shutdown can finish them.
-* **One thread root per request.** Proposing commands post the root with `chat.postMessage`, under a
-  per-request lock that first checks whether a root exists: a second identical `/ops` (or a Slack
-  retry, or a race with the first) gets an ephemeral link to the existing thread instead. Slack
-  redeliveries carry the same `trigger_id` and are acknowledged and dropped.
-* **Transitions go through the outbox.** `bot.on_transition` queues a thread reply and a root update
-  (`opsbot.intake.notifier`), which `OutboxWorker` posts through `SlackPoster`; nothing is posted
-  from the dispatcher thread, so a Slack outage delays messages and loses none.
-* **One limiter for the Web API.** `RateLimiter` paces every call per method tier and
-  chat.postMessage per channel, and a 429's `Retry-After` blocks that method for everyone.
-  `SlackPoster` maps Slack's answers to `TemporaryError` (ratelimited, 5xx, timeouts: retry) and
-  `PermanentError` (invalid_auth, channel_not_found, not_in_channel, ...: log and tell someone).
-* **User groups are resolved before the command runs.** RBAC asks `group_members(id)` from the
-  dispatcher's worker thread; that callable only reads a cache which `UserGroups.refresh` fills
-  asynchronously (usergroups.users.list, through the limiter) before each command. A failed refresh
-  keeps the last known members; a group never resolved has no members (deny by default).
-* **Ephemeral answers use the response_url** of the command or click (it works in channels the bot
-  is not in, and it is what Slack gives for exactly this); chat.postEphemeral is the fallback.
-
-What the limiter does not see: Bolt's one auth.test per process, Socket Mode's
-apps.connections.open (Tier 1, only on (re)connect) and response_url posts (not Web API calls).
-
-Known windows (documented, not hidden): a crash after Slack accepted a thread root and before the
-request row recorded its ts means the same command typed again posts a second root for the same
-PR; the outbox has the equivalent window for replies (see opsbot.intake.notifier). Retried
-deliveries are recognised by trigger_id in memory, per process: after a restart, or on another
-replica, a redelivery is caught by the core instead (same PR, "already open" answer).
-
-Secrets: the bot token lives in the Web API client only, the signing secret in Bolt's verifier,
-the app token in the Socket Mode client; none is ever logged or put in a message.
+"""Slack's front door on slack-bolt (async, aiohttp): `/ops`, request threads, buttons, HTTP and
+Socket Mode. See the package docstring for why it is shaped this way.
 """
 
 from __future__ import annotations
@@ -51,9 +12,8 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -61,11 +21,13 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from opsbot.chat import blocks, texts
 from opsbot.chat.blocks import Rendered
+from opsbot.chat.slack.groups import UserGroups, rbac_groups
+from opsbot.chat.slack.poster import SlackPoster
+from opsbot.chat.slack.ratelimit import RateLimiter
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Store
 from opsbot.core.results import Failure, Proposed, RequestUpdate, Result
@@ -77,6 +39,16 @@ from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "BUTTON_VERBS",
+    "COMMAND",
+    "EVENTS_PATH",
+    "SIGNATURE_WINDOW_SECONDS",
+    "SlackTransport",
+    "permalink",
+    "verify_slack_signature",
+]
+
 T = TypeVar("T")
 
 COMMAND = "/ops"
@@ -86,305 +58,6 @@ BUTTON_VERBS = {
     blocks.ACTION_MERGE: "merge",
     blocks.ACTION_CANCEL: "cancel",
 }
-
-#: Errors Slack answers with when trying again later can work.
-_TEMPORARY_ERRORS = frozenset({
-    "ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable", "request_timeout",
-    "team_added_to_org",
-})
-#: Errors that only a person can fix; logged with what to do.
-_ADVICE = {
-    "invalid_auth": "check SLACK_BOT_TOKEN: it must be the app's Bot User OAuth Token",
-    "not_authed": "SLACK_BOT_TOKEN is empty",
-    "token_revoked": "the app was uninstalled or its token revoked; reinstall, then update SLACK_BOT_TOKEN",
-    "account_inactive": "the app was uninstalled; reinstall it, then update SLACK_BOT_TOKEN",
-    "missing_scope": "reinstall the app from deploy/slack/app-manifest.yaml to grant the scopes it needs",
-    "channel_not_found": "the channel id is wrong or the bot cannot see that channel",
-    "not_in_channel": "invite the bot into the channel (/invite @opsbot)",
-    "is_archived": "the channel is archived",
-}
-
-
-# --------------------------------------------------------------------------------------------- rate limits
-
-#: Slack's tiers, per method per workspace: (calls per minute, burst we allow ourselves).
-TIERS: dict[int, tuple[float, float]] = {1: (1, 1), 2: (20, 4), 3: (50, 10), 4: (100, 20)}
-METHOD_TIERS: dict[str, int] = {
-    "apps.connections.open": 1,
-    "usergroups.users.list": 2,
-    "chat.update": 3,
-    "chat.delete": 3,
-    "chat.postEphemeral": 4,
-    "chat.getPermalink": 4,
-    "users.info": 4,
-    "auth.test": 4,
-}
-#: chat.postMessage is "special": about one message per second per channel, short bursts allowed.
-POST_MESSAGE = "chat.postMessage"
-
-
-@dataclass
-class _Bucket:
-    rate: float  # tokens per second
-    capacity: float
-    tokens: float
-    stamp: float
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def wait(self) -> float:
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-
-class RateLimiter:
-    """Token buckets per Web API method tier, per channel for chat.postMessage, and 429 penalties.
-
-    Shared by every call opsbot makes (commands, clicks, the outbox worker, group lookups), because
-    Slack counts per app and workspace: separate limiters would each think they are within limits.
-    `clock` and `sleep` are injectable so the pacing can be tested without waiting.
-    """
-
-    def __init__(
-        self,
-        *,
-        per_channel_rate: float = 1.0,
-        per_channel_burst: float = 3.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-    ) -> None:
-        self.per_channel_rate = per_channel_rate
-        self.per_channel_burst = per_channel_burst
-        self.clock = clock
-        self.sleep = sleep
-        self._buckets: dict[str, _Bucket] = {}
-        self._blocked_until: dict[str, float] = {}
-
-    def _bucket(self, key: str, rate: float, capacity: float, now: float) -> _Bucket:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(rate, capacity, capacity, now)
-        bucket.refill(now)
-        return bucket
-
-    def _buckets_for(self, method: str, channel: str | None, now: float) -> list[_Bucket]:
-        if method == POST_MESSAGE:
-            key = f"{method}:{channel or '-'}"
-            return [self._bucket(key, self.per_channel_rate, self.per_channel_burst, now)]
-        per_minute, burst = TIERS[METHOD_TIERS.get(method, 3)]
-        return [self._bucket(method, per_minute / 60.0, burst, now)]
-
-    def delay(self, method: str, channel: str | None = None) -> float:
-        """Seconds until a call may go out now; 0 means a token was taken for it."""
-        now = self.clock()
-        blocked = self._blocked_until.get(method, 0.0) - now
-        if blocked > 0:
-            return blocked
-        buckets = self._buckets_for(method, channel, now)
-        wait = max(b.wait() for b in buckets)
-        if wait <= 0:
-            for b in buckets:
-                b.tokens -= 1
-        return wait
-
-    async def acquire(self, method: str, channel: str | None = None) -> None:
-        while True:
-            wait = self.delay(method, channel)
-            if wait <= 0:
-                return
-            await self.sleep(wait)
-
-    def penalize(self, method: str, seconds: float) -> None:
-        """Slack answered 429 with Retry-After: hold every call of `method` until then."""
-        until = self.clock() + max(seconds, 0.0)
-        self._blocked_until[method] = max(self._blocked_until.get(method, 0.0), until)
-
-
-# --------------------------------------------------------------------------------------------- the poster
-
-
-def _retry_after(exc: SlackApiError) -> float:
-    headers = getattr(exc.response, "headers", None) or {}
-    raw: Any = None
-    for key in ("Retry-After", "retry-after"):
-        if key in headers:
-            raw = headers[key]
-            break
-    if isinstance(raw, list):
-        raw = raw[0] if raw else None
-    try:
-        return max(float(raw), 0.0) if raw is not None else 1.0
-    except (TypeError, ValueError):
-        return 1.0
-
-
-class SlackPoster:
-    """The Web API as opsbot uses it: limited, and failing as TemporaryError or PermanentError.
-
-    Implements `opsbot.core.ports.ChatPoster` for the outbox worker. Calls made by the worker do not
-    retry here (`retries=0`): the worker reschedules the item, so a limited channel does not hold
-    up the others. Interactive paths (a command's root) pass a few retries and wait in place.
-    """
-
-    def __init__(
-        self,
-        client: AsyncWebClient,
-        limiter: RateLimiter,
-        *,
-        backoff: float = 0.5,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.client = client
-        self.limiter = limiter
-        self.backoff = backoff
-        self.calls = 0
-        #: every failed call is an `api_errors{api="slack"}`; retries made here are `api_retries`
-        #: (the outbox worker counts the ones it schedules itself, see SlackTransport)
-        self.metrics = DEFAULT_METRICS if metrics is None else metrics
-
-    async def call(
-        self,
-        method: str,
-        send: Callable[[], Awaitable[Any]],
-        *,
-        channel: str | None = None,
-        retries: int = 0,
-    ) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            await self.limiter.acquire(method, channel)
-            self.calls += 1
-            try:
-                response = await send()
-                data = response.data if hasattr(response, "data") else response
-                return dict(data) if isinstance(data, Mapping) else {}
-            except SlackApiError as exc:
-                status = int(getattr(exc.response, "status_code", 0) or 0)
-                error = ""
-                try:
-                    error = str(exc.response.get("error") or "")
-                except (AttributeError, TypeError):
-                    error = ""
-                if status == 429 or error in ("ratelimited", "rate_limited"):
-                    self.metrics.record_api_error("slack", "rate_limited")
-                    wait = _retry_after(exc)
-                    self.limiter.penalize(method, wait)
-                    failure: TemporaryError = TemporaryError(f"{method}: ratelimited (Retry-After {wait:g}s)",
-                                                             retry_after=wait)
-                elif status >= 500 or error in _TEMPORARY_ERRORS:
-                    self.metrics.record_api_error("slack", "server_error" if status >= 500 else error)
-                    failure = TemporaryError(f"{method}: {error or f'HTTP {status}'}")
-                else:
-                    self.metrics.record_api_error("slack", error or f"http_{status}")
-                    advice = _ADVICE.get(error, "")
-                    where = f" for channel {channel}" if channel else ""
-                    log.error("Slack refused %s%s: %s%s", method, where, error or f"HTTP {status}",
-                              f" ({advice})" if advice else "")
-                    raise PermanentError(error or f"HTTP {status}") from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.metrics.record_api_error("slack", "timeout" if isinstance(exc, TimeoutError) else "connection")
-                failure = TemporaryError(f"{method}: {type(exc).__name__}")
-            attempt += 1
-            if attempt > retries:
-                log.warning("Slack call %s failed: %s", method, failure)
-                raise failure
-            self.metrics.record_api_retry("slack")
-            if failure.retry_after is None:  # 429s already wait in the limiter
-                await asyncio.sleep(self.backoff * (2 ** (attempt - 1)))
-
-    # ChatPoster ----------------------------------------------------------------------------------
-    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
-                   thread_ts: str | None = None, *, retries: int = 0) -> str:
-        kwargs: dict[str, Any] = {"channel": channel, "text": text}
-        if blocks:
-            kwargs["blocks"] = blocks
-        if thread_ts:
-            kwargs["thread_ts"] = thread_ts
-        data = await self.call(POST_MESSAGE, lambda: self.client.chat_postMessage(**kwargs), channel=channel,
-                               retries=retries)
-        return str(data.get("ts", ""))
-
-    async def update(self, channel: str, ts: str, text: str,
-                     blocks: list[dict[str, Any]] | None = None) -> None:
-        kwargs: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
-        if blocks is not None:
-            kwargs["blocks"] = blocks
-        await self.call("chat.update", lambda: self.client.chat_update(**kwargs), channel=channel)
-
-    async def ephemeral(self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None,
-                        thread_ts: str | None = None) -> None:
-        kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": text}
-        if blocks:
-            kwargs["blocks"] = blocks
-        if thread_ts:
-            kwargs["thread_ts"] = thread_ts
-        await self.call("chat.postEphemeral", lambda: self.client.chat_postEphemeral(**kwargs),
-                        channel=channel)
-
-    async def usergroup_members(self, group_id: str) -> list[str]:
-        data = await self.call("usergroups.users.list",
-                               lambda: self.client.usergroups_users_list(usergroup=group_id))
-        users = data.get("users") or []
-        return [str(u) for u in users]
-
-    async def auth_test(self) -> dict[str, Any]:
-        return await self.call("auth.test", lambda: self.client.auth_test())
-
-
-# --------------------------------------------------------------------------------------------- user groups
-
-
-class UserGroups:
-    """RBAC's `group_members` for Slack user groups: a cache filled asynchronously, read synchronously."""
-
-    def __init__(
-        self, poster: SlackPoster, ttl_seconds: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.poster = poster
-        self.ttl = ttl_seconds
-        self.clock = clock
-        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def members(self, group_id: str) -> frozenset[str]:
-        """The last known members (possibly stale if Slack was unreachable); none when never resolved."""
-        entry = self._cache.get(group_id)
-        return entry[1] if entry else frozenset()
-
-    async def refresh(self, group_ids: Iterable[str]) -> None:
-        for group_id in group_ids:
-            entry = self._cache.get(group_id)
-            if entry is not None and entry[0] > self.clock():
-                continue
-            lock = self._locks.setdefault(group_id, asyncio.Lock())
-            async with lock:
-                entry = self._cache.get(group_id)
-                if entry is not None and entry[0] > self.clock():
-                    continue
-                try:
-                    users = await self.poster.usergroup_members(group_id)
-                except PermanentError as exc:
-                    log.error("user group %s cannot be resolved (%s); it grants no role", group_id, exc)
-                    self._cache[group_id] = (self.clock() + self.ttl, frozenset())
-                except TemporaryError as exc:
-                    log.warning("user group %s not refreshed (%s); using the last known members",
-                                group_id, exc)
-                else:
-                    self._cache[group_id] = (self.clock() + self.ttl, frozenset(users))
-
-
-def rbac_groups(settings: Settings) -> tuple[str, ...]:
-    """The user group ids RBAC mentions (`group:S123` members), in a stable order."""
-    found: list[str] = []
-    for members in settings.rbac.members.values():
-        for m in members:
-            if m.startswith("group:") and m[6:] not in found:
-                found.append(m[6:])
-    return tuple(found)
-
-
-# --------------------------------------------------------------------------------------------- transport
 
 #: The transition events fired by the `bot.handle` call running in this context (see `_handle`).
 _EVENTS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("opsbot_events", default=None)
@@ -437,8 +110,8 @@ class SlackTransport:
         settings: Settings,
         store: Store,
         *,
-        client: AsyncWebClient | None = None,
-        limiter: RateLimiter | None = None,
+        poster: SlackPoster | None = None,
+        groups: UserGroups | None = None,
         worker: OutboxWorker | None = None,
         command_workers: int = 4,
         dedup_window: int = 10_000,
@@ -449,21 +122,23 @@ class SlackTransport:
         self.clock = clock
         self.settings = settings
         self.store = store
-        self.client = client or AsyncWebClient(
-            token=settings.slack_bot_token.get() or None, base_url=settings.slack_api_url, timeout=10
-        )
-        self.limiter = limiter or RateLimiter()
         self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
-        self.poster = SlackPoster(self.client, self.limiter, metrics=self.metrics)
+        self.poster = poster or SlackPoster.from_settings(settings, metrics=self.metrics)
+        self.client: AsyncWebClient = self.poster.client
+        self.limiter: RateLimiter = self.poster.limiter
         self.worker = worker or OutboxWorker(store, self.poster)
         if self.worker.on_retry is None:
             # the worker only ever posts to Slack here, so what it reschedules is a Slack retry
             self.worker.on_retry = lambda exc: self.metrics.record_api_retry("slack")
-        self.groups = UserGroups(self.poster, settings.rbac.group_cache_seconds)
-        self._groups = rbac_groups(settings)
-        if self._groups and getattr(bot.dispatcher, "group_members", None) is None:
-            # Opsbot is built before its transports; RBAC reads the cache this transport keeps fresh.
-            bot.dispatcher.group_members = self.groups.members
+        #: the cache the bot's RBAC reads (handed to the bot when it was built); refreshed before each
+        #: command. None when RBAC names no user group.
+        self.groups = groups
+        self._groups = rbac_groups(settings) if groups is not None else ()
+        if groups is None and rbac_groups(settings):
+            log.warning(
+                "RBAC names Slack user groups, but the bot was built without their resolver:"
+                " members of those groups get no role"
+            )
         self.accepting = True
         self._work = ThreadPoolExecutor(max_workers=command_workers, thread_name_prefix="opsbot-cmd")
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="opsbot-slack-io")
@@ -640,7 +315,7 @@ class SlackTransport:
 
     async def _handle(self, text: str, actor: Actor, thread: Thread) -> tuple[Result, list[str]]:
         """`bot.handle` on a worker thread, and which transitions it fired (to keep clicks quiet)."""
-        if self._groups:
+        if self.groups is not None and self._groups:
             await self.groups.refresh(self._groups)
         events: list[str] = []
         token = _EVENTS.set(events)
@@ -814,3 +489,4 @@ class SlackTransport:
         elif not events:
             # nothing moved (e.g. "you already approved"): only the clicker needs to know
             await self.respond(response_url, blocks.result_message(result), channel=channel, user=user)
+
