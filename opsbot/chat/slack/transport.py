@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
-import hmac
 import logging
 import time
 import weakref
@@ -16,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
@@ -25,9 +22,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from opsbot.chat import blocks, texts
 from opsbot.chat.blocks import Rendered
+from opsbot.chat.slack.answers import Responder
 from opsbot.chat.slack.groups import UserGroups, rbac_groups
 from opsbot.chat.slack.poster import SlackPoster
 from opsbot.chat.slack.ratelimit import RateLimiter
+from opsbot.chat.slack.signature import verify_slack_signature
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Store
 from opsbot.core.results import Failure, Proposed, RequestUpdate, Result
@@ -43,10 +42,8 @@ __all__ = [
     "BUTTON_VERBS",
     "COMMAND",
     "EVENTS_PATH",
-    "SIGNATURE_WINDOW_SECONDS",
     "SlackTransport",
     "permalink",
-    "verify_slack_signature",
 ]
 
 T = TypeVar("T")
@@ -67,33 +64,6 @@ def permalink(team_domain: str, channel: str, ts: str) -> str:
     """The web link of a message (what chat.getPermalink returns, without spending a call on it)."""
     host = f"{team_domain}.slack.com" if team_domain else "slack.com"
     return f"https://{host}/archives/{channel}/p{ts.replace('.', '')}"
-
-
-#: Slack's replay window for `X-Slack-Request-Timestamp` (its docs say five minutes).
-SIGNATURE_WINDOW_SECONDS = 300
-
-
-def verify_slack_signature(
-    secret: str, body: bytes, timestamp: str | None, signature: str | None, *, now: float
-) -> bool:
-    """Slack's v0 request signature over the raw body bytes, within the replay window.
-
-    Why our own check before Bolt's: slack_sdk's verifier calls `int()` on the timestamp and compares
-    `str`s, so `abc`, `1.7e9`, 5,000 digits or a non-ASCII byte in either header raise (an HTTP 500
-    with a traceback) instead of being refused; and Bolt parses the body before it verifies. Here
-    the timestamp must be plain ASCII digits of sane length, the comparison is over bytes, and
-    nothing is parsed until this says yes. Bolt still verifies again behind it.
-    """
-    if not secret or not timestamp or not signature:
-        return False
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-        return False
-    if abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
-        return False
-    base = b"v0:" + timestamp.encode("ascii") + b":" + body
-    expected = b"v0=" + hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest().encode("ascii")
-    # surrogatepass: aiohttp hands non-UTF-8 header bytes over as lone surrogates
-    return hmac.compare_digest(expected, signature.strip().encode("utf-8", "surrogatepass"))
 
 
 def _quiet_token_warning(record: logging.LogRecord) -> bool:
@@ -146,7 +116,7 @@ class SlackTransport:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dedup_window = dedup_window
-        self._session: aiohttp.ClientSession | None = None
+        self.answers = Responder(self.poster)
         self._socket: Any = None
         self._socket_stop: asyncio.Event | None = None
         self.app = self._make_app()
@@ -270,9 +240,7 @@ class SlackTransport:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.answers.close()
         self._work.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=False, cancel_futures=True)
 
@@ -340,31 +308,6 @@ class SlackTransport:
             return
         self.worker.wake()
 
-    # ------------------------------------------------------------------ ephemeral answers
-
-    async def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        return self._session
-
-    async def respond(self, response_url: str, rendered: Rendered, *, channel: str, user: str) -> None:
-        """Tell one person (ephemeral): through the response_url, else chat.postEphemeral."""
-        body = {"response_type": "ephemeral", "replace_original": False,
-                "text": rendered["text"], "blocks": rendered["blocks"]}
-        if response_url:
-            try:
-                session = await self._http()
-                async with session.post(response_url, json=body) as resp:
-                    if resp.status == 200:
-                        return
-                    log.warning("response_url answered HTTP %s; trying chat.postEphemeral", resp.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("response_url failed (%s); trying chat.postEphemeral", type(exc).__name__)
-        try:
-            await self.poster.ephemeral(channel, user, rendered["text"], rendered["blocks"])
-        except (TemporaryError, PermanentError) as exc:
-            log.warning("could not answer %s in %s: %s", user, channel, exc)
-
     @staticmethod
     def _failure(result: Failure) -> Rendered:
         if result.reference:
@@ -393,7 +336,7 @@ class SlackTransport:
         result, _events = await self._handle(text, actor, Thread(channel))
         domain = str(body.get("team_domain", ""))
         if isinstance(result, Failure):
-            await self.respond(response_url, self._failure(result), channel=channel, user=user)
+            await self.answers.respond(response_url, self._failure(result), channel=channel, user=user)
         elif isinstance(result, Proposed) and result.request is not None and result.pr is not None:
             await self._post_root(result, channel=channel, user=user, response_url=response_url,
                                   domain=domain)
@@ -403,9 +346,9 @@ class SlackTransport:
             if current.thread_ts and current.channel:
                 rendered = blocks.with_note(rendered, texts.see_thread(
                     permalink(domain, current.channel, current.thread_ts)))
-            await self.respond(response_url, rendered, channel=channel, user=user)
+            await self.answers.respond(response_url, rendered, channel=channel, user=user)
         else:
-            await self.respond(response_url, blocks.result_message(result), channel=channel, user=user)
+            await self.answers.respond(response_url, blocks.result_message(result), channel=channel, user=user)
 
     async def _post_root(
         self, result: Proposed, *, channel: str, user: str, response_url: str, domain: str
@@ -420,7 +363,7 @@ class SlackTransport:
                 where_channel = str(root["channel"]) if root else current.channel
                 where_ts = str(root["ts"]) if root else current.thread_ts
                 link = permalink(domain, where_channel, where_ts)
-                await self.respond(response_url, blocks.notice(texts.already_open(pr, link)), channel=channel,
+                await self.answers.respond(response_url, blocks.notice(texts.already_open(pr, link)), channel=channel,
                                    user=user)
                 return
             rendered = blocks.request_root(current, result.change, result.diff)
@@ -430,11 +373,11 @@ class SlackTransport:
                 await self._io_call(self.store.update_request, request_id, channel="")
                 error = str(exc)
                 hint = texts.not_in_channel(pr) if error == "not_in_channel" else texts.cannot_post(error, pr)
-                await self.respond(response_url, blocks.notice(hint), channel=channel, user=user)
+                await self.answers.respond(response_url, blocks.notice(hint), channel=channel, user=user)
                 return
             except TemporaryError:
                 await self._io_call(self.store.update_request, request_id, channel="")
-                await self.respond(response_url, blocks.notice(texts.post_later(pr)), channel=channel,
+                await self.answers.respond(response_url, blocks.notice(texts.post_later(pr)), channel=channel,
                                    user=user)
                 return
             await self._io_call(self.store.update_request, request_id, channel=channel, thread_ts=ts)
@@ -467,17 +410,17 @@ class SlackTransport:
         verb = BUTTON_VERBS.get(str(action.get("action_id", "")))
         request_id = str(action.get("value", "")).strip()
         if not self.accepting:
-            await self.respond(response_url, blocks.error_message(texts.RESTARTING), channel=channel,
+            await self.answers.respond(response_url, blocks.error_message(texts.RESTARTING), channel=channel,
                                user=user)
             return
         if verb is None or not request_id or len(request_id) > 64 or " " in request_id:
-            await self.respond(response_url, blocks.error_message(texts.UNKNOWN_BUTTON), channel=channel,
+            await self.answers.respond(response_url, blocks.error_message(texts.UNKNOWN_BUTTON), channel=channel,
                                user=user)
             return
         if verb == "approve" and self.settings.approvals_mode == "github":
             req = await self._io_call(self.store.get_request, request_id)
             pr = texts.pr_link(req.pr_number, req.pr_url) if req else ""
-            await self.respond(response_url, blocks.notice(texts.approve_on_github(pr)), channel=channel,
+            await self.answers.respond(response_url, blocks.notice(texts.approve_on_github(pr)), channel=channel,
                                user=user)
             return
         # a double click waits for the first one, then finds the work done
@@ -485,8 +428,8 @@ class SlackTransport:
             result, events = await self._handle(f"{verb} {request_id}", Actor(user, name, "chat"),
                                                 Thread(channel, message_ts or None))
         if isinstance(result, Failure):
-            await self.respond(response_url, self._failure(result), channel=channel, user=user)
+            await self.answers.respond(response_url, self._failure(result), channel=channel, user=user)
         elif not events:
             # nothing moved (e.g. "you already approved"): only the clicker needs to know
-            await self.respond(response_url, blocks.result_message(result), channel=channel, user=user)
+            await self.answers.respond(response_url, blocks.result_message(result), channel=channel, user=user)
 
