@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from opsbot.core.fields import as_list, as_map, as_str
 from opsbot.core.model import DeployEvent, Outcome
 from opsbot.errors import OpsbotError
 
@@ -249,11 +250,11 @@ def event_from_object(
     Conservative like the webhook parsers: an object whose controller has not yet observed the
     latest spec (`observedGeneration < generation`) is progressing, whatever its Ready says.
     """
-    meta = _map(obj.get("metadata"))
-    name, namespace = _str(meta.get("name")), _str(meta.get("namespace"))
+    meta = as_map(obj.get("metadata"))
+    name, namespace = as_str(meta.get("name")), as_str(meta.get("namespace"))
     if not name:
         return None
-    status = _map(obj.get("status"))
+    status = as_map(obj.get("status"))
     if resource.kind == "Application":
         return _argo_event(name, namespace, status, now=now, cluster=cluster)
     if resource.kind == "Cluster":
@@ -271,15 +272,13 @@ def _flux_event(
     now: datetime,
     cluster: str,
 ) -> DeployEvent | None:
-    ready = next(
-        (c for c in _list(status.get("conditions")) if isinstance(c, dict) and c.get("type") == "Ready"), None
-    )
+    ready = _ready_condition(status)
     if ready is None:
         return None
-    reason, message = _str(ready.get("reason")), _str(ready.get("message"))
+    reason, message = as_str(ready.get("reason")), as_str(ready.get("message"))
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     stale = isinstance(generation, int) and isinstance(observed, int) and observed < generation
-    state = _str(ready.get("status"))
+    state = as_str(ready.get("status"))
     if state == "True" and not stale:
         outcome = Outcome.SUCCEEDED
     elif state == "False" and not stale:
@@ -288,18 +287,18 @@ def _flux_event(
         outcome = Outcome.PROGRESSING
 
     if resource.kind == "HelmRelease":
-        history = [h for h in _list(status.get("history")) if isinstance(h, dict)]
-        applied = _str(history[0].get("chartVersion")) if history else ""
-        attempted = _str(status.get("lastAttemptedRevision"))
+        history = [h for h in as_list(status.get("history")) if isinstance(h, dict)]
+        applied = as_str(history[0].get("chartVersion")) if history else ""
+        attempted = as_str(status.get("lastAttemptedRevision"))
         raw = applied if outcome is Outcome.SUCCEEDED and applied else attempted or applied
         revision = _safe_revision(raw)
     else:
-        applied = _str(status.get("lastAppliedRevision"))
-        attempted = _str(status.get("lastAttemptedRevision"))
+        applied = as_str(status.get("lastAppliedRevision"))
+        attempted = as_str(status.get("lastAttemptedRevision"))
         if outcome is Outcome.SUCCEEDED:
             revision = _safe_revision(applied)
             if not revision.sha:
-                origin = _safe_revision(_str(status.get("lastAppliedOriginRevision")))
+                origin = _safe_revision(as_str(status.get("lastAppliedOriginRevision")))
                 revision = FluxRevision(revision.raw, sha=origin.sha, digest=revision.digest)
         else:
             revision = _safe_revision(attempted or applied)
@@ -320,11 +319,11 @@ def _flux_event(
 def _argo_event(
     name: str, namespace: str, status: Mapping[str, Any], *, now: datetime, cluster: str
 ) -> DeployEvent | None:
-    op = _map(status.get("operationState"))
-    health = _map(status.get("health"))
-    sync = _map(status.get("sync"))
-    phase = _str(op.get("phase"))
-    health_status = _str(health.get("status"))
+    op = as_map(status.get("operationState"))
+    health = as_map(status.get("health"))
+    sync = as_map(status.get("sync"))
+    phase = as_str(op.get("phase"))
+    health_status = as_str(health.get("status"))
     if not phase and not health_status:
         return None
     finished = _time(op.get("finishedAt"))
@@ -332,15 +331,15 @@ def _argo_event(
     outcome, reason, message = argocd_verdict(
         phase,
         health_status,
-        message=_str(op.get("message")),
-        health_message=_str(health.get("message")),
+        message=as_str(op.get("message")),
+        health_message=as_str(health.get("message")),
         finished=finished,
         health_changed=changed,
     )
     revision = (
-        _str(_map(op.get("syncResult")).get("revision"))
-        or _str(_map(_map(op.get("operation")).get("sync")).get("revision"))
-        or _str(sync.get("revision"))
+        as_str(as_map(op.get("syncResult")).get("revision"))
+        or as_str(as_map(as_map(op.get("operation")).get("sync")).get("revision"))
+        or as_str(sync.get("revision"))
     )
     return DeployEvent(
         source="watch",
@@ -370,23 +369,28 @@ def _cluster_event(
     The revision is the object's uid, not a commit: a cluster deleted and created again under the
     same name is another object, so its Ready is a new event and not a redelivery of the old one.
     """
-    ready = next(
-        (c for c in _list(status.get("conditions")) if isinstance(c, dict) and c.get("type") == "Ready"), None
-    )
+    ready = _ready_condition(status)
     if ready is None:
         return None
-    state = _str(ready.get("status"))
+    state = as_str(ready.get("status"))
     return DeployEvent(
         source="watch",
         kind="Cluster",
         name=name,
         namespace=namespace,
-        revision=_str(meta.get("uid")),
+        revision=as_str(meta.get("uid")),
         outcome=Outcome.SUCCEEDED if state == "True" else Outcome.PROGRESSING,
-        reason=_str(ready.get("reason")) or ("Ready" if state == "True" else state or "Unknown"),
-        message=_str(ready.get("message")),
+        reason=as_str(ready.get("reason")) or ("Ready" if state == "True" else state or "Unknown"),
+        message=as_str(ready.get("message")),
         at=_time(ready.get("lastTransitionTime")) or now,
         cluster=cluster,
+    )
+
+
+def _ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The `Ready` condition of a status (Flux and Cluster API both report through it), or None."""
+    return next(
+        (c for c in as_list(status.get("conditions")) if isinstance(c, dict) and c.get("type") == "Ready"), None
     )
 
 
@@ -405,18 +409,6 @@ def _time(value: object) -> datetime | None:
         except (ValueError, OverflowError):
             return None
     return None
-
-
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def type_name(value: object) -> str:

@@ -29,10 +29,7 @@ skipped), get/create/update on `leases.coordination.k8s.io` where the Lease live
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ from opsbot.core.model import DeployEvent, utcnow
 from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.deploys import AgentIntake, event_record, inbox_key
 from opsbot.kube.client import ApiClient, api_client_for, parse_watch
-from opsbot.kube.lease import LeaseElector
+from opsbot.kube.lease import LeaseElector, identity
 from opsbot.kube.watcher import ResourceWatcher, WatchedResource, run_watchers
 from opsbot.settings import Settings
 
@@ -67,12 +64,6 @@ def lease_namespace(settings: Settings) -> str:
         return _SA_NAMESPACE.read_text().strip() or "default"
     except OSError:
         return "default"
-
-
-def identity() -> str:
-    """Unique per process: two processes on one host (or a restarted pod) never share leadership."""
-    host = os.environ.get("POD_NAME") or socket.gethostname() or "opsbot"
-    return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
 class DeployWatch:

@@ -3,8 +3,8 @@ what the server answers.
 
 Why one module: `OPSBOT_WATCH` names every cluster opsbot may talk to (watch mode and the live side
 of `status` share it), and every caller of the `kubernetes` client needs the same care reading raw
-JSON (a field this client version does not know must not fail a read) and describing a failure
-without leaking request headers into logs. The `kubernetes` library is imported only in
+JSON (a field this client version does not know must not fail a read; see `opsbot.core.fields`)
+and describing a failure without leaking request headers into logs. The `kubernetes` library is imported only in
 `opsbot.kube`; other packages name its client type through `ApiClient` here.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +26,6 @@ __all__ = [
     "ApiClient",
     "WatchTarget",
     "api_client_for",
-    "as_int",
-    "as_list",
-    "as_map",
-    "as_str",
     "describe",
     "json_object",
     "parse_watch",
@@ -107,20 +102,3 @@ def json_object(resp: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"the API server returned a {type(data).__name__} for a {what}, not an object")
     return data
-
-
-
-def as_map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def as_str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def as_int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

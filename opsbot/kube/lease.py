@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,13 +21,20 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from opsbot.core.fields import as_map, as_str
 from opsbot.core.model import utcnow
 from opsbot.errors import OpsbotError
-from opsbot.kube.client import as_map, as_str, describe
+from opsbot.kube.client import describe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LeaseElector"]
+__all__ = ["LeaseElector", "identity"]
+
+
+def identity() -> str:
+    """Unique per process: two processes on one host (or a restarted pod) never share leadership."""
+    host = os.environ.get("POD_NAME") or socket.gethostname() or "opsbot"
+    return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
 class LeaseElector:

@@ -30,18 +30,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from opsbot.core.fields import as_int, as_list, as_map, as_str
 from opsbot.core.ports import LiveWorkload
 from opsbot.errors import ConfigError, PermanentError, TemporaryError
-from opsbot.kube.client import (
-    api_client_for,
-    as_int,
-    as_list,
-    as_map,
-    as_str,
-    describe,
-    json_object,
-    parse_watch,
-)
+from opsbot.kube.client import api_client_for, describe, json_object, parse_watch
 from opsbot.settings import Settings
 
 __all__ = ["LIVE_KINDS", "KubeLiveReader", "LiveStatus", "live_reader_from_settings", "live_status"]

@@ -29,9 +29,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from opsbot.core.fields import as_list, as_map, as_str
 from opsbot.core.model import DeployEvent, utcnow
 from opsbot.errors import PermanentError
-from opsbot.kube.client import as_list, as_map, as_str, describe
+from opsbot.kube.client import describe
 
 log = logging.getLogger(__name__)
 
