@@ -116,6 +116,9 @@ Fingerprint = tuple[str, str, str, str]
 class ResourceWatcher:
     """List-then-watch one resource kind and call `on_event` for every change of deploy state.
 
+    `translate` says what an object's status means (None: nothing yet); the watcher only tracks
+    which (revision, outcome, reason, message) it last delivered per object.
+
     `run(stop)` blocks until `stop` is set (a watchdog aborts the blocked read, so stopping does
     not wait for the next event), or raises `WatchAuthError` on 401/403. Every other failure is
     logged and retried after a backoff that `stop` interrupts. A watch that delivers nothing
