@@ -7,7 +7,7 @@ from __future__ import annotations
 from commands._request import load
 from commands._shared import no_extras
 from opsbot.core.context import Context
-from opsbot.core.model import Intent, Merge
+from opsbot.core.model import Intent, Merge, RequestState
 from opsbot.core.parser import Args, UsageError
 from opsbot.core.registry import Command
 from opsbot.core.results import RequestUpdate, Result
@@ -36,13 +36,13 @@ def parse(args: Args) -> Intent:
 
 def run(intent: Intent, ctx: Context) -> Result:
     requests, req = load(intent, ctx)
-    notes: list[str] = []
+    clearance = None
     if ctx.policies is not None and req.state.is_open:
         override = intent.reason if isinstance(intent, MergeOverride) else None
-        notes = ctx.policies.check_merge(req, ctx.actor, override)
+        clearance = ctx.policies.check_merge(req, ctx.actor, override)
     req, message = requests.merge(req, ctx.actor, ctx.planner)
-    if notes:
-        message = "\n".join([message, *notes])
+    if ctx.policies is not None and clearance is not None and req.state is RequestState.MERGED:
+        message = "\n".join([message, *ctx.policies.merged(req, ctx.actor, clearance)])
     return RequestUpdate(intent, request=req, event="merged", message=message)
 
 

@@ -146,6 +146,8 @@ class Opsbot:
         from opsbot.manifests.planner import NothingToDo
 
         intent = REGISTRY.parse(command)[1]
+        # The failed merge must be in the mirror, or the rollback would be planned on the old base.
+        self.forge.refresh()
         planner = self.planner_for(self.settings.base_branch or self.repo.default_branch())
         try:
             change = planner.plan(intent)
@@ -174,10 +176,6 @@ class Opsbot:
 def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
     """Policies read `.opsbot.yaml` from the base branch, post through the bot's transition hooks
     (threads) and the outbox (deploy channel), and ask Prometheus when PROMETHEUS_URL is set."""
-    from opsbot.chat.blocks import policy_notice
-    from opsbot.intake.notifier import queue_channel_post
-    from opsbot.policy.prometheus import Prometheus
-
     settings = bot.settings
 
     def config() -> RepoConfig:
@@ -185,14 +183,19 @@ def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
 
     def post_channel(key: str, env: str, text: str) -> None:
         channel = settings.channel_for_env(env)
-        if channel:
+        if channel:  # imported here: the CLI without a deploy channel never loads the chat side
+            from opsbot.chat.blocks import policy_notice
+            from opsbot.intake.notifier import queue_channel_post
+
             queue_channel_post(bot.store, key, channel, policy_notice(text))
 
-    gates = (
-        Prometheus(settings.prometheus_url, settings.prometheus_token.get(), float(settings.gate_timeout_seconds))
-        if settings.prometheus_url
-        else None
-    )
+    gates = None
+    if settings.prometheus_url:
+        from opsbot.policy.prometheus import Prometheus
+
+        gates = Prometheus(
+            settings.prometheus_url, settings.prometheus_token.get(), float(settings.gate_timeout_seconds)
+        )
     return Policies(
         bot.store,
         bot.forge,

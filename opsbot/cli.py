@@ -1,7 +1,7 @@
 """`opsbot` on the command line: plan, run, prs, merge, audit, init, check, testdrive, serve.
 
-Scriptable by contract (DESIGN §3): `--json` prints one object; errors exit non-zero with one line
-on stderr.
+Scriptable by contract (DESIGN §3): `--json` prints one object, errors included
+(`{"error", "kind"}`); errors exit 2 (refused) or 3 (internal) with one line on stderr.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+from opsbot.chat.texts import plain
 from opsbot.core.model import Actor
-from opsbot.core.results import Failure, Info, NoChange, Result
+from opsbot.core.results import Failure, Info, NoChange, Proposed, Result
 from opsbot.errors import CommandError, ConfigError, OpsbotError
 from opsbot.settings import Settings, load_settings
 
@@ -33,21 +35,56 @@ def _actor(args: argparse.Namespace) -> Actor:
     return Actor(who, who, "cli")
 
 
+#: Exit codes (README, "Scripting the CLI"): a refusal (bad input, a denied or refused change, a
+#: config error) is 2 and an internal error (opsbot's fault, see the log) is 3, so a script can
+#: tell "fix what you asked" from "retry or report". `check` uses 1 for "problems found".
+EXIT_REFUSED = 2
+EXIT_INTERNAL = 3
+
+
+def _fail(message: str, kind: str, as_json: bool, **extra: Any) -> int:
+    """One line on stderr always; under --json also `{"error", "kind", ...}` on stdout."""
+    text = plain(message)
+    print(f"opsbot: {text}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": text, "kind": kind, **extra}, default=str, indent=2))
+    return EXIT_REFUSED if kind == "refused" else EXIT_INTERNAL
+
+
 def _emit(result: Result, as_json: bool) -> int:
     if isinstance(result, Failure):
-        print(f"opsbot: {result.text()}", file=sys.stderr)
-        return 3 if result.denied else 1
+        if result.reference:
+            return _fail(result.text(), "internal", as_json, reference=result.reference)
+        return _fail(result.text(), "refused", as_json, denied=result.denied)
+    # Slack markup (`<@bob>`) is for Slack; a terminal gets `@bob`. A proposal is printed as is:
+    # its diff must be byte-exact.
+    exact = isinstance(result, Proposed)
     if as_json:
-        print(json.dumps(result.as_json(), default=str, indent=2))
+        out = result.as_json()
+        if not exact and isinstance(out.get("text"), str):
+            out["text"] = plain(out["text"])
+        print(json.dumps(out, default=str, indent=2))
     else:
-        print(result.text())
+        print(result.text() if exact else plain(result.text()))
     return 0
 
 
 def _bot(args: argparse.Namespace) -> Any:
     from opsbot.app import Opsbot
 
-    return Opsbot(_settings(args))
+    settings = _settings(args)
+    if settings.forge == "local":
+        _need_repo(settings.repo)
+    return Opsbot(settings)
+
+
+def _need_repo(path: str) -> None:
+    """A missing or non-Git `--repo` is the person's to fix (a refusal), not opsbot's fault."""
+    if not Path(path).is_dir():
+        raise CommandError(f"{path} is not a directory: point --repo (or OPSBOT_REPO) at the manifest repo.")
+    inside = subprocess.run(["git", "-C", path, "rev-parse", "--git-dir"], capture_output=True, check=False)
+    if inside.returncode != 0:
+        raise CommandError(f"{path} is not a Git repository: point --repo (or OPSBOT_REPO) at the manifest repo.")
 
 
 def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
@@ -56,11 +93,9 @@ def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
     try:
         command, _ = REGISTRY.parse(args.command)
     except CommandError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), "refused", args.json)
     if not apply and command.kind in ("request", "policy"):
-        print(f'opsbot: `plan` only computes changes; use `opsbot run "{args.command}"`.', file=sys.stderr)
-        return 2
+        return _fail(f'`plan` only computes changes; use `opsbot run "{args.command}"`.', "refused", args.json)
     bot = _bot(args)
     try:
         return _emit(bot.handle(args.command, _actor(args), apply=apply), args.json)
@@ -238,24 +273,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+#: The agent the testdrive pretends to be: Flux's `flux-system/apps` Kustomization for production.
+TESTDRIVE_AGENT = {"kind": "flux", "name": "apps", "namespace": "flux-system"}
+
+
 def cmd_testdrive(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
+    import yaml
+
     from opsbot.app import Opsbot
     from opsbot.chat.console import Console, make_sample_repo, walkthrough
+    from opsbot.intake.loopback import deliver_flux_event, flux_success_event
     from opsbot.manifests.config import CONFIG_FILE, discover, render_config
     from opsbot.manifests.gitrepo import GitRepo
 
     dest = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="opsbot-testdrive-")) / "fleet"
     make_sample_repo(dest)
     repo = GitRepo(str(dest))
-    (dest / CONFIG_FILE).write_text(render_config(discover(repo.snapshot("main"))))
+    rendered = render_config(discover(repo.snapshot("main")))
+    config = yaml.safe_load(rendered)
+    config["environments"]["production"]["agent"] = dict(TESTDRIVE_AGENT)
+    head = "".join(line for line in rendered.splitlines(keepends=True) if line.startswith("#"))
+    (dest / CONFIG_FILE).write_text(head + yaml.safe_dump(config, sort_keys=False))
     for git_args in (["add", "--", CONFIG_FILE], ["commit", "-qm", "Pin opsbot config (opsbot init)"]):
         # an argv list, never a shell: `--dir` is whatever the person typed (quotes, `;`, `$(...)`)
         subprocess.run(["git", "-C", str(dest), *git_args], check=True, capture_output=True)
     repo.close()
     print(f"Sample fleet repo: {dest}  (production needs 1 approval; see {dest / CONFIG_FILE})")
-    bot = Opsbot(load_settings(environ={}, repo=str(dest)))
+    # a fresh secret per run: the Flux event below is signed and checked like a real one
+    settings = load_settings(environ={}, repo=str(dest), flux_webhook_secret=secrets.token_hex(16),
+                             deploy_channel="deploys")
+    bot = Opsbot(settings)
     console = Console(bot)
     interactive = sys.stdin.isatty() and not args.no_input
+    piped = not sys.stdin.isatty() and not args.no_input
 
     def pause(step: str) -> None:
         if interactive:
@@ -263,9 +316,25 @@ def cmd_testdrive(args: argparse.Namespace) -> int:
         else:
             print(f"\n# {step}")
 
-    walkthrough(console, pause)
+    def reconcile(request_id: str) -> None:
+        """Play Flux: a signed success event for the merge commit, then what opsbot posts for it."""
+        request = bot.store.get_request(request_id)
+        if request is None or not request.merge_sha:
+            return
+        pause("Flux applies the merge commit in production and reports it to opsbot's /webhooks/flux")
+        event = flux_success_event(name=TESTDRIVE_AGENT["name"], namespace=TESTDRIVE_AGENT["namespace"],
+                                   revision=f"main@sha1:{request.merge_sha}")
+        status = asyncio.run(deliver_flux_event(bot, settings, event))
+        console.emit(f"flux> POST /webhooks/flux (Kustomization flux-system/apps applied "
+                     f"{request.merge_sha[:7]}, signed) → HTTP {status}")
+        asyncio.run(console.deliver_outbox())
+
+    walkthrough(console, pause, after_merge=reconcile)
     if interactive:
         print("\nYour turn. Type commands as in Slack (`help`), `/as bob` to switch user, Ctrl-D to quit.")
+    elif piped:
+        print("\n# commands from stdin")
+    if interactive or piped:
         user = "alice"
         for line in sys.stdin:
             line = line.strip()
@@ -369,7 +438,10 @@ def _main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("OPSBOT_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    as_json = bool(getattr(args, "json", False))
     try:
+        if args.cmd in ("init", "check"):
+            _need_repo(args.repo)
         if args.cmd == "plan":
             return cmd_plan(args, apply=False)
         if args.cmd == "run":
@@ -385,11 +457,14 @@ def _main(argv: list[str] | None = None) -> int:
         }
         return handlers[args.cmd](args)
     except (CommandError, ConfigError) as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 2
-    except OpsbotError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), "refused", as_json)
+    except OpsbotError as exc:  # a peer (GitHub, git) failed: not the person's input
+        return _fail(str(exc), "internal", as_json)
+    except Exception:
+        reference = uuid.uuid4().hex[:8]
+        logging.getLogger("opsbot.cli").exception("opsbot %s failed (reference %s)", args.cmd, reference)
+        return _fail(f"Something went wrong on opsbot's side (reference {reference}). Nothing was changed.",
+                     "internal", as_json, reference=reference)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,8 +47,9 @@ def plain(text: object) -> str:
     """
     out = re.sub(r"<@([^<>|\s]+)(?:\|([^<>]*))?>", lambda m: "@" + (m.group(2) or m.group(1)), str(text))
     out = re.sub(r"<!([a-z]+)(?:\|[^<>]*)?>", r"@\1", out)
-    out = re.sub(r"<((?:https?|mailto):[^<>|\s]+)\|([^<>]+)>", r"\2 (\1)", out)
-    return re.sub(r"<((?:https?|mailto):[^<>|\s]+)>", r"\1", out)
+    out = re.sub(r"<#[A-Z0-9]+\|([^<>]+)>", r"#\1", out)
+    out = re.sub(r"<([a-z][a-z0-9+.-]*:[^<>|\s]+)\|([^<>]+)>", r"\2 (\1)", out)
+    return re.sub(r"<([a-z][a-z0-9+.-]*:[^<>|\s]+)>", r"\1", out)
 _GITHUB_USER = re.compile(r"^github:(.+)$")
 
 

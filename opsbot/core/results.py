@@ -67,6 +67,7 @@ class Proposed(Result):
             "summary": self.change.title,
             "fields": [f.__dict__ for f in self.change.fields],
             "checks": [c.__dict__ for c in self.change.checks],
+            "notes": list(self.change.notes),
             "base": {"branch": self.change.base_branch, "sha": self.change.base_sha},
         }
         if self.pr:

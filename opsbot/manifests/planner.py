@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from opsbot.core import wording
 from opsbot.core.model import (
     Change,
     CreateCluster,
@@ -123,6 +124,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.replicas > limit:
             raise CommandError(
+                # always plural: above a maximum of at least 1 (docs/troubleshooting.md quotes it)
                 f"{intent.replicas} replicas is above the maximum of {limit} for {t.env.name}. "
                 "Ask an admin to raise max_replicas in .opsbot.yaml if you really need more."
             )
@@ -145,12 +147,12 @@ class Planner:
         self._not_generated(t, replicas_key)
         old = current_replicas(t, replicas_key)
         if old == intent.replicas:
-            raise NothingToDo(f"{intent.app} already runs {old} replicas in {t.env.name}. Nothing to change.")
+            raise NothingToDo(f"{intent.app} already runs {_replicas(old)} in {t.env.name}. Nothing to change.")
         es = E.EditSet(t.snap)
         es.render_field = ("replicas", intent.replicas)
         E.set_replicas(self.index, es, t, intent.replicas, replicas_key)
         fields = [FieldChange(intent.app, t.env.name, "replicas", _s(old), str(intent.replicas), t.root)]
-        title = f"Scale {intent.app} to {intent.replicas} replicas in {t.env.name}"
+        title = f"Scale {intent.app} to {wording.replicas(intent.replicas)} in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
 
     def scale_bounds(self, intent: ScaleBounds) -> Change:
@@ -158,7 +160,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.max_replicas > limit:
             raise CommandError(
-                f"max {intent.max_replicas} is above the maximum of {limit} replicas for {t.env.name}."
+                f"max {intent.max_replicas} is above the maximum of {wording.replicas(limit)} for {t.env.name}."
             )
         hpa = t.hpa()
         if hpa is None:
@@ -491,6 +493,7 @@ class Planner:
             tuple(fields),
             f"Create cluster {name}",
             tuple(checks),
+            _bundled_template_note(snap, intent.template or "default", cfg.templates),
         )
 
     def _template_files(self, snap: Snapshot, template: str, repo_dir: str) -> list[tuple[str, str]]:
@@ -546,3 +549,20 @@ def _cross_layout(app: str, s: Target, src: Version, t: Target) -> str:
 
 def _s(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def _replicas(n: int | None) -> str:
+    return wording.replicas(n) if n is not None else "an unset number of replicas"
+
+
+def _bundled_template_note(snap: Snapshot, template: str, templates_dir: str) -> tuple[str, ...]:
+    """The bundled default runs on Cluster API's Docker provider: fine to try opsbot, wrong for a real
+    cluster, so a proposal built from it says so rather than look like the real thing."""
+    if template != "default" or snap.files_under(f"{templates_dir}/{template}"):
+        return ()
+    return (
+        f"The repo has no cluster template at {templates_dir}/default/, so this uses opsbot's bundled "
+        "default template: Cluster API's Docker provider (CAPD), a test provider that runs nodes as "
+        f"containers, not for real clusters. Add your own template under {templates_dir}/<name>/ "
+        "for your infrastructure.",
+    )

@@ -8,6 +8,7 @@ names, 0 or 7 for Sunday, and day-of-month OR day-of-week when both are restrict
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -48,30 +49,39 @@ class Cron:
             return dom
         return dom or dow
 
-    def _starts_on(self, d: date, tz: ZoneInfo) -> list[datetime]:
+    def _starts_on(
+        self, d: date, tz: ZoneInfo, *, reverse: bool = False, hours: range | None = None
+    ) -> Iterator[datetime]:
+        """Starts on local day `d`, in order (or reversed), made lazily: a caller stops at the first
+        that fits, so an every-minute schedule costs a handful of datetimes, not 1,440 a day."""
         if not self.day_matches(d):
-            return []
-        return [
-            datetime.combine(d, time(h, m), tzinfo=tz) for h in sorted(self.hours) for m in sorted(self.minutes)
-        ]
+            return
+        for h in sorted(self.hours, reverse=reverse):
+            if hours is not None and h not in hours:
+                continue
+            for m in sorted(self.minutes, reverse=reverse):
+                yield datetime.combine(d, time(h, m), tzinfo=tz)
 
     def last_start(self, now: datetime, tz: ZoneInfo, within: timedelta) -> datetime | None:
         """The latest start at or before `now` and after `now - within`, or None."""
         local = now.astimezone(tz)
         for back in range(0, within.days + 2):
             d = local.date() - timedelta(days=back)
-            for start in reversed(self._starts_on(d, tz)):
-                if start <= now and now - start < within:
-                    return start
-                if now - start >= within:
-                    break
+            # Today, hours after now cannot start before it (2 h of slack for DST shifts).
+            hours = range(0, min(24, local.hour + 3)) if back == 0 else None
+            for start in self._starts_on(d, tz, reverse=True, hours=hours):
+                if start <= now:
+                    if now - start < within:
+                        return start
+                    return None  # every other start is earlier still
         return None
 
     def next_start(self, now: datetime, tz: ZoneInfo) -> datetime | None:
         """The first start after `now` (within a year), or None."""
         local = now.astimezone(tz)
         for ahead in range(0, HORIZON_DAYS + 1):
-            for start in self._starts_on(local.date() + timedelta(days=ahead), tz):
+            hours = range(max(0, local.hour - 2), 24) if ahead == 0 else None
+            for start in self._starts_on(local.date() + timedelta(days=ahead), tz, hours=hours):
                 if start > now:
                     return start
         return None

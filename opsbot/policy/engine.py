@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -47,6 +48,15 @@ ChannelPost = Callable[[str, str, str], None]
 
 class GateEvaluator(Protocol):
     def evaluate(self, gate: Gate, now: datetime) -> GateResult: ...
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """What `check_merge` allowed: notes to show, and an override to record once the merge happened."""
+
+    notes: tuple[str, ...] = ()
+    override_reason: str | None = None
+    bypassed: str = ""
 
 
 class MergeBlocked(CommandError):
@@ -123,12 +133,17 @@ class Policies:
             because = f" because {block.reason}" if block.reason else ""
             return f"{env} is frozen by <@{block.who}>{because}, {when(block.until, now)}."
         because = f" ({block.reason})" if block.reason else ""
-        until = when(block.until, now) if block.until else "with no allow window opening within a year"
+        if block.until is not None:
+            until = when(block.until, now)
+        elif block.what.startswith("deny"):
+            until = "with no end in reach (each occurrence starts before the last one ends)"
+        else:
+            until = "with no allow window opening within a year"
         return f"Merges to {env} are blocked by the {block.what}{because}, set in .opsbot.yaml, {until}."
 
-    def check_merge(self, req: Request, actor: Actor, override_reason: str | None = None) -> list[str]:
-        """Raise MergeBlocked (or DeniedError for an override without the role); else the notes to
-        show with the merge. Called once, right before the forge merge."""
+    def check_merge(self, req: Request, actor: Actor, override_reason: str | None = None) -> Clearance:
+        """Raise MergeBlocked (or DeniedError for an override without the role); else what to tell
+        with the merge. Called once, right before the forge merge; `merged` records the rest after."""
         now = self.clock()
         blocks = self.blocks(req.env, now)
         cfg = self._env_or_none(req.env)
@@ -145,13 +160,25 @@ class Policies:
             )
         if not gates or len(self.store.approvals(req.id)) < req.approvals_needed:
             # Not ready to merge anyway (the lifecycle says why): no query, no status, no thread post.
-            return []
+            return Clearance()
         results = self.evaluate_gates(req, gates, now)
         failing = [r for r in results if not r.passed]
         if failing:
             lines = "; ".join(f"{r.gate.name}: {r.outcome} ({r.detail})" for r in failing)
             raise MergeBlocked(f"{req.id} cannot merge: gate {lines}.")
-        return [f"✅ gate {r.gate.name}: {r.detail}" for r in results]
+        return Clearance(tuple(f"✅ gate {r.gate.name}: {r.detail}" for r in results))
+
+    def merged(self, req: Request, actor: Actor, clearance: Clearance) -> list[str]:
+        """After the merge went through: an override is audited and posted (never for a merge that
+        then failed on the forge); the notes to add to the answer."""
+        if clearance.override_reason is None:
+            return list(clearance.notes)
+        reason, detail = clearance.override_reason, clearance.bypassed
+        self._audit(actor.id, "override", req, reason=reason, detail=detail)
+        text = f"⚠️ <@{actor.id}> overrode policies to merge {req.id} in {req.env} because {reason}. Bypassed: {detail}"
+        self.notify(req, "policy", {"text": text, "by": actor.id})
+        self._channel(f"policy:override:{req.id}", req.env, text)
+        return [text, *clearance.notes]
 
     def may_override(self, actor: Actor, env: str) -> bool:
         rbac = self.settings.rbac
@@ -163,7 +190,7 @@ class Policies:
 
     def _override(
         self, req: Request, actor: Actor, reason: str, blocks: list[Block], gates: list[Gate], now: datetime
-    ) -> list[str]:
+    ) -> Clearance:
         if not self.may_override(actor, req.env):
             self._audit(actor.id, "blocked", req, reason=reason, detail="override refused: no override role")
             raise DeniedError(
@@ -171,12 +198,7 @@ class Policies:
                 f"in its commands for {req.env} (rbac.roles), and you have none. Nothing was merged."
             )
         bypassed = [self.describe(b, req.env, now) for b in blocks] + [f"gate {g.name}" for g in gates]
-        detail = " ".join(bypassed) if bypassed else "nothing was blocking"
-        self._audit(actor.id, "override", req, reason=reason, detail=detail)
-        text = f"⚠️ <@{actor.id}> overrode policies to merge {req.id} in {req.env} because {reason}. Bypassed: {detail}"
-        self.notify(req, "policy", {"text": text, "by": actor.id})
-        self._channel(f"policy:override:{req.id}", req.env, text)
-        return [text]
+        return Clearance(override_reason=reason, bypassed=" ".join(bypassed) if bypassed else "nothing was blocking")
 
     # ------------------------------------------------------------------ gates
     def evaluate_gates(self, req: Request, gates: Iterable[Gate], now: datetime) -> list[GateResult]:
@@ -240,8 +262,18 @@ class Policies:
             log.warning("setting %s on %s failed: %s", context, req.id, exc)
             return False
 
+    def governed(self, env: str, now: datetime | None = None) -> bool:
+        """Whether anything can hold merges to `env` back: configured windows or gates, or a freeze
+        in force. Only then does a new PR get `opsbot/policy` at once (a freeze that starts later
+        reaches it through `tick`), so an env without policies pays no extra forge request."""
+        cfg = self._env_or_none(env)
+        if cfg is not None and (cfg.windows or cfg.gates):
+            return True
+        return bool(self.blocks(env, now))
+
     def after_propose(self, req: Request) -> None:
-        self.publish(req)
+        if self.governed(req.env):
+            self.publish(req)
 
     def open_requests(self, env: str) -> list[Request]:
         return self.store.list_requests(states=[RequestState.PROPOSED, RequestState.APPROVED], env=env, limit=500)
@@ -296,7 +328,7 @@ class Policies:
 
     def _locked_text(self, lock: Lock) -> str:
         because = f" because {lock.reason}" if lock.reason else ""
-        where = f" Their thread: {lock.link}." if lock.link else ""
+        where = f" Their PR: {lock.link}" if lock.link else ""
         return (
             f"{lock.app} in {lock.env} is locked by <@{lock.holder}>{because}, since "
             f"{lock.since:%Y-%m-%d %H:%M} UTC.{where} Ask them to `unlock {lock.app} in {lock.env}` when done."
@@ -350,7 +382,8 @@ class Policies:
             for w in e.windows:
                 interval = window_interval(w, now)
                 if interval:
-                    state = f"in force until {interval[1]:%Y-%m-%d %H:%M %Z}"
+                    end = interval[1]
+                    state = f"in force until {end:%Y-%m-%d %H:%M %Z}" if end else "in force, with no end in reach"
                 else:
                     nxt = next_opening(w, now)
                     state = f"next from {nxt:%Y-%m-%d %H:%M %Z}" if nxt else "never within a year"
@@ -381,8 +414,14 @@ class Policies:
         opens nothing; a failed revert is not reverted again. The cluster is never touched: the
         revert is a PR that follows the env's approval rules like any other.
         """
+        if req.state is not RequestState.FAILED:
+            return None
+        try:  # `auto_revert` is read from the base as it is now, with the failed merge in it
+            self.forge.refresh()
+        except Exception as exc:
+            log.warning("refreshing the mirror before an auto-revert failed: %s", type(exc).__name__)
         cfg = self._env_or_none(req.env)
-        if cfg is None or not cfg.auto_revert or req.state is not RequestState.FAILED:
+        if cfg is None or not cfg.auto_revert:
             return None
         if self.store.is_revert(req.id):
             if self.store.revert_claim(req.id):  # say it once

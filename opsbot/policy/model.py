@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 #: Audit actions written by opsbot. Request transitions use their target state's name.
 AUDIT_ACTIONS = (
-    "proposed", "approved", "approval", "clear", "merged", "deployed", "failed", "closed",
+    "proposed", "opened", "approved", "approval", "clear", "merged", "deployed", "failed", "closed",
     "superseded", "override", "freeze", "unfreeze", "lock", "unlock", "gate", "revert", "blocked",
 )  # fmt: skip
 

@@ -82,11 +82,32 @@ def parse_window(raw: object, where: str) -> Window:
     return Window(kind, cron.text, duration, tz_name, str(raw.get("reason") or ""))
 
 
-def window_interval(window: Window, now: datetime) -> tuple[datetime, datetime] | None:
-    """The occurrence of `window` in force at `now` as (start, end), or None."""
+#: How many back-to-back occurrences `window_interval` follows to find where a run of them ends.
+MAX_CHAIN = 50
+
+
+def window_interval(window: Window, now: datetime) -> tuple[datetime, datetime | None] | None:
+    """The run of `window` in force at `now` as (start, end), or None when none is.
+
+    Occurrences that start before the previous one ends (or as it ends) make one run: the end told
+    to people is the end of the run, not of the current occurrence. `end` is None when the run goes
+    on past MAX_CHAIN occurrences (e.g. an hour-long window that starts every minute): opsbot then
+    says it has no end in reach rather than a time that is not true.
+    """
     tz = zone(window.timezone)
-    start = parse_cron(window.schedule).last_start(now, tz, window.duration)
-    return None if start is None else (start, start + window.duration)
+    cron = parse_cron(window.schedule)
+    start = cron.last_start(now, tz, window.duration)
+    if start is None:
+        return None
+    end = start + window.duration
+    after = start
+    for _ in range(MAX_CHAIN):
+        following = cron.next_start(after, tz)
+        if following is None or following > end:
+            return start, end
+        end = max(end, following + window.duration)
+        after = following
+    return start, None
 
 
 def next_opening(window: Window, now: datetime) -> datetime | None:

@@ -434,10 +434,14 @@ class SqlStore(PolicySql, ABC):
             raise KeyError(f"no request {request_id!r}")
         assignments, params = self._assignments(values)
         with self._tx(write=True) as tx:
+            before = tx.one("SELECT pr_number FROM requests WHERE id = ?", (number,)) if "pr_number" in values else None
             row = tx.one(
                 f"UPDATE requests SET updated_at = ?{assignments} WHERE id = ? RETURNING *",
                 (self._ts(utcnow()), *params, number),
             )
+            if row is not None and before is not None and row["pr_number"] not in (None, before["pr_number"]):
+                # The PR is opened after the proposal row is written: its number gets its own row.
+                self._audit_in(tx, _audit_of(row, "opened", row["requester"], row["pr_url"]))
         if row is None:
             raise KeyError(f"no request {request_id!r}")
         return request_from_row(row)

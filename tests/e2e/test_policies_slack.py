@@ -136,3 +136,16 @@ async def test_a_gate_result_is_told_in_the_thread(deploys: Factory, tmp_path: P
         assert d.request_of(root).state is RequestState.MERGED
         gates = [t for t in d.chat.thread(root) if "gate staging error rate" in t]
         assert len(gates) == 2 and "unknown" in gates[0] and "pass" in gates[1]
+
+
+async def test_policies_and_audit_answer_in_slack(deploys: Factory) -> None:
+    d = await deploys()
+    await d.chat.ops("freeze production for 1h because load test", user="U0CAROL")
+    await d.chat.ops("lock cache in production", user="U0ALICE")
+    listed = await d.chat.ops("policies production", user="U0BOB")
+    assert "freeze by <@U0CAROL> because load test" in listed.ephemeral and "source chat" in listed.ephemeral
+    assert "lock of cache by <@U0ALICE>" in listed.ephemeral
+    audit = await d.chat.ops("audit in production", user="U0BOB")
+    assert "freeze     by U0CAROL" in audit.ephemeral and "lock       by U0ALICE" in audit.ephemeral
+    bad = await d.chat.ops("audit since yesterday", user="U0BOB")
+    assert '"yesterday" is not a date' in bad.ephemeral

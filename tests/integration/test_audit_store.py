@@ -40,13 +40,16 @@ def test_every_request_event_is_an_audit_row_written_with_it(store: Store) -> No
     rows = store.audit_list(request_id=req.id)
     assert [(r.action, r.actor) for r in rows] == [
         ("proposed", "U_ALICE"),
+        ("opened", "U_ALICE"),  # the PR number, once it is known
         ("approval", "U_BOB"),
         ("approved", "U_BOB"),
         ("merged", "U_BOB"),
         ("failed", "flux"),
     ]
     assert rows[0].detail == "scale web 1 in production"  # what was asked, as typed
-    assert [r.pr_number for r in rows] == [None, 12, 12, 12, 12]
+    assert [r.pr_number for r in rows] == [None, 12, 12, 12, 12, 12]
+    store.update_request(req.id, pr_number=12, head_sha="b" * 40)  # the same PR again: no new row
+    assert len(store.audit_list(request_id=req.id)) == len(rows)
     assert {(r.app, r.env) for r in rows} == {("web", "production")}
     assert rows[-1].detail == "HealthCheckFailed"
     assert all(r.at.tzinfo is not None for r in rows)

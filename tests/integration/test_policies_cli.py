@@ -19,11 +19,11 @@ def test_freeze_blocks_a_cli_merge_and_the_audit_log_exports(fleet: Path) -> Non
 
     frozen = opsbot("run", "freeze production because quarter-end close", "--repo", repo, user="carol")
     assert frozen.returncode == 0, frozen.stderr
-    assert "production is frozen by <@carol> because quarter-end close" in frozen.stdout
+    assert "production is frozen by @carol because quarter-end close" in frozen.stdout
 
     blocked = opsbot("merge", request, "--repo", repo, user="bob")
-    assert blocked.returncode == 1
-    assert blocked.stderr.startswith(f"opsbot: {request} cannot merge now. production is frozen by <@carol>")
+    assert blocked.returncode == 2
+    assert blocked.stderr.startswith(f"opsbot: {request} cannot merge now. production is frozen by @carol")
     assert blocked.stderr.count("\n") == 1
     assert git(fleet, "log", "--merges", "--format=%H", "main") == ""
 
@@ -36,19 +36,21 @@ def test_freeze_blocks_a_cli_merge_and_the_audit_log_exports(fleet: Path) -> Non
     rows = json.loads(out.stdout)
     assert [(r["action"], r["actor"]) for r in rows] == [
         ("proposed", "alice"),
+        ("opened", "alice"),
         ("freeze", "carol"),
         ("blocked", "bob"),
         ("unfreeze", "bob"),
         ("merged", "bob"),
     ]
-    assert rows[1]["reason"] == "quarter-end close" and rows[1]["env"] == "production"
+    assert rows[2]["reason"] == "quarter-end close" and rows[2]["env"] == "production"
+    assert rows[1]["pr"] == 1 and rows[1]["detail"].startswith("file://")
     assert set(rows[0]) == {"id", "at", "actor", "action", "request", "pr", "app", "env", "reason", "detail"}
 
     table = opsbot("audit", "--repo", repo, "--csv", "--env", "production", "--since", "2000-01-01")
     assert table.returncode == 0, table.stderr
     parsed = list(csv.DictReader(io.StringIO(table.stdout)))
     assert [r["action"] for r in parsed] == [r["action"] for r in rows]
-    assert parsed[1]["reason"] == "quarter-end close" and parsed[0]["pr"] == ""
+    assert parsed[2]["reason"] == "quarter-end close" and parsed[0]["pr"] == ""
     none = opsbot("audit", "--repo", repo, "--json", "--app", "frontend")
     assert json.loads(none.stdout) == []
     bad = opsbot("audit", "--repo", repo, "--since", "last tuesday")
@@ -82,15 +84,44 @@ def test_a_lock_and_a_window_in_the_cli(fleet: Path) -> None:
     locked = opsbot("run", "lock frontend in production because migration", "--repo", repo, user="alice")
     assert locked.returncode == 0, locked.stderr
     refused = opsbot("run", "scale frontend 5 in production", "--repo", repo, user="bob")
-    assert refused.returncode == 1
-    assert refused.stderr.startswith("opsbot: frontend in production is locked by <@alice> because migration, since ")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("opsbot: frontend in production is locked by @alice because migration, since ")
     assert "opsbot/" not in git(fleet, "branch", "--list")
 
     own = opsbot("run", "scale frontend 5 in production", "--repo", repo, "--json", user="alice")
     assert own.returncode == 0, own.stderr
     rid = json.loads(own.stdout)["request"]
     blocked = opsbot("merge", rid, "--repo", repo, user="alice")
-    assert blocked.returncode == 1
-    assert 'blocked by the deny window "* * * * *" for 1h (UTC) (change freeze), set in .opsbot.yaml' in blocked.stderr
+    assert blocked.returncode == 2
+    assert 'blocked by the deny window "* * * * *" for 1h (UTC) (change freeze), set in .opsbot.yaml, with no end in reach' in blocked.stderr
     listed = opsbot("run", "policies production", "--repo", repo, user="carol")
-    assert "in force until" in listed.stdout and "lock of frontend by <@alice>" in listed.stdout
+    assert "in force, with no end in reach" in listed.stdout and "lock of frontend by @alice" in listed.stdout
+
+
+def test_an_override_from_the_cli_needs_the_role(fleet: Path, tmp_path: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(
+        "rbac:\n"
+        "  roles:\n"
+        "    team: {commands: ['*'], envs: ['*']}\n"
+        "    release-manager: {commands: [override], envs: [production]}\n"
+        "  members:\n"
+        "    team: [alice, bob, oscar]\n"
+        "    release-manager: [oscar]\n"
+    )
+    repo = str(fleet)
+    rid = json.loads(opsbot("--settings", str(settings), "run", "deploy api 2.4.0 to production", "--repo", repo,
+                            "--json").stdout)["request"]  # fmt: skip
+    opsbot("--settings", str(settings), "run", "freeze production because audit", "--repo", repo, user="alice")
+    denied = opsbot("--settings", str(settings), "run", f"merge {rid} override because urgent", "--repo", repo,
+                    user="bob")  # fmt: skip
+    assert denied.returncode == 2 and "You may not override policies in production" in denied.stderr
+    done = opsbot("--settings", str(settings), "run", f"merge {rid} override because CVE-2026-1234 fix", "--repo",
+                  repo, user="oscar")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "overrode policies to merge" in done.stdout
+    rows = json.loads(opsbot("audit", "--repo", repo, "--json").stdout)
+    assert [(r["action"], r["actor"], r["reason"]) for r in rows if r["action"] in ("blocked", "override")] == [
+        ("blocked", "bob", "urgent"),
+        ("override", "oscar", "CVE-2026-1234 fix"),
+    ]

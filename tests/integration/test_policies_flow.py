@@ -161,8 +161,8 @@ def test_override_needs_the_role_a_reason_and_is_audited(chat: tuple[Console, Cl
     assert any("🛡️ ⚠️ @oscar overrode policies" in line for line in bot.transcript)
     rows = [(r.action, r.actor, r.reason) for r in bot.bot.store.audit_list(request_id=rid)]
     assert ("blocked", "bob", "the fix is urgent") in rows
-    assert ("override", "oscar", "hotfix for incident 4711") in rows
-    assert rows[-1][:2] == ("merged", "oscar")
+    assert rows[-2][:2] == ("merged", "oscar")  # the override is recorded once the merge went through
+    assert rows[-1] == ("override", "oscar", "hotfix for incident 4711")
 
 
 # --------------------------------------------------------------------------------------------- windows
@@ -284,10 +284,10 @@ def test_audit_answers_in_chat_with_every_step(chat: tuple[Console, Clock]) -> N
     r = bot.say("audit frontend in production", user="carol")
     assert isinstance(r, Info)
     actions = [row["action"] for row in r.data["rows"]]
-    assert actions == ["proposed", "approval", "approved", "merged"]
-    assert [row["actor"] for row in r.data["rows"]] == ["alice", "bob", "bob", "bob"]
+    assert actions == ["proposed", "opened", "approval", "approved", "merged"]
+    assert [row["actor"] for row in r.data["rows"]] == ["alice", "alice", "bob", "bob", "bob"]
     assert all(row["request"] == rid for row in r.data["rows"])
-    assert [row["pr"] for row in r.data["rows"]] == [None, 1, 1, 1]  # the PR is opened after the row
+    assert [row["pr"] for row in r.data["rows"]] == [None, 1, 1, 1, 1]  # the PR is opened after the proposal
     assert "proposed   by alice · R1 · frontend in production · scale frontend 5 in production" in r.text()
     assert bot.say("audit api", user="carol").text().endswith("No audit rows match.")
     future = bot.say("audit since 2999-01-01", user="carol")
@@ -350,3 +350,38 @@ def test_someone_with_the_override_role_may_break_a_lock_and_it_is_audited(chat:
     assert isinstance(broken, Info) and "unlocked by <@oscar> (it was held by <@alice>)" in broken.text()
     rows = [(r.action, r.actor, r.detail) for r in bot.bot.store.audit_list(app="api")]
     assert rows == [("lock", "alice", ""), ("unlock", "oscar", "held by alice")]
+
+
+@pytest.mark.postgres
+def test_the_freeze_lock_and_audit_story_on_postgresql(fleet: Path, pg_db_url: str) -> None:
+    (fleet / ".opsbot.yaml").write_text(CONFIG)
+    git(fleet, "add", ".opsbot.yaml")
+    git(fleet, "commit", "-qm", "pin config with policies")
+    bot = Console(Opsbot(load_settings(environ={}, repo=str(fleet), rbac=RBAC, database_url=pg_db_url)),
+                  out=io.StringIO())  # fmt: skip
+    bot.bot.policies.clock = Clock(THURSDAY)
+    try:
+        rid = approved_request(bot)
+        bot.say("freeze production for 1h because db failover drill", user="carol")
+        assert isinstance(bot.say(f"merge {rid}", user="bob"), Failure)
+        bot.say("unfreeze production", user="carol")
+        bot.say("lock cache in production", user="alice")
+        assert isinstance(bot.say("scale cache 3 in production", user="bob"), Failure)
+        assert isinstance(bot.say(f"merge {rid}", user="bob"), RequestUpdate)
+        rows = bot.bot.store.audit_list(env="production")
+        assert [r.action for r in rows] == [
+            "proposed", "opened", "approval", "approved", "freeze", "blocked", "unfreeze", "lock", "merged",
+        ]  # fmt: skip
+    finally:
+        bot.bot.close()
+
+
+def test_an_override_is_recorded_only_when_the_merge_happens(chat: tuple[Console, Clock]) -> None:
+    bot, _ = chat
+    r = bot.say("scale frontend 5 in production", user="alice")
+    assert isinstance(r, Proposed) and r.request
+    bot.say("freeze production", user="carol")
+    early = bot.say(f"merge {r.request.id} override because hotfix", user="oscar")  # not approved yet
+    assert isinstance(early, Failure) and "needs 1 approval(s)" in early.text()
+    assert "override" not in [row.action for row in bot.bot.store.audit_list(request_id=r.request.id)]
+    assert not any("overrode" in line for line in bot.transcript if line.startswith("  ↳"))

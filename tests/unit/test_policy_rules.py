@@ -165,3 +165,22 @@ def test_the_revert_of_a_request_is_derived_from_what_it_changed(
     verb: str, fields: list[dict[str, object]], command: str | None
 ) -> None:
     assert revert_command(verb, "web", "prod", fields) == command
+
+
+def test_back_to_back_occurrences_are_one_run_and_its_end_is_told() -> None:
+    twice = Window("deny", "0 9 * * 1,2", timedelta(hours=30), "UTC", "release train")
+    block = window_block([twice], at("2026-12-07T10:00:00+00:00"))  # Monday: runs into Tuesday's start
+    assert block is not None and block.until == at("2026-12-09T15:00:00+00:00")  # Wednesday 15:00
+    endless = Window("deny", "0 0 * * *", timedelta(hours=24), "UTC", "")  # each day starts as the last ends
+    found = window_block([endless], at("2026-12-07T10:00:00+00:00"))
+    assert found is not None and found.until is None  # no false end time
+
+
+def test_policy_posts_escape_what_people_typed_and_keep_real_mentions() -> None:
+    from opsbot.chat.blocks import policy_notice, thread_reply
+
+    text = "❄️ production is frozen by <@U0CAROL> because <!channel> & <https://evil.example|click>"
+    rendered = policy_notice(text)
+    assert rendered["text"].startswith("❄️ production is frozen by <@U0CAROL> because &lt;!channel&gt; &amp; ")
+    assert "<https://evil" not in rendered["text"]
+    assert thread_reply("policy", text=text, by="U0CAROL", key="k")["text"] == rendered["text"]

@@ -2,9 +2,9 @@
 
 The only package that imports slack_bolt/slack_sdk, so the rest of opsbot stays testable and
 replaceable. One concern per module: `ratelimit` (the shared Web API limiter), `poster` (Web API
-calls and their errors), `groups` (user-group resolution for RBAC), `signature` (the v0 request
-signature), `answers` (ephemeral answers), `transport` (the Bolt app, HTTP and Socket Mode,
-running commands and clicks). It stays thin on purpose: acknowledge within Slack's 3 s, hand the words to
+calls and their errors), `groups` (user-group resolution for RBAC), `checks` (the v0 request
+signature and Slack's shapes), `answers` (ephemeral answers), `transport` (the Bolt app, HTTP and
+Socket Mode, running commands and clicks). It stays thin on purpose: acknowledge within Slack's 3 s, hand the words to
 `Opsbot.handle` (the one dispatch path every transport uses, so RBAC and four-eyes are checked the
 same way for a typed command and a click), and render the Result with `opsbot.chat.blocks`.
 

@@ -23,10 +23,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from opsbot.chat import blocks, texts
 from opsbot.chat.blocks import Rendered
 from opsbot.chat.slack.answers import Responder
+from opsbot.chat.slack.checks import SHAPE_ERRORS, slack_shaped, verify_slack_signature
 from opsbot.chat.slack.groups import UserGroups, rbac_groups
 from opsbot.chat.slack.poster import SlackPoster
 from opsbot.chat.slack.ratelimit import RateLimiter
-from opsbot.chat.slack.signature import verify_slack_signature
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Store
 from opsbot.core.results import Failure, Proposed, RequestUpdate, Result
@@ -168,15 +168,23 @@ class SlackTransport:
         ):
             log.info("Slack request refused: bad, stale or missing signature")
             return web.Response(status=401, text="invalid request signature")
-        try:
+        try:  # Bolt parses the body in the constructor
             bolt_request = AsyncBoltRequest(
                 body=raw.decode("utf-8", errors="replace"),
                 query=request.query_string,
                 headers=request.headers,  # type: ignore[arg-type]
             )
-        except ValueError:  # a signed body Bolt cannot parse (JSON that is not JSON, say)
-            return web.Response(status=400, text="request body cannot be parsed")
-        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+            if not slack_shaped(bolt_request.body):
+                return web.Response(status=400, text="request body has an unexpected shape")
+            bolt_response = await self.app.async_dispatch(bolt_request)
+        except SHAPE_ERRORS as exc:
+            # Bolt parses the body and reads its fields before any listener runs, assuming Slack's
+            # documented shapes (`payload=[1]` or `"event": 5` raise there). Signed, so from Slack,
+            # but not a shape Slack sends: refuse it as bad input instead of answering 500.
+            log.warning("Slack request of an unexpected shape refused (%s: %s)", type(exc).__name__,
+                        str(exc)[:200])
+            return web.Response(status=400, text="request body has an unexpected shape")
+        return await to_aiohttp_response(bolt_response)
 
     def channel_for_env(self, env: str) -> str:
         """Where deploy outcomes of `env` are announced: its override, else OPSBOT_DEPLOY_CHANNEL."""
