@@ -88,7 +88,8 @@ def discover(snap: Snapshot) -> RepoConfig:
             "No environments found. Looked for Argo CD Applications/ApplicationSets and Flux Kustomizations "
             "in the repo, overlays/<env>/ and envs/<env>/ kustomizations, <env>/ folders, apps/<env>/, "
             "values-<env>.yaml beside Chart.yaml, Flux clusters/<env>/ and <env>/ folders of plain manifests. "
-            f"Pin them in {CONFIG_FILE} (`opsbot init` writes a skeleton of what it found)."
+            f"Run `opsbot init` to write a {CONFIG_FILE} (a skeleton of what it found), or write one by hand "
+            "(docs/configuration.md)."
         )
     envs: dict[str, EnvConfig] = {}
     for name, rules in found.rules.items():
