@@ -111,8 +111,9 @@ def discover(snap: Snapshot) -> RepoConfig:
     ordered: dict[str, EnvConfig] = {}
     for i, n in enumerate(order):
         src = found.promote_from.get(n)
-        if src is None and n not in found.promote_from and i > 0:
-            src = order[i - 1]
+        explicit = n in found.promote_from and (not src or src in envs)
+        if not explicit:  # nothing said, or a Kargo source named unlike any env: the order decides
+            src = order[i - 1] if i > 0 else None
         ordered[n] = replace(envs[n], promote_from=src or None)
     return RepoConfig(envs=ordered, notes=tuple(found.notes + notes))
 
@@ -292,6 +293,11 @@ def _map(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    """A field that should be a list; anything else in a hand-written object counts as empty."""
+    return value if isinstance(value, list) else []
+
+
 def _is_argo(d: dict[str, Any]) -> bool:
     return str(d.get("apiVersion", "")).startswith("argoproj.io/")
 
@@ -309,12 +315,12 @@ def _kargo_stage(found: Found, meta: dict[str, Any], spec: dict[str, Any]) -> No
     env = env_of(name) or name
     sources: list[str] = []
     direct = False
-    for req in spec.get("requestedFreight") or []:
-        src = (req or {}).get("sources") or {}
+    for req in _list(spec.get("requestedFreight")):
+        src = _map(_map(req).get("sources"))
         direct = direct or bool(src.get("direct"))
-        sources += [str(s) for s in src.get("stages") or []]
-    subs = spec.get("subscriptions") or {}  # Kargo before v0.6
-    sources += [str((u or {}).get("name")) for u in subs.get("upstreamStages") or [] if (u or {}).get("name")]
+        sources += [str(s) for s in _list(src.get("stages"))]
+    subs = _map(spec.get("subscriptions"))  # Kargo before v0.6
+    sources += [str(_map(u)["name"]) for u in _list(subs.get("upstreamStages")) if _map(u).get("name")]
     direct = direct or bool(subs.get("warehouse"))
     if len(set(sources)) == 1:
         src_env = env_of(sources[0]) or sources[0]
@@ -334,19 +340,19 @@ def _expand_appset(snap: Snapshot, d: dict[str, Any]) -> list[tuple[dict[str, An
     if not isinstance(template, dict):
         return []
     params: list[tuple[dict[str, str], bool]] = []
-    for gen in spec.get("generators") or []:
+    for gen in _list(spec.get("generators")):
         if not isinstance(gen, dict):
             continue
         lst = gen.get("list")
         if isinstance(lst, dict):
-            for el in lst.get("elements") or []:
+            for el in _list(lst.get("elements")):
                 if isinstance(el, dict):
                     params.append(
                         ({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))}, True)
                     )
         g = gen.get("git")
         if isinstance(g, dict):
-            pats = [x for x in g.get("directories") or [] if isinstance(x, dict) and x.get("path")]
+            pats = [x for x in _list(g.get("directories")) if isinstance(x, dict) and x.get("path")]
             keep = [norm(str(x["path"])) for x in pats if not x.get("exclude")]
             drop = [norm(str(x["path"])) for x in pats if x.get("exclude")]
             dirs = sorted({_parent(p) for p in snap.blobs})
@@ -380,13 +386,13 @@ def _argo_application(
     """Add the roots one Argo CD Application deploys to its env; returns the env (None if unknown)."""
     spec = _map(app.get("spec"))
     meta = _map(app.get("metadata"))
-    sources = [s for s in (spec.get("sources") or [spec.get("source")]) if isinstance(s, dict)]
+    sources = [s for s in (_list(spec.get("sources")) or [spec.get("source")]) if isinstance(s, dict)]
     refs = {str(s["ref"]) for s in sources if s.get("ref")}
     roots: list[tuple[str, ValuesChart | None]] = []
     for s in sources:
         path = norm(str(s["path"])) if isinstance(s.get("path"), str) else None
         helm = _map(s.get("helm"))
-        value_files = [str(v) for v in helm.get("valueFiles") or []]
+        value_files = [str(v) for v in _list(helm.get("valueFiles"))]
         if s.get("ref") and path is None and not s.get("chart"):
             continue  # only a `$ref` for another source's values files
         chart_dir = path if path is not None and snap.exists(join(path, "Chart.yaml")) else ""

@@ -232,3 +232,51 @@ def test_applicationset_git_directory_generator(tmp_path: Path) -> None:
     assert all("argo cd Application" in e.found_by for e in config.envs.values())
     # no order in the repo any more: the usual order of names
     assert config.chains() == [["integration", "perf", "uat", "production"]]
+
+
+def test_malformed_gitops_objects_are_passed_over_not_crashed_on(tmp_path: Path) -> None:
+    """Hand-written objects with the wrong shapes: discovery keeps what the folders say."""
+    path = make_repo("testing-chain", tmp_path / "r", history=False)
+    weird = """apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: api-qa}
+spec:
+  sources: 7
+  source: {path: [overlays/qa], helm: {valueFiles: values-qa.yaml}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: api}
+spec:
+  generators: {list: {elements: [{env: qa}]}}
+  template: {spec: {source: {path: "overlays/{{env}}"}}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: api2}
+spec:
+  generators: [{list: {elements: qa}}, {git: {directories: overlays/*}}, 3]
+  template: []
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: uat}
+spec:
+  requestedFreight: [nope, {sources: [qa]}, {sources: {stages: testing}}]
+  subscriptions: {upstreamStages: [1, {name: 2}]}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: production}
+spec:
+  requestedFreight: [{sources: {stages: [elsewhere]}}]
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: qa}
+spec: {path: 5, dependsOn: nope}
+"""
+    commit_files(path, "Odd objects", {"argocd/odd.yaml": weird})
+    config = Index(GitRepo(str(path)), "main").config
+    # `elsewhere` is no env: production still promotes from the env before it
+    assert config.chains() == [["testing", "qa", "uat", "production"]]
