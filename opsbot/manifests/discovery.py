@@ -71,6 +71,7 @@ class Found:
     edges: list[tuple[str, str, str]] = field(default_factory=list)  # (earlier, later, said by)
     promote_from: dict[str, str] = field(default_factory=dict)  # explicit, from Kargo
     notes: list[str] = field(default_factory=list)
+    unplaced: list[str] = field(default_factory=list)  # Argo CD Applications that name no env
     kustomize_dirs: list[str] = field(default_factory=list)  # for the skeleton
     chart_dirs: list[str] = field(default_factory=list)
 
@@ -153,6 +154,12 @@ def scan(snap: Snapshot, *, inventory: bool = False) -> Found:
     _scan_gitops(snap, found)
     _scan_folders(snap, found)
     _scan_plain(snap, found)
+    if found.unplaced:
+        shown = ", ".join(found.unplaced[:5]) + (f" and {len(found.unplaced) - 5} more" if len(found.unplaced) > 5 else "")
+        found.notes.append(
+            f"Argo CD Applications that name no environment opsbot knows: {shown}; "
+            f"add their paths to an environment in {CONFIG_FILE} if opsbot should change them."
+        )
     if inventory:
         found.kustomize_dirs = sorted({_parent(p) for p in snap.blobs if _ENV_FOLDER.match(p)} - {""})[:40]
         found.chart_dirs = sorted(_parent(p) for p in snap.blobs if p.endswith("/Chart.yaml"))[:40]
@@ -422,10 +429,7 @@ def _argo_application(
         str(dest.get("name") or ""),
     )
     if env is None:
-        found.notes.append(
-            f"Argo CD Application {meta.get('name')} ({file}) deploys {', '.join(r for r, _ in roots)} "
-            "but names no environment opsbot knows; pin it."
-        )
+        found.unplaced.append(f"{meta.get('name')} ({', '.join(r for r, _ in roots)})")
         return None
     for root, vc in roots:
         found.add(env, "argo cd Application", root)

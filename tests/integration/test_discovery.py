@@ -280,3 +280,28 @@ spec: {path: 5, dependsOn: nope}
     config = Index(GitRepo(str(path)), "main").config
     # `elsewhere` is no env: production still promotes from the env before it
     assert config.chains() == [["testing", "qa", "uat", "production"]]
+
+
+def test_applications_that_name_no_env_are_listed_in_one_note(tmp_path: Path) -> None:
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    app = """apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: cert-manager, namespace: argocd}
+spec:
+  source: {repoURL: https://github.com/acme/deploy.git, path: infra/cert-manager}
+  destination: {server: https://kubernetes.default.svc, namespace: cert-manager}
+"""
+    commit_files(
+        path,
+        "cert-manager",
+        {
+            "argocd/apps/cert-manager.yaml": app,
+            "infra/cert-manager/kustomization.yaml": "resources: []\n",
+        },
+    )
+    config = Index(GitRepo(str(path)), "main").config
+    assert list(config.envs) == ["dev", "staging", "prod"]
+    assert config.notes == (
+        "Argo CD Applications that name no environment opsbot knows: cert-manager (infra/cert-manager); "
+        "add their paths to an environment in .opsbot.yaml if opsbot should change them.",
+    )
