@@ -340,41 +340,57 @@ def _kargo_stage(found: Found, meta: dict[str, Any], spec: dict[str, Any]) -> No
 
 
 def _expand_appset(snap: Snapshot, d: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
-    """The Applications an ApplicationSet's list and Git-directory generators make, each with
-    whether it came from a list (whose order people write on purpose)."""
+    """The Applications an ApplicationSet's list, Git-directory and matrix generators make, each
+    with whether a list took part (people write a list's order on purpose; a Git scan is sorted)."""
     spec = d["spec"]
     template = spec.get("template")
     if not isinstance(template, dict):
         return []
-    params: list[tuple[dict[str, str], bool]] = []
-    for gen in _list(spec.get("generators")):
-        if not isinstance(gen, dict):
-            continue
-        lst = gen.get("list")
-        if isinstance(lst, dict):
-            for el in _list(lst.get("elements")):
-                if isinstance(el, dict):
-                    params.append(
-                        ({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))}, True)
-                    )
-        g = gen.get("git")
-        if isinstance(g, dict):
-            pats = [x for x in _list(g.get("directories")) if isinstance(x, dict) and x.get("path")]
-            keep = [norm(str(x["path"])) for x in pats if not x.get("exclude")]
-            drop = [norm(str(x["path"])) for x in pats if x.get("exclude")]
-            dirs = sorted({_parent(p) for p in snap.blobs})
-            for dd in dirs:
-                if any(fnmatch.fnmatch(dd, k) for k in keep) and not any(fnmatch.fnmatch(dd, x) for x in drop):
-                    base = dd.rpartition("/")[2]
-                    found = {
-                        "path": dd,
-                        "path.path": dd,
-                        "path.basename": base,
-                        "path.basenameNormalized": re.sub(r"[^a-z0-9-]", "-", base.lower()),
-                    }
-                    found |= {f"path[{i}]": part for i, part in enumerate(dd.split("/"))}
-                    params.append((found, False))
+    params = [p for gen in _list(spec.get("generators")) for p in _gen_params(snap, gen, 0)]
     return [(_fill(template, p), listed) for p, listed in params]
+
+
+def _gen_params(snap: Snapshot, gen: Any, depth: int) -> list[tuple[dict[str, str], bool]]:
+    if not isinstance(gen, dict) or depth > 2:
+        return []
+    out: list[tuple[dict[str, str], bool]] = []
+    lst = gen.get("list")
+    if isinstance(lst, dict):
+        for el in _list(lst.get("elements")):
+            if isinstance(el, dict):
+                out.append(({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))}, True))
+    g = gen.get("git")
+    if isinstance(g, dict):
+        pats = [x for x in _list(g.get("directories")) if isinstance(x, dict) and x.get("path")]
+        keep = [norm(str(x["path"])) for x in pats if not x.get("exclude")]
+        drop = [norm(str(x["path"])) for x in pats if x.get("exclude")]
+        for dd in _all_dirs(snap):
+            if any(fnmatch.fnmatch(dd, k) for k in keep) and not any(fnmatch.fnmatch(dd, x) for x in drop):
+                base = dd.rpartition("/")[2]
+                found = {
+                    "path": dd,
+                    "path.path": dd,
+                    "path.basename": base,
+                    "path.basenameNormalized": re.sub(r"[^a-z0-9-]", "-", base.lower()),
+                }
+                found |= {f"path[{i}]": part for i, part in enumerate(dd.split("/"))}
+                out.append((found, False))
+    matrix = gen.get("matrix")
+    if isinstance(matrix, dict):
+        parts = [_gen_params(snap, child, depth + 1) for child in _list(matrix.get("generators"))[:2]]
+        if len(parts) == 2:
+            out += [(a | b, la or lb) for a, la in parts[0] for b, lb in parts[1]]
+    return out
+
+
+def _all_dirs(snap: Snapshot) -> list[str]:
+    dirs: set[str] = set()
+    for p in snap.blobs:
+        d = _parent(p)
+        while d and d not in dirs:
+            dirs.add(d)
+            d = _parent(d)
+    return sorted(dirs)
 
 
 def _fill(value: Any, params: dict[str, str]) -> Any:

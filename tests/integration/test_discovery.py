@@ -305,3 +305,37 @@ spec:
         "Argo CD Applications that name no environment opsbot knows: cert-manager (infra/cert-manager); "
         "add their paths to an environment in .opsbot.yaml if opsbot should change them.",
     )
+
+
+def test_applicationset_matrix_of_git_directories_and_an_env_list(tmp_path: Path) -> None:
+    """apps/* × [integration, uat, perf, production]: the list's order holds for every app."""
+    path = make_repo("kargo-appset", tmp_path / "r", history=False)
+    shutil.rmtree(path / "kargo")
+    appset = """apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: everything, namespace: argocd}
+spec:
+  goTemplate: true
+  generators:
+    - matrix:
+        generators:
+          - git:
+              repoURL: https://github.com/acme/checkout-deploy.git
+              revision: HEAD
+              directories:
+                - path: envs/*
+          - list:
+              elements:
+                - {stage: integration}
+                - {stage: uat}
+                - {stage: perf}
+                - {stage: production}
+  template:
+    metadata: {name: "checkout-{{.stage}}"}
+    spec:
+      source: {repoURL: https://github.com/acme/checkout-deploy.git, path: "envs/{{.stage}}"}
+      destination: {server: https://kubernetes.default.svc, namespace: "checkout-{{.stage}}"}
+"""
+    commit_files(path, "Matrix ApplicationSet", {"argocd/checkout.yaml": appset})
+    config = Index(GitRepo(str(path)), "main").config
+    assert config.chains() == [["integration", "uat", "perf", "production"]]
