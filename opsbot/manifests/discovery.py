@@ -261,8 +261,11 @@ def _scan_gitops(snap: Snapshot, found: Found) -> None:
             target = norm(str(spec.get("path") or ""))
             if env is None or not isinstance(spec.get("path"), str):
                 continue
-            if target.startswith("clusters/") or not snap.is_dir(target):
-                continue
+            if not target or target.startswith("clusters/") or not snap.is_dir(target):
+                continue  # the whole repo, or the bootstrap folders: not an env's own files
+            source = _map(spec.get("sourceRef"))
+            if not _FLUX_CLUSTER.match(f) and source.get("name") not in (None, "flux-system"):
+                continue  # a path in another repository (a tenant's GitRepository), not in this one
             found.add(env, "flux clusters" if _FLUX_CLUSTER.match(f) else "flux Kustomization", target)
             key = (str(meta.get("namespace") or "flux-system"), str(meta.get("name") or ""))
             flux_names.setdefault(key, set()).add(env)

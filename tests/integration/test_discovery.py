@@ -339,3 +339,30 @@ spec:
     commit_files(path, "Matrix ApplicationSet", {"argocd/checkout.yaml": appset})
     config = Index(GitRepo(str(path)), "main").config
     assert config.chains() == [["integration", "uat", "perf", "production"]]
+
+
+def test_flux_kustomizations_of_other_repositories_are_not_env_roots(tmp_path: Path) -> None:
+    """A tenant's Kustomization reads its own GitRepository: `./staging` there is not `staging/` here."""
+    path = make_repo("flux-env-roots", tmp_path / "r", history=False)
+    tenant = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: dev-team, namespace: apps}
+spec:
+  interval: 5m
+  path: ./production
+  sourceRef: {kind: GitRepository, name: dev-team}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: dev-everything, namespace: apps}
+spec:
+  interval: 5m
+  path: ./
+  sourceRef: {kind: GitRepository, name: flux-system}
+"""
+    commit_files(path, "Tenant sync", {"tenants/dev-team.yaml": tenant})
+    config = Index(GitRepo(str(path)), "main").config
+    assert {n: (e.paths, e.found_by) for n, e in config.envs.items()} == {
+        "staging": (("staging",), "<env>/ folders"),
+        "production": (("production",), "<env>/ folders"),
+    }
