@@ -103,6 +103,8 @@ def test_history_of_an_unknown_app_says_unknown_app(tmp_path: Path) -> None:
         assert nope.text() == 'Unknown app "frontnd". Did you mean "frontend"? Apps: api, cache, frontend, worker.'
         in_env = bot.handle("history nope in staging", Actor("reader"))
         assert isinstance(in_env, Failure) and in_env.text().startswith('Unknown app "nope" in staging.')
+        status = bot.handle("status frontnd", Actor("reader"))
+        assert isinstance(status, Failure) and status.text() == nope.text()
     finally:
         bot.close()
 
