@@ -80,6 +80,11 @@ class ValuesChart:
     values: str
     chart: str  # chart folder in the repo, or "" for a chart from a Helm repository
     name: str
+    #: values files the Application lists before this one (merged under it, never edited)
+    layers: tuple[str, ...] = ()
+    #: dotted keys the Application sets itself (helm.parameters, helm.values, valuesObject); they
+    #: win over every values file, so editing them in a file would change nothing
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -292,7 +297,18 @@ def _charts(raw: Any, where: str) -> tuple[ValuesChart, ...]:
         if not isinstance(spec, dict) or not (spec.get("chart") or spec.get("name")):
             raise ConfigError(f"{where}.charts.{values}: expected {{chart: DIR}} or {{name: CHART}}")
         chart = norm(str(spec.get("chart") or ""))
-        out.append(ValuesChart(norm(str(values)), chart, str(spec.get("name") or PurePosixPath(chart).name)))
+        layers, overrides = spec.get("layers") or [], spec.get("overrides") or []
+        if not isinstance(layers, list) or not isinstance(overrides, list):
+            raise ConfigError(f"{where}.charts.{values}: layers and overrides are lists")
+        out.append(
+            ValuesChart(
+                norm(str(values)),
+                chart,
+                str(spec.get("name") or PurePosixPath(chart).name),
+                tuple(norm(str(x)) for x in layers),
+                tuple(str(x) for x in overrides),
+            )
+        )
     return tuple(out)
 
 
@@ -380,7 +396,11 @@ def render_config(cfg: RepoConfig) -> str:
             spec["promote_from"] = env.promote_from
         if env.charts:
             spec["charts"] = {
-                c.values: ({"chart": c.chart} if c.chart else {}) | {"name": c.name} for c in env.charts
+                c.values: ({"chart": c.chart} if c.chart else {})
+                | {"name": c.name}
+                | ({"layers": list(c.layers)} if c.layers else {})
+                | ({"overrides": list(c.overrides)} if c.overrides else {})
+                for c in env.charts
             }
         spec["approvals"] = (
             env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)

@@ -9,6 +9,7 @@ what it saw rather than guess: a wrong env map makes every later change look val
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import re
@@ -424,14 +425,21 @@ def _argo_application(
         chart_dir = path if path is not None and snap.exists(join(path, "Chart.yaml")) else ""
         chart_name = _chart_name(snap, chart_dir) if chart_dir else str(s.get("chart") or "")
         if value_files and chart_name:
+            files: list[str] = []
             for vf in value_files:
                 if vf.startswith("$"):
                     ref, _, rest = vf[1:].partition("/")
                     f = norm(rest) if ref in refs else ""
                 else:
                     f = join(path, vf) if path is not None else ""
-                if f and snap.exists(f):
-                    roots.append((f, ValuesChart(f, chart_dir, chart_name)))
+                if f and snap.exists(f) and f not in files:
+                    files.append(f)
+            if files:
+                # The last file wins over the ones before it: that is the one to edit.
+                defaults = join(chart_dir, "values.yaml") if chart_dir else ""
+                layers = tuple(f for f in files[:-1] if f != defaults)
+                tie = ValuesChart(files[-1], chart_dir, chart_name, layers, _helm_overrides(helm))
+                roots.append((files[-1], tie))
         elif path is not None and snap.is_dir(path) and not chart_dir:
             if path in app_dirs or any(a.startswith(path + "/") for a in app_dirs if path):
                 continue  # the app-of-apps folder itself: Applications, not workloads
@@ -452,9 +460,30 @@ def _argo_application(
         return None
     for root, vc in roots:
         found.add(env, "argo cd Application", root)
-        if vc is not None and vc.chart != str(PurePosixPath(root).parent):
+        if vc is not None and (vc.chart != _parent(root) or vc.layers or vc.overrides):
             found.charts.setdefault(env, {})[root] = vc
     return env
+
+
+def _helm_overrides(helm: dict[str, Any]) -> tuple[str, ...]:
+    """Dotted keys an Application's `helm.parameters`, `helm.values` and `valuesObject` set."""
+    keys = [str(_map(p).get("name")) for p in _list(helm.get("parameters")) if _map(p).get("name")]
+    inline: list[Any] = [helm.get("valuesObject")]
+    if isinstance(helm.get("values"), str):
+        with contextlib.suppress(yaml.YAMLError):
+            inline.append(yaml.safe_load(helm["values"]))
+    for obj in inline:
+        keys += _leaves(obj, "")
+    return tuple(dict.fromkeys(keys))
+
+
+def _leaves(obj: Any, prefix: str) -> list[str]:
+    if not isinstance(obj, dict):
+        return [prefix] if prefix else []
+    out: list[str] = []
+    for k, v in obj.items():
+        out += _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
 
 
 def _chart_name(snap: Snapshot, chart_dir: str) -> str:

@@ -393,19 +393,27 @@ class Index:
                 name = str(meta[0]["name"])
         return chart_dir, name
 
+    def helm_layers(self, env: EnvConfig, snap: Snapshot, values_file: str) -> list[str]:
+        """The values files Helm merges under `values_file`: the chart's defaults, then the files an
+        Argo CD Application lists before it."""
+        chart_dir = self.helm_chart(env, snap, values_file)[0]
+        vc = env.chart_of(values_file)
+        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
+        out = [default_file] if default_file and default_file != values_file else []
+        out += list(vc.layers) if vc else []
+        return [f for f in out if snap.exists(f)]
+
     def _find_helm(
         self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str
     ) -> Target | None:
-        chart_dir, chart_name = self.helm_chart(env, snap, values_file)
-        if chart_name != name:
+        if self.helm_chart(env, snap, values_file)[1] != name:
             return None
         docs = self.docs(snap, values_file)
         values = docs[0] if docs and isinstance(docs[0], dict) else {}
-        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
         defaults: dict[str, Any] = {}
-        if default_file and default_file != values_file and snap.exists(default_file):
-            d = self.docs(snap, default_file)
-            defaults = d[0] if d and isinstance(d[0], dict) else {}
+        for layer in self.helm_layers(env, snap, values_file):
+            d = self.docs(snap, layer)
+            defaults = _deep_merge(defaults, d[0] if d and isinstance(d[0], dict) else {})
         return Target(
             app,
             env,

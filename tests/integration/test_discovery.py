@@ -366,3 +366,52 @@ spec:
         "staging": (("staging",), "<env>/ folders"),
         "production": (("production",), "<env>/ folders"),
     }
+
+
+def _prod_app(path: Path, helm_block: str) -> None:
+    app = (path / "argocd" / "apps" / "guestbook-prod.yaml").read_text()
+    old = "      helm:\n        valueFiles:\n          - $values/values/guestbook/values-prod.yaml\n"
+    assert old in app
+    commit_files(
+        path,
+        "prod Application changes",
+        {"argocd/apps/guestbook-prod.yaml": app.replace(old, helm_block)},
+    )
+
+
+def test_argo_value_files_layer_and_the_last_one_is_edited(tmp_path: Path) -> None:
+    """valueFiles [common, prod]: prod wins, so prod is the env's file; common is merged under it."""
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    (path / "values" / "common.yaml").write_text("service:\n  port: 8080\nreplicaCount: 9\n")
+    _prod_app(
+        path,
+        "      helm:\n        valueFiles:\n          - $values/values/common.yaml\n"
+        "          - $values/values/guestbook/values-prod.yaml\n",
+    )
+    index = Index(GitRepo(str(path)), "main")
+    assert index.config.envs["prod"].paths == ("values/guestbook/values-prod.yaml",)
+    assert index.config.envs["prod"].charts[0].layers == ("values/common.yaml",)
+    t = index.find("guestbook", "prod")
+    assert (t.rendered["service"]["port"], t.rendered["replicaCount"]) == (8080, 3)
+    change = plan(index.repo, "scale guestbook 4 in prod")
+    assert change.files == ["values/guestbook/values-prod.yaml"]
+    assert [(f.old, f.new) for f in change.fields] == [("3", "4")]
+
+
+def test_a_value_the_argo_application_sets_itself_is_not_edited_in_a_file(tmp_path: Path) -> None:
+    """helm.parameters win over every values file: an edit there would change nothing."""
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    _prod_app(
+        path,
+        "      helm:\n        valueFiles:\n          - $values/values/guestbook/values-prod.yaml\n"
+        "        parameters:\n          - name: image.tag\n            value: 1.4.1\n"
+        "        valuesObject:\n          replicaCount: 3\n",
+    )
+    index = Index(GitRepo(str(path)), "main")
+    assert index.config.envs["prod"].charts[0].overrides == ("image.tag", "replicaCount")
+    with pytest.raises(CommandError, match=r"sets image\.tag itself .* wins over values/guestbook/values-prod\.yaml"):
+        plan(index.repo, "deploy guestbook 1.4.9 to prod")
+    with pytest.raises(CommandError, match="sets replicaCount itself"):
+        plan(index.repo, "scale guestbook 5 in prod")
+    again = parse_config(render_config(index.config))  # init keeps what it found
+    assert again.envs["prod"].charts == index.config.envs["prod"].charts
