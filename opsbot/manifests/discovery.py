@@ -43,7 +43,7 @@ _ENV_FOLDER = re.compile(r"^(?:(.*)/)?([^/]+)/kustomization\.ya?ml$")
 _VALUES = re.compile(r"(?:^|/)values[-.]([A-Za-z0-9_-]+)\.ya?ml$")
 _FLUX_CLUSTER = re.compile(r"^clusters/([^/]+)/")
 _WORKLOAD_HINT = re.compile(r"^kind:\s*(Deployment|StatefulSet|DaemonSet|Rollout|HelmRelease)\s*$", re.M)
-_MARKERS = ("kustomize.toolkit.fluxcd.io", "argoproj.io", "kargo.akuity.io")
+_MARKERS = ("kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io", "argoproj.io", "kargo.akuity.io")
 #: Reading every YAML file of a 20,000-file fleet for GitOps objects would cost seconds; past this many
 #: candidates only files in the folders such objects usually live in are read.
 _MAX_SCAN = 3000
@@ -73,6 +73,9 @@ class Found:
     promote_from: dict[str, str] = field(default_factory=dict)  # explicit, from Kargo
     notes: list[str] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)  # Argo CD Applications that name no env
+    #: values files a Flux HelmRelease reads through its chart's valuesFiles: part of that release,
+    #: not an env of their own even when named values-<env>.yaml beside the chart
+    claimed: set[str] = field(default_factory=set)
     kustomize_dirs: list[str] = field(default_factory=list)  # for the skeleton
     chart_dirs: list[str] = field(default_factory=list)
 
@@ -155,6 +158,14 @@ def scan(snap: Snapshot, *, inventory: bool = False) -> Found:
     _scan_gitops(snap, found)
     _scan_folders(snap, found)
     _scan_plain(snap, found)
+    for env in list(found.rules):
+        rules = found.rules[env]
+        if "helm values" in rules:
+            rules["helm values"] = [p for p in rules["helm values"] if p not in found.claimed]
+            if not rules["helm values"]:
+                del rules["helm values"]
+        if not rules:
+            del found.rules[env]
     if found.unplaced:
         shown = ", ".join(found.unplaced[:5]) + (f" and {len(found.unplaced) - 5} more" if len(found.unplaced) > 5 else "")
         found.notes.append(
@@ -281,6 +292,9 @@ def _scan_gitops(snap: Snapshot, found: Found) -> None:
             named = [e for e, listed in envs if e and listed]  # a list is written in order; a Git scan is not
             if len(set(named)) > 1:
                 list_orders.append((named, f"ApplicationSet {meta.get('name')}"))
+        elif kind == "HelmRelease" and api.startswith("helm.toolkit.fluxcd.io"):
+            chart = _map(_map(spec.get("chart")).get("spec"))
+            found.claimed.update(norm(str(v)) for v in _list(chart.get("valuesFiles")))
         elif kind == "Stage" and api.startswith("kargo.akuity.io"):
             _kargo_stage(found, meta, spec)
     for env, deps, ns in flux_deps:

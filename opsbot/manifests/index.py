@@ -22,7 +22,7 @@ import yaml
 from opsbot.errors import CommandError
 from opsbot.manifests.codec import CodecError, decode, encode
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
-from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
+from opsbot.manifests.gitrepo import GitRepo, Snapshot, join, norm
 from opsbot.manifests.images import parse_image
 from opsbot.manifests.kustomize import BuildError, Graph, Kustomization, build
 
@@ -86,18 +86,35 @@ class Target:
                         out.append((str(ref["name"]), values))
         return out
 
+    def values_layers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(where, values) that Flux merges under a HelmRelease's `spec.values`, in order: the
+        chart's `valuesFiles` from this repo (a GitRepository source), then `valuesFrom` ConfigMaps."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        chart = dig(self.rendered.get("spec") or {}, "chart.spec")
+        source = chart.get("sourceRef") if isinstance(chart, dict) else None
+        if isinstance(chart, dict) and isinstance(source, dict) and source.get("kind") == "GitRepository":
+            files = chart.get("valuesFiles") or ([chart["valuesFile"]] if chart.get("valuesFile") else [])
+            for f in files if isinstance(files, list) else []:
+                path = norm(str(f))
+                docs = self.snap.docs(path) if path and self.snap.exists(path) else []
+                if docs and isinstance(docs[0], dict):
+                    out.append((path, docs[0]))
+        out += [(f"ConfigMap {name}", values) for name, values in self.values_from()]
+        return out
+
     def helm_values(self) -> dict[str, Any]:
-        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values`."""
+        """The values a HelmRelease hands its chart: its values layers, then `spec.values`."""
         merged: dict[str, Any] = {}
-        for _, values in self.values_from():
+        for _, values in self.values_layers():
             merged = _deep_merge(merged, values)
         return _deep_merge(merged, (self.rendered.get("spec") or {}).get("values") or {})
 
-    def values_from_setting(self, dotted: str) -> str | None:
-        """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""
+    def value_home(self, dotted: str) -> str | None:
+        """Where `dotted` comes from when `spec.values` does not set it (a values file or
+        "ConfigMap NAME"), else None."""
         if dig((self.rendered.get("spec") or {}).get("values") or {}, dotted) is not None:
             return None
-        hits = [name for name, values in self.values_from() if dig(values, dotted) is not None]
+        hits = [where for where, values in self.values_layers() if dig(values, dotted) is not None]
         return hits[-1] if hits else None
 
     def hpas(self) -> list[dict[str, Any]]:

@@ -288,9 +288,18 @@ class Planner:
             )
         if not t.is_helmrelease:
             return
-        cm = t.values_from_setting(key)
-        if cm is None:
+        home = t.value_home(key)
+        if home is None:
             return
+        if not home.startswith("ConfigMap "):
+            # Flux rebuilds a chart from Git only when its version changes, unless
+            # reconcileStrategy is Revision: an edit of this file may not reach the cluster.
+            raise CommandError(
+                f"{t.app} in {t.env.name} takes {key} from {home} (the chart's valuesFiles); writing spec.values "
+                f"would shadow it. Change {key} in {home} (with reconcileStrategy: Revision so Flux picks it up), "
+                "or move it into the HelmRelease's spec.values so opsbot can change it."
+            )
+        cm = home.removeprefix("ConfigMap ")
         files = self.index.generated_from(t, cm)
         where = f" from {', '.join(files)}" if files else ""
         raise CommandError(

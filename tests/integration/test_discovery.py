@@ -415,3 +415,34 @@ def test_a_value_the_argo_application_sets_itself_is_not_edited_in_a_file(tmp_pa
         plan(index.repo, "scale guestbook 5 in prod")
     again = parse_config(render_config(index.config))  # init keeps what it found
     assert again.envs["prod"].charts == index.config.envs["prod"].charts
+
+
+def test_helmrelease_values_files_of_a_chart_in_this_repo_are_read_and_not_shadowed(tmp_path: Path) -> None:
+    """chart from GitRepository flux-system with valuesFiles: those files are under spec.values."""
+    from opsbot.manifests.index import current_replicas
+
+    path = make_repo("flux-env-roots", tmp_path / "r", history=False)
+    release = (path / "base" / "podinfo" / "release.yaml").read_text()
+    old = "      chart: podinfo\n"
+    assert old in release
+    release = release.replace(
+        old, "      chart: ./charts/podinfo\n      valuesFiles:\n        - ./charts/podinfo/values-prod.yaml\n"
+    ).replace("        kind: HelmRepository\n        name: podinfo\n", "        kind: GitRepository\n        name: flux-system\n")
+    patch = (path / "production" / "podinfo-patch.yaml").read_text().replace("    replicaCount: 3\n", "    image:\n      tag: 6.4.1\n")
+    release = release.replace("    replicaCount: 1\n", "")
+    commit_files(
+        path,
+        "podinfo chart from this repo",
+        {
+            "base/podinfo/release.yaml": release,
+            "production/podinfo-patch.yaml": patch,
+            "charts/podinfo/Chart.yaml": "apiVersion: v2\nname: podinfo\nversion: 6.4.1\n",
+            "charts/podinfo/values-prod.yaml": "replicaCount: 4\n",
+        },
+    )
+    index = Index(GitRepo(str(path)), "main")
+    assert list(index.config.envs) == ["staging", "production"]  # values-prod.yaml is the release's, not an env
+    t = index.find("podinfo", "production")
+    assert current_replicas(t, "replicaCount") == 4
+    with pytest.raises(CommandError, match=r"takes replicaCount from charts/podinfo/values-prod\.yaml"):
+        plan(index.repo, "scale podinfo 5 in production")
