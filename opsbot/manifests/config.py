@@ -56,6 +56,8 @@ ENV_ORDER = (
     "prd",
     "live",
 )
+#: Names of production: `opsbot init` writes `approvals: 1` for them (also `prod-eu` and the like).
+PRODUCTION_NAMES = frozenset({"prod", "production", "prd", "live"})
 #: Names taken as an env where a folder is named so; narrower than ENV_ORDER, which also orders envs
 #: named in GitOps objects (a folder called `ci/` or `e2e/` is usually not an env).
 ENV_WORDS = frozenset(ENV_ORDER) - {"local", "ci", "e2e", "demo", "canary", "acc", "sit"}
@@ -403,7 +405,7 @@ def render_config(cfg: RepoConfig) -> str:
                 for c in env.charts
             }
         spec["approvals"] = (
-            env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)
+            env.approvals if env.approvals else (1 if env_of(env.name) in PRODUCTION_NAMES else 0)
         )
         envs[env.name] = spec
     body = yaml.safe_dump({"environments": envs}, sort_keys=False, default_flow_style=False)

@@ -446,3 +446,14 @@ def test_helmrelease_values_files_of_a_chart_in_this_repo_are_read_and_not_shado
     assert current_replicas(t, "replicaCount") == 4
     with pytest.raises(CommandError, match=r"takes replicaCount from charts/podinfo/values-prod\.yaml"):
         plan(index.repo, "scale podinfo 5 in production")
+
+
+def test_init_asks_one_approval_for_every_production_name() -> None:
+    from opsbot.manifests.config import EnvConfig, RepoConfig
+
+    names = ["dev", "uat", "prd", "live", "prod-eu", "production"]
+    cfg = RepoConfig(envs={n: EnvConfig(n, (f"envs/{n}",)) for n in names})
+    parsed = parse_config(render_config(cfg))
+    assert {n: e.approvals for n, e in parsed.envs.items()} == {
+        "dev": 0, "uat": 0, "prd": 1, "live": 1, "prod-eu": 1, "production": 1
+    }
