@@ -35,7 +35,7 @@ What lands in Git:
                       (shop image tag)
   ==================  ===================================================  ==========  ==========
 
-  ``cluster-templates``, realworld folders and any other directory: one commit, no history.
+  ``cluster-templates``, ``flux-chartref``, ``helm-replica-keys``, ``flux-semver-range``, realworld folders and any other directory: one commit, no history.
 
 * Branch-per-env fixtures (a ``branches/`` folder at the fixture root, i.e. ``branch-per-env``):
   ``main`` holds the fixture root without ``branches/`` (README + ``.opsbot.yaml``); then, in sorted
@@ -152,6 +152,9 @@ FIXTURES: tuple[str, ...] = (
     "kargo-appset",
     "flux-env-roots",
     "flux-valuesfrom",
+    "flux-chartref",
+    "helm-replica-keys",
+    "flux-semver-range",
 )
 
 

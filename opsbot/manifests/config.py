@@ -15,7 +15,11 @@ from typing import Any
 import yaml
 
 from opsbot.errors import ConfigError
-from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.manifests import paths, safeyaml
+from opsbot.manifests.gitrepo import Snapshot, join
+from opsbot.manifests.paths import is_name
+from opsbot.policy.model import Gate, Window
+from opsbot.policy.rules import parse_gate, parse_window
 
 CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -102,6 +106,11 @@ class EnvConfig:
     found_by: str = "config"
     charts: tuple[ValuesChart, ...] = ()
 
+    #: Deploy windows (Argo CD sync-window shape), metric gates and auto-revert: see docs/policies.md.
+    windows: tuple[Window, ...] = ()
+    gates: tuple[Gate, ...] = ()
+    auto_revert: bool = False
+
     def chart_of(self, values_file: str) -> ValuesChart | None:
         return next((c for c in self.charts if c.values == values_file), None)
 
@@ -112,6 +121,8 @@ class HelmKeys:
 
     replicas: str = "replicaCount"
     tag: str = "image.tag"
+    #: True when .opsbot.yaml names the replicas key; else opsbot finds it by rendering the chart.
+    replicas_pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,8 @@ class RepoConfig:
     clusters: ClustersConfig = field(default_factory=ClustersConfig)
     helm: HelmKeys = field(default_factory=HelmKeys)
     from_file: bool = False
+    #: `kustomize: {allow_remote: true}`: let builds fetch remote bases (off: a build is local only).
+    kustomize_allow_remote: bool = False
     notes: tuple[str, ...] = ()
 
     def env_names(self) -> list[str]:
@@ -193,15 +206,28 @@ _ENV_KEYS = {
     "protected",
     "max_replicas",
     "charts",
+    "windows",
+    "gates",
+    "auto_revert",
 }
-_TOP_KEYS = {"environments", "apps", "clusters", "helm"}
+_TOP_KEYS = {"environments", "apps", "clusters", "helm", "kustomize"}
+
+
+def _text(raw: Any, where: str) -> str:
+    """A config value that must be a word or a number, checked before anything calls `str()` on it."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise ConfigError(f"{where}: expected text, got {paths._kind(raw)}")
+    return str(raw)
 
 
 def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = safeyaml.load_config(text, CONFIG_FILE) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{CONFIG_FILE}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{CONFIG_FILE}: not valid YAML{where} ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping at the top")
     unknown = set(raw) - _TOP_KEYS
@@ -222,7 +248,12 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             envs = {}
         envs_raw = {}
     for name, spec in envs_raw.items():
-        where = f"{CONFIG_FILE}: environments.{name}"
+        where = f"{CONFIG_FILE}: environments.{_text(name, f'{CONFIG_FILE}: environments')}"
+        if not is_name(str(name)):
+            raise ConfigError(
+                f"{CONFIG_FILE}: environments: {str(name)!r} is not an environment name "
+                '(letters, digits, "_", "." and "-")'
+            )
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping with path or branch")
         bad = set(spec) - _ENV_KEYS
@@ -233,23 +264,38 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         paths_raw = spec.get("paths", spec.get("path"))
         if paths_raw is None and not spec.get("branch"):
             raise ConfigError(f"{where}: needs `path` (a directory or values file) or `branch`")
-        paths = tuple(
-            norm(str(p)) for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
+        if paths_raw is not None and not isinstance(paths_raw, (str, list)):
+            raise ConfigError(f"{where}.path: expected a path or a list of paths")
+        env_paths = tuple(
+            paths.repo_path(p, f"{where}.path")
+            for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
         )
         approvals = spec.get("approvals", 0)
-        if not isinstance(approvals, int) or approvals < 0:
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 0:
             raise ConfigError(f"{where}.approvals: expected a whole number >= 0")
         max_rep = spec.get("max_replicas")
-        if max_rep is not None and (not isinstance(max_rep, int) or max_rep < 1):
+        if max_rep is not None and (isinstance(max_rep, bool) or not isinstance(max_rep, int) or max_rep < 1):
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
+        windows_raw = spec.get("windows") or []
+        gates_raw = spec.get("gates") or []
+        if not isinstance(windows_raw, list):
+            raise ConfigError(f"{where}.windows: expected a list of windows")
+        if not isinstance(gates_raw, list):
+            raise ConfigError(f"{where}.gates: expected a list of gates")
+        auto_revert = spec.get("auto_revert", False)
+        if not isinstance(auto_revert, bool):
+            raise ConfigError(f"{where}.auto_revert: expected true or false")
         envs[str(name)] = EnvConfig(
             name=str(name),
-            paths=paths,
-            branch=str(spec["branch"]) if spec.get("branch") else None,
-            promote_from=str(spec["promote_from"]) if spec.get("promote_from") else None,
+            windows=tuple(parse_window(w, f"{where}.windows[{i}]") for i, w in enumerate(windows_raw)),
+            gates=tuple(parse_gate(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)),
+            auto_revert=auto_revert,
+            paths=env_paths,
+            branch=_text(spec["branch"], f"{where}.branch") if spec.get("branch") else None,
+            promote_from=_text(spec["promote_from"], f"{where}.promote_from") if spec.get("promote_from") else None,
             approvals=approvals,
             agent=_agent(spec.get("agent"), where),
-            protected=bool(spec.get("protected", False)),
+            protected=_flag(spec.get("protected", False), f"{where}.protected"),
             max_replicas=max_rep,
             charts=_charts(spec.get("charts"), where),
         )
@@ -260,14 +306,18 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
                 f"which is not an environment ({', '.join(envs)})"
             )
     apps: dict[str, AppConfig] = {}
-    for name, spec in (raw.get("apps") or {}).items():
+    apps_raw = raw.get("apps") or {}
+    if not isinstance(apps_raw, dict):
+        raise ConfigError(f"{CONFIG_FILE}: apps: expected a mapping of app names")
+    for name, spec in apps_raw.items():
+        _text(name, f"{CONFIG_FILE}: apps")
         if isinstance(spec, str):
             spec = {"workload": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{CONFIG_FILE}: apps.{name}: expected {{workload: NAME}}")
         apps[str(name)] = AppConfig(
             name=str(name),
-            workload=str(spec.get("workload", name)),
+            workload=_text(spec.get("workload", name), f"{CONFIG_FILE}: apps.{name}.workload"),
             helm=_helm_keys(spec.get("helm"), f"apps.{name}.helm") if spec.get("helm") else None,
         )
     clusters_raw = raw.get("clusters") or {}
@@ -279,13 +329,43 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             f"{CONFIG_FILE}: clusters: unknown key {sorted(unknown_clusters)[0]!r} (known: agent, path, templates)"
         )
     clusters = ClustersConfig(
-        path=str(clusters_raw.get("path", ClustersConfig.path)),
-        templates=norm(str(clusters_raw.get("templates", ClustersConfig.templates))),
+        path=paths.repo_path(clusters_raw.get("path", ClustersConfig.path), f"{CONFIG_FILE}: clusters.path"),
+        templates=paths.repo_path(
+            clusters_raw.get("templates", ClustersConfig.templates), f"{CONFIG_FILE}: clusters.templates"
+        ),
         agent=_agent(clusters_raw.get("agent"), f"{CONFIG_FILE}: clusters"),
     )
     if "{name}" not in clusters.path:
         raise ConfigError(f"{CONFIG_FILE}: clusters.path must contain {{name}}, e.g. clusters/{{name}}")
-    return RepoConfig(envs=envs, apps=apps, clusters=clusters, helm=helm, from_file=True)
+    # The name is checked here with a stand-in, so a path that leaves the repo for any name is refused
+    # now, not at the first `create cluster`.
+    paths.fill_name(clusters.path, "x", f"{CONFIG_FILE}: clusters.path")
+    return RepoConfig(
+        envs=envs,
+        apps=apps,
+        clusters=clusters,
+        helm=helm,
+        from_file=True,
+        kustomize_allow_remote=_allow_remote(raw.get("kustomize")),
+    )
+
+
+def _flag(raw: Any, where: str) -> bool:
+    """`protected: "no"` must not read as true: only YAML booleans are flags."""
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{where}: expected true or false")
+    return raw
+
+
+def _allow_remote(raw: Any) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, dict) or set(raw) - {"allow_remote"}:
+        raise ConfigError(f"{CONFIG_FILE}: kustomize: expected {{allow_remote: true|false}}")
+    value = raw.get("allow_remote", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{CONFIG_FILE}: kustomize.allow_remote: expected true or false")
+    return value
 
 
 def _charts(raw: Any, where: str) -> tuple[ValuesChart, ...]:
@@ -298,17 +378,23 @@ def _charts(raw: Any, where: str) -> tuple[ValuesChart, ...]:
     for values, spec in raw.items():
         if not isinstance(spec, dict) or not (spec.get("chart") or spec.get("name")):
             raise ConfigError(f"{where}.charts.{values}: expected {{chart: DIR}} or {{name: CHART}}")
-        chart = norm(str(spec.get("chart") or ""))
+        values_path = paths.repo_path(_text(values, f"{where}.charts"), f"{where}.charts")
+        chart = (
+            paths.repo_path(_text(spec["chart"], f"{where}.charts.{values}.chart"), f"{where}.charts.{values}.chart")
+            if spec.get("chart")
+            else ""
+        )
+        name = _text(spec["name"], f"{where}.charts.{values}.name") if spec.get("name") else PurePosixPath(chart).name
         layers, overrides = spec.get("layers") or [], spec.get("overrides") or []
         if not isinstance(layers, list) or not isinstance(overrides, list):
             raise ConfigError(f"{where}.charts.{values}: layers and overrides are lists")
         out.append(
             ValuesChart(
-                norm(str(values)),
+                values_path,
                 chart,
-                str(spec.get("name") or PurePosixPath(chart).name),
-                tuple(norm(str(x)) for x in layers),
-                tuple(str(x) for x in overrides),
+                name,
+                tuple(paths.repo_path(_text(x, f"{where}.charts.{values}.layers"), f"{where}.charts") for x in layers),
+                tuple(_text(x, f"{where}.charts.{values}.overrides") for x in overrides),
             )
         )
     return tuple(out)
@@ -319,7 +405,11 @@ def _helm_keys(raw: Any, where: str) -> HelmKeys:
         return HelmKeys()
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: {where}: expected {{replicas: KEY, tag: KEY}}")
-    return HelmKeys(replicas=str(raw.get("replicas", "replicaCount")), tag=str(raw.get("tag", "image.tag")))
+    return HelmKeys(
+        replicas=_text(raw.get("replicas", "replicaCount"), f"{CONFIG_FILE}: {where}.replicas"),
+        tag=_text(raw.get("tag", "image.tag"), f"{CONFIG_FILE}: {where}.tag"),
+        replicas_pinned="replicas" in raw,
+    )
 
 
 def _agent(raw: Any, where: str) -> AgentRef | None:
@@ -330,10 +420,12 @@ def _agent(raw: Any, where: str) -> AgentRef | None:
     kind = str(raw["kind"])
     return AgentRef(
         kind=kind,
-        name=str(raw.get("name", "")),
-        namespace=str(raw.get("namespace", "flux-system" if kind == "flux" else "argocd")),
-        cluster=str(raw.get("cluster", "")),
-        object_kind=str(raw.get("object", "Kustomization" if kind == "flux" else "Application")),
+        name=_text(raw.get("name", ""), f"{where}.agent.name"),
+        namespace=_text(raw.get("namespace", "flux-system" if kind == "flux" else "argocd"), f"{where}.agent.namespace"),
+        cluster=_text(raw.get("cluster", ""), f"{where}.agent.cluster"),
+        object_kind=_text(
+            raw.get("object", "Kustomization" if kind == "flux" else "Application"), f"{where}.agent.object"
+        ),
     )
 
 

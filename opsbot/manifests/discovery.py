@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import ConfigError
+from opsbot.manifests import safeyaml
 from opsbot.manifests.config import (
     CONFIG_FILE,
     ENV_WORDS,
@@ -32,6 +33,7 @@ from opsbot.manifests.config import (
     is_kustomize_dir,
 )
 from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.manifests.paths import escapes, is_name, normalise
 from opsbot.manifests.yamledit import load_all
 
 #: Rules that read GitOps objects; the rest are folder conventions.
@@ -80,6 +82,10 @@ class Found:
     chart_dirs: list[str] = field(default_factory=list)
 
     def add(self, env: str, rule: str, path: str) -> None:
+        # A folder named with control characters is not an env anyone types, and a path a repo object
+        # names outside the repo is no env root (paths.py: nothing leaves the repo).
+        if not is_name(env) or escapes(normalise(path)):
+            return
         paths = self.rules.setdefault(env, {}).setdefault(rule, [])
         if path not in paths:
             paths.append(path)
@@ -250,8 +256,9 @@ def _objects(snap: Snapshot) -> list[tuple[str, dict[str, Any]]]:
         text = snap.read(f)
         if not any(m in text for m in _MARKERS):
             continue
+        safeyaml.check_size(text, f)
         try:
-            docs = load_all(text)
+            docs = load_all(text, f)
         except yaml.YAMLError:
             continue
         out.extend((f, d) for d in docs if isinstance(d, dict) and isinstance(d.get("spec"), dict))

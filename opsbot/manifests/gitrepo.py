@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import CommandError, OpsbotError
+from opsbot.manifests import safeyaml
 from opsbot.manifests.cachedb import CacheDB
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -56,11 +57,12 @@ class BlobReader:
             )
         return self._proc
 
-    def read_many(self, shas: Sequence[str]) -> list[bytes]:
+    def read_many(self, shas: Sequence[str], limit: int | None = None) -> list[bytes | int]:
+        """Blob contents in order; a blob above `limit` bytes is skipped unread and given as its size."""
         with self._lock:
             proc = self._start()
             assert proc.stdin is not None and proc.stdout is not None
-            out: list[bytes] = []
+            out: list[bytes | int] = []
             # Write in chunks so neither pipe fills while the other waits.
             for start in range(0, len(shas), 256):
                 chunk = shas[start : start + 256]
@@ -71,6 +73,12 @@ class BlobReader:
                     if len(header) < 3 or header[1] == b"missing":
                         raise GitError(f"object {sha} missing")
                     size = int(header[2])
+                    if limit is not None and size > limit:
+                        left = size + 1  # never hold an oversized blob in memory: drain it
+                        while left > 0:
+                            left -= len(proc.stdout.read(min(left, 1 << 20)) or b"x" * left)
+                        out.append(size)
+                        continue
                     data = proc.stdout.read(size)
                     proc.stdout.read(1)  # trailing newline
                     out.append(data)
@@ -150,7 +158,10 @@ class Snapshot:
     blobs: dict[str, str]  # path -> blob sha
     reader: BlobReader
     cache: DocCache = field(default_factory=lambda: DocCache(None))
+    #: Symlinks in the tree: never read as files, and no write may go through one (see paths.py).
+    links: frozenset[str] = field(default_factory=frozenset)
     _texts: dict[str, str] = field(default_factory=dict)
+    _oversize: dict[str, int] = field(default_factory=dict)  # path -> size, never read
     _dirs: set[str] | None = None
 
     def exists(self, path: str) -> bool:
@@ -170,10 +181,14 @@ class Snapshot:
         return norm(path) in self._dirs
 
     def read(self, path: str) -> str:
+        """The file's text; UnsafeYAML (a refusal naming the file) above safeyaml.MAX_FILE_BYTES."""
         if path not in self._texts:
             if path not in self.blobs:
                 raise KeyError(path)
-            self.prefetch([path])
+            if path not in self._oversize:
+                self.prefetch([path])
+            if path in self._oversize:
+                safeyaml.refuse_size(path, self._oversize[path], safeyaml.MAX_FILE_BYTES)
         return self._texts[path]
 
     def docs(self, path: str) -> list[Any]:
@@ -183,19 +198,22 @@ class Snapshot:
         if cached is not None:
             return cached
         try:
-            docs = list(yaml.load_all(self.read(path), Loader=_LOADER))
+            docs = safeyaml.load_file(self.read(path), path)
         except yaml.YAMLError:
             docs = []
         self.cache.put(sha, docs)
         return docs
 
     def prefetch(self, paths: Iterable[str]) -> None:
-        wanted = [p for p in paths if p not in self._texts and p in self.blobs]
+        wanted = [p for p in paths if p not in self._texts and p not in self._oversize and p in self.blobs]
         if not wanted:
             return
-        datas = self.reader.read_many([self.blobs[p] for p in wanted])
+        datas = self.reader.read_many([self.blobs[p] for p in wanted], safeyaml.MAX_FILE_BYTES)
         for p, d in zip(wanted, datas, strict=True):
-            self._texts[p] = d.decode("utf-8", errors="replace")
+            if isinstance(d, int):
+                self._oversize[p] = d
+            else:
+                self._texts[p] = d.decode("utf-8", errors="replace")
 
     def files_under(self, directory: str) -> list[str]:
         d = norm(directory)
@@ -291,6 +309,7 @@ class GitRepo:
             if snap is None:
                 listing = git(self.path, "ls-tree", "-r", "-z", "--full-tree", sha)
                 blobs: dict[str, str] = {}
+                links: set[str] = set()
                 for entry in listing.split("\0"):
                     if not entry:
                         continue
@@ -298,7 +317,9 @@ class GitRepo:
                     mode, kind, obj = meta.split()
                     if kind == "blob" and mode != "120000":
                         blobs[path] = obj
-                snap = Snapshot(self.path, ref, sha, blobs, self.reader, self.cache)
+                    elif mode == "120000":
+                        links.add(path)
+                snap = Snapshot(self.path, ref, sha, blobs, self.reader, self.cache, links=frozenset(links))
                 if len(self._snapshots) > 16:
                     self._snapshots.pop(next(iter(self._snapshots)))
                 self._snapshots[sha] = snap

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from opsbot.errors import CommandError
+from opsbot.manifests import paths
 from opsbot.manifests.codec import CodecError, decode, encode
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, join, norm
@@ -102,12 +103,14 @@ class Target:
         out += [(f"ConfigMap {name}", values) for name, values in self.values_from()]
         return out
 
-    def helm_values(self) -> dict[str, Any]:
-        """The values a HelmRelease hands its chart: its values layers, then `spec.values`."""
+    def helm_values(self, release: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The values a HelmRelease hands its chart: its values layers, then `spec.values` (of
+        `release` when given: the same HelmRelease after an edit)."""
         merged: dict[str, Any] = {}
         for _, values in self.values_layers():
             merged = _deep_merge(merged, values)
-        return _deep_merge(merged, (self.rendered.get("spec") or {}).get("values") or {})
+        own = ((release or self.rendered).get("spec") or {}).get("values")
+        return _deep_merge(merged, own if isinstance(own, dict) else {})
 
     def value_home(self, dotted: str) -> str | None:
         """Where `dotted` comes from when `spec.values` does not set it (a values file or
@@ -212,6 +215,11 @@ class Index:
         if name in self.config.envs:
             return self.config.envs[name]
         names = self.config.env_names()
+        if not names:
+            raise CommandError(
+                f'Unknown environment "{name}": no environments are configured or discovered in this repo. '
+                f"Run `opsbot init` to write a {CONFIG_FILE}, or write one by hand (docs/configuration.md)."
+            )
         near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
         hint = f' Did you mean "{near[0]}"?' if near else ""
         raise CommandError(f'Unknown environment "{name}".{hint} Environments: {", ".join(names)}.')
@@ -241,7 +249,9 @@ class Index:
         with self._lock:
             if key not in self._renders:
                 try:
-                    self._renders[key] = build(snap, self.graph(snap), root)
+                    self._renders[key] = build(
+                        snap, self.graph(snap), root, allow_remote=self.config.kustomize_allow_remote
+                    )
                 except BuildError as exc:
                     raise CommandError(
                         f"kustomize build of {root} fails on the base commit: {exc.message}"
@@ -249,6 +259,7 @@ class Index:
             return self._renders[key]
 
     def root_kind(self, snap: Snapshot, root: str) -> str:
+        paths.check_no_links(root, snap.links)
         if root.endswith((".yaml", ".yml")) and snap.exists(root):
             return "helm"
         if is_kustomize_dir(snap, root):
@@ -597,9 +608,34 @@ def current_version(t: Target, helm_tag_key: str) -> Version:
     if t.is_helmrelease:
         spec = t.rendered.get("spec") or {}
         chart = dig(spec, "chart.spec.version")
+        source = chart_source(t)
+        if source is not None:
+            chart = dig(source[0], source[1])
         tag = dig(t.helm_values(), helm_tag_key)
         return Version(chart=None if chart is None else str(chart), tag=None if tag is None else str(tag))
     return Version(images=tuple((str(c.get("name")), str(c.get("image"))) for c in containers(t.rendered)))
+
+
+def chart_source(t: Target) -> tuple[dict[str, Any], list[str]] | None:
+    """For a HelmRelease with `chartRef`: the OCIRepository/HelmChart it points at (as this env renders
+    it) and the path of the field that holds the chart version there; None without chartRef.
+
+    Why: with chartRef the version is not on the release at all, so reading or writing
+    `spec.chart.spec.version` there would be wrong (and invalid beside chartRef)."""
+    ref = (t.rendered.get("spec") or {}).get("chartRef")
+    if not isinstance(ref, dict):
+        return None
+    kind, name = ref.get("kind"), ref.get("name")
+    ns = ref.get("namespace") or (t.rendered.get("metadata") or {}).get("namespace")
+    for obj in t.objects:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == kind and meta.get("name") == name and (meta.get("namespace") or ns) == ns:
+            spec = obj.get("spec") or {}
+            if kind == "OCIRepository":
+                r = spec.get("ref") or {}
+                return obj, ["spec", "ref", "semver" if "semver" in r else "tag"]
+            return obj, ["spec", "version"]
+    return {}, ["spec", "version"]
 
 
 def current_replicas(t: Target, helm_replicas_key: str) -> int | None:

@@ -131,6 +131,13 @@ def test_promote_across_two_layouts_says_what_to_do(tmp_path: Path) -> None:
             "charts/api/Chart.yaml": "apiVersion: v2\nname: api\nversion: 1.0.0\n",
             "charts/api/values.yaml": "replicaCount: 1\nimage:\n  tag: 3.2.0\n",
             "charts/api/values-production.yaml": "replicaCount: 2\n",
+            # a chart that reads the key, so the render proof can see the tag change
+            "charts/api/templates/deployment.yaml": (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n"
+                "  replicas: {{ .Values.replicaCount }}\n  selector:\n    matchLabels: {app: api}\n"
+                "  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n"
+                "        - name: api\n          image: \"ghcr.io/example/api:{{ .Values.image.tag }}\"\n"
+            ),
             ".opsbot.yaml": (
                 "environments:\n  uat:\n    path: overlays/uat\n"
                 "  production:\n    path: charts/api/values-production.yaml\n"

@@ -154,6 +154,27 @@ CASES = [
         "production",
         {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
     ),
+    # issue 11 item 6: the chart reads singleBinary.replicas, found by rendering it
+    ("helm-replica-keys", "scale loki 2 in staging", "staging", {"values:singleBinary.replicas"}),
+    # issue 11 item 5: with chartRef the version lives in the OCIRepository (a patch in production)
+    (
+        "flux-chartref",
+        "deploy kube-prometheus-stack 70.0.0 to production",
+        "production",
+        {"OCIRepository/monitoring/kube-prometheus-stack:spec.ref.semver"},
+    ),
+    (
+        "flux-chartref",
+        "deploy kube-prometheus-stack 70.0.0 to staging",
+        "staging",
+        {"OCIRepository/monitoring/kube-prometheus-stack:spec.ref.semver"},
+    ),
+    (
+        "flux-semver-range",
+        "scale webapp 3 in production",
+        "production",
+        {"HelmRelease/webapp/webapp:spec.values.replicaCount"},
+    ),
 ]
 
 

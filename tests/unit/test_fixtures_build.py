@@ -170,6 +170,8 @@ def test_every_fixture_with_kustomize_was_collected() -> None:
         "per-app-overlays",
         "flux-helmrelease",
         "cluster-templates",
+        "flux-chartref",
+        "flux-semver-range",
         "late-config",
         "envs-components",
         "testing-chain",
@@ -178,8 +180,9 @@ def test_every_fixture_with_kustomize_was_collected() -> None:
         "flux-valuesfrom",
     }
     # fleet 7, per-app-overlays 6, testing-chain 5, kargo-appset 5, envs-components 4 (the component
-    # builds inside dev), flux-helmrelease 3, flux-env-roots 3, flux-valuesfrom 3, edge-1 2, late-config 1
-    assert len(KUSTOMIZE_CASES) == 39
+    # builds inside dev), flux-helmrelease 3, flux-chartref 3, flux-semver-range 3, flux-env-roots 3,
+    # flux-valuesfrom 3, edge-1 2, late-config 1
+    assert len(KUSTOMIZE_CASES) == 45
 
 
 @pytest.mark.parametrize("name", FIXTURES)
