@@ -437,6 +437,10 @@ def test_helmrelease_values_files_of_a_chart_in_this_repo_are_read_and_not_shado
             "base/podinfo/release.yaml": release,
             "production/podinfo-patch.yaml": patch,
             "charts/podinfo/Chart.yaml": "apiVersion: v2\nname: podinfo\nversion: 6.4.1\n",
+            "charts/podinfo/templates/deployment.yaml": (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n"
+                "spec:\n  replicas: {{ .Values.replicaCount }}\n"
+            ),
             "charts/podinfo/values-prod.yaml": "replicaCount: 4\n",
         },
     )
