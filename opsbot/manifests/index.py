@@ -23,7 +23,7 @@ from opsbot.errors import CommandError
 from opsbot.manifests import paths
 from opsbot.manifests.codec import CodecError, decode, encode
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
-from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
+from opsbot.manifests.gitrepo import GitRepo, Snapshot, join, norm
 from opsbot.manifests.images import parse_image
 from opsbot.manifests.kustomize import BuildError, Graph, Kustomization, build
 
@@ -87,20 +87,37 @@ class Target:
                         out.append((str(ref["name"]), values))
         return out
 
+    def values_layers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(where, values) that Flux merges under a HelmRelease's `spec.values`, in order: the
+        chart's `valuesFiles` from this repo (a GitRepository source), then `valuesFrom` ConfigMaps."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        chart = dig(self.rendered.get("spec") or {}, "chart.spec")
+        source = chart.get("sourceRef") if isinstance(chart, dict) else None
+        if isinstance(chart, dict) and isinstance(source, dict) and source.get("kind") == "GitRepository":
+            files = chart.get("valuesFiles") or ([chart["valuesFile"]] if chart.get("valuesFile") else [])
+            for f in files if isinstance(files, list) else []:
+                path = norm(str(f))
+                docs = self.snap.docs(path) if path and self.snap.exists(path) else []
+                if docs and isinstance(docs[0], dict):
+                    out.append((path, docs[0]))
+        out += [(f"ConfigMap {name}", values) for name, values in self.values_from()]
+        return out
+
     def helm_values(self, release: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values` (of
+        """The values a HelmRelease hands its chart: its values layers, then `spec.values` (of
         `release` when given: the same HelmRelease after an edit)."""
         merged: dict[str, Any] = {}
-        for _, values in self.values_from():
+        for _, values in self.values_layers():
             merged = _deep_merge(merged, values)
         own = ((release or self.rendered).get("spec") or {}).get("values")
         return _deep_merge(merged, own if isinstance(own, dict) else {})
 
-    def values_from_setting(self, dotted: str) -> str | None:
-        """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""
+    def value_home(self, dotted: str) -> str | None:
+        """Where `dotted` comes from when `spec.values` does not set it (a values file or
+        "ConfigMap NAME"), else None."""
         if dig((self.rendered.get("spec") or {}).get("values") or {}, dotted) is not None:
             return None
-        hits = [name for name, values in self.values_from() if dig(values, dotted) is not None]
+        hits = [where for where, values in self.values_layers() if dig(values, dotted) is not None]
         return hits[-1] if hits else None
 
     def hpas(self) -> list[dict[str, Any]]:
@@ -404,19 +421,27 @@ class Index:
                 name = str(meta[0]["name"])
         return chart_dir, name
 
+    def helm_layers(self, env: EnvConfig, snap: Snapshot, values_file: str) -> list[str]:
+        """The values files Helm merges under `values_file`: the chart's defaults, then the files an
+        Argo CD Application lists before it."""
+        chart_dir = self.helm_chart(env, snap, values_file)[0]
+        vc = env.chart_of(values_file)
+        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
+        out = [default_file] if default_file and default_file != values_file else []
+        out += list(vc.layers) if vc else []
+        return [f for f in out if snap.exists(f)]
+
     def _find_helm(
         self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str
     ) -> Target | None:
-        chart_dir, chart_name = self.helm_chart(env, snap, values_file)
-        if chart_name != name:
+        if self.helm_chart(env, snap, values_file)[1] != name:
             return None
         docs = self.docs(snap, values_file)
         values = docs[0] if docs and isinstance(docs[0], dict) else {}
-        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
         defaults: dict[str, Any] = {}
-        if default_file and default_file != values_file and snap.exists(default_file):
-            d = self.docs(snap, default_file)
-            defaults = d[0] if d and isinstance(d[0], dict) else {}
+        for layer in self.helm_layers(env, snap, values_file):
+            d = self.docs(snap, layer)
+            defaults = _deep_merge(defaults, d[0] if d and isinstance(d[0], dict) else {})
         return Target(
             app,
             env,
