@@ -253,9 +253,9 @@ class Planner:
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
             if t.env.branch:
-                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha})
+                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha}, index_fleet=False)
             else:
-                idx = Index(self.repo, sha)
+                idx = Index(self.repo, sha, index_fleet=False)
             try:
                 old = idx.find(t.app, t.env.name)
             except CommandError:
