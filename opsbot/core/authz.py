@@ -18,10 +18,17 @@ GroupMembers = Callable[[str], Iterable[str]]
 
 
 def roles_of(rbac: RbacSettings, actor: Actor, group_members: GroupMembers | None) -> set[str]:
+    """The roles `actor` holds: by id, by user-group id, and by name only for CLI users.
+
+    Why never by name in chat: a Slack display/user name is chosen by its owner, so anyone could
+    rename themselves to another member's id (or name) and take that member's roles. Ids are
+    assigned by Slack. A CLI user's name is the operator's own login, which is all the CLI has.
+    """
     out: set[str] = set()
     for role, members in rbac.members.items():
         for m in members:
-            if m == actor.id or m == actor.name or (
+            by_name = actor.source == "cli" and bool(actor.name) and m == actor.name
+            if m == actor.id or by_name or (
                 m.startswith("group:") and group_members is not None and actor.id in set(group_members(m[6:]))
             ):
                 out.add(role)

@@ -385,6 +385,28 @@ async def test_unknown_user_group_grants_nothing(slack_chat: ChatFactory, caplog
     assert "user group S0DEPLOY cannot be resolved (no_such_subteam)" in caplog.text
 
 
+async def test_a_user_renamed_to_a_members_id_gets_no_role(slack_chat: ChatFactory) -> None:
+    """Issue 9 item 5: Slack user names are chosen by their owners; roles match ids only."""
+    chat = await slack_chat(rbac=rbac())
+    chat.double.add_usergroup("S0DEPLOY", ["U0BOB"])
+    sent = await chat.double.send_slash_command(chat.url, SCALE, user_id="U0MALLORY", user_name="group:S0DEPLOY")
+    assert sent.status == 200
+    await chat.settle()
+    sent = await chat.double.send_slash_command(chat.url, "scale frontend 3 in staging", user_id="U0MALLORY",
+                                                user_name="U0ALICE")
+    await chat.settle()
+    denials = chat.ephemerals("U0MALLORY")
+    assert len(denials) == 2 and all("and you have no role" in d for d in denials), denials
+    assert chat.roots() == [] and all_prs(chat) == []
+
+    await chat.ops(SCALE, user="U0BOB")
+    root = chat.only_root()
+    await chat.double.send_click(chat.url, root, "opsbot_approve", user_id="U0MALLORY", user_name="U0BOB")
+    await chat.settle()
+    assert "and you have no role" in chat.ephemerals("U0MALLORY")[-1]
+    assert chat.store.approvals("R1") == [] and chat.thread(root) == []
+
+
 # --------------------------------------------------------------------------------------------- dedup
 
 

