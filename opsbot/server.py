@@ -150,7 +150,9 @@ class Server:
     async def start(self) -> None:
         from opsbot.app import Opsbot
 
-        self.bot = self._bot or await asyncio.to_thread(Opsbot, self.settings)
+        self.bot = self._bot or await asyncio.to_thread(
+            lambda: Opsbot(self.settings, plan_workers=self.settings.plan_workers)
+        )
         if self.settings.slack_bot_token:
             factory = self.transport_factory
             if factory is None:

@@ -84,6 +84,8 @@ class Settings:
     base_branch: str = ""
     kubernetes_version: str = "1.37"
     max_replicas: int = 50
+    #: `opsbot serve` plans in this many worker processes (0: in threads of the server process)
+    plan_workers: int = 2
 
     github_api_url: str = "https://api.github.com"
     github_repository: str = ""
@@ -144,6 +146,7 @@ ENV_VARS: dict[str, str] = {
     "OPSBOT_BASE_BRANCH": "base_branch",
     "OPSBOT_KUBERNETES_VERSION": "kubernetes_version",
     "OPSBOT_MAX_REPLICAS": "max_replicas",
+    "OPSBOT_PLAN_WORKERS": "plan_workers",
     "GITHUB_API_URL": "github_api_url",
     "GITHUB_REPOSITORY": "github_repository",
     "GITHUB_TOKEN": "github_token",
@@ -332,6 +335,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"OPSBOT_PORT: {s.port} is not a TCP port")
     if s.max_replicas < 1:
         raise ConfigError("OPSBOT_MAX_REPLICAS: must be at least 1")
+    if not 0 <= s.plan_workers <= 32:
+        raise ConfigError("OPSBOT_PLAN_WORKERS: must be between 0 and 32")
     if s.deploy_timeout_seconds < 1:
         raise ConfigError("OPSBOT_DEPLOY_TIMEOUT: must be at least 1 (seconds)")
     for spec in (part.strip() for part in s.watch.split(",")):
