@@ -370,7 +370,11 @@ class Index:
     def graph(self, snap: Snapshot) -> Graph:
         with self._lock:
             if snap.sha not in self._graphs:
-                self._graphs[snap.sha] = Graph(snap, self._stored if snap.sha == self.snap.sha else None)
+                graph = Graph(snap, self._stored if snap.sha == self.snap.sha else None)
+                # Without this commit's rows (a cold or history-walking Index), reading every
+                # kustomization in one pipe round trip beats one round trip per node.
+                graph._prefetched = self._fleet_ready is True and snap.sha == self.snap.sha
+                self._graphs[snap.sha] = graph
             return self._graphs[snap.sha]
 
     def docs(self, snap: Snapshot, path: str) -> list[Any]:
