@@ -206,7 +206,8 @@ def main() -> int:
         for i in range(args.pr_samples):
             have = roots()
             t = time.perf_counter()
-            runner.run(burst(url, double, commands(1, 50 + i, args.fleet_apps)))
+            text = commands(1, 50 + i, args.fleet_apps) if args.fleet_apps else [f"scale cache {20 + i} in dev"]
+            runner.run(burst(url, double, text))
             runner.wait_for(lambda have=have: roots() > have, timeout=120, what="the PR link")
             pr_ms.append((time.perf_counter() - t) * 1000)
         summary("/ops -> PR link in the thread", pr_ms)
