@@ -142,11 +142,20 @@ class StoredFleet:
         return closure_from_json(self.db.get_facts(self.commit, "closure", [root]).get(root))
 
     def app_hits(self, env: str, workload: str) -> list[Hit] | None:
+        """Where the env defines the workload; None when the rows cannot say (the caller scans)."""
         key = app_key(env, workload)
-        return hits_from_json(self.db.get_facts(self.commit, "app", [key]).get(key, []))
+        row = self.db.get_facts(self.commit, "app", [key]).get(key)
+        return hits_from_json(row) if row is not None else self._absent()
 
     def readers(self, path: str) -> list[str] | None:
-        return _str_list(self.db.get_facts(self.commit, "readers", [path]).get(path, []))
+        """Roots whose build reads `path`; None when the rows cannot say (the caller scans)."""
+        row = self.db.get_facts(self.commit, "readers", [path]).get(path)
+        return _str_list(row) if row is not None else self._absent()
+
+    def _absent(self) -> list[Any] | None:
+        """A missing row means "none" only while the commit is still complete in the cache: a
+        long-lived Index must not read "unknown app" from rows that were pruned under it."""
+        return [] if self.db.has_commit(self.commit) else None
 
     # ------------------------------------------------------------------------------------ writing
     def store_nodes(self, nodes: Iterable[Kustomization]) -> None:

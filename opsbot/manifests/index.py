@@ -111,6 +111,8 @@ class Index:
         self._stored = StoredFleet(repo.db, self.snap.sha)
         self._index_fleet = index_fleet
         stored_config = self._stored.config() if self._stored.load_meta() else None
+        if stored_config is not None and index_fleet:
+            repo.db.touch_commit(self.snap.sha, time.time())  # pruning keeps what is in use
         #: None: not decided yet; True: the stored rows answer lookups; False: scan
         self._fleet_ready: bool | None = True if stored_config is not None else None
         #: where the fleet rows came from: stored | update | full | "" (none yet)

@@ -216,3 +216,19 @@ def test_a_large_change_indexes_afresh(tmp_path: Path) -> None:
     index = Index(repo, "main")
     assert index.fleet() is not None and index.fleet_source == "full"
     repo.close()
+
+
+def test_rows_pruned_under_a_live_index_are_not_read_as_absent(tmp_path: Path) -> None:
+    """A running bot keeps an Index per commit; if the cache drops that commit's rows meanwhile
+    (pruning keeps the most recently used eight), lookups scan instead of answering "unknown"."""
+    path = make_repo("per-app-overlays", tmp_path / "r")
+    repo = GitRepo(str(path))
+    index = Index(repo, "main")
+    assert index.fleet() is not None
+    expected = answers(index)
+    conn = repo.db._connection()
+    assert conn is not None
+    conn.execute("DELETE FROM facts")
+    conn.execute("DELETE FROM commits")
+    assert answers(index) == expected
+    repo.close()
