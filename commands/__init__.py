@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from commands import approve, cancel, create, deploy, help, history, merge, promote, rollback, scale, status
+from commands import (
+    approve,
+    audit,
+    cancel,
+    create,
+    deploy,
+    freeze,
+    help,
+    history,
+    lock,
+    merge,
+    policies,
+    promote,
+    rollback,
+    scale,
+    status,
+    unfreeze,
+    unlock,
+)
 from opsbot.core.registry import Registry
 
 REGISTRY = Registry(
@@ -17,6 +35,12 @@ REGISTRY = Registry(
         approve.COMMAND,
         merge.COMMAND,
         cancel.COMMAND,
+        freeze.COMMAND,
+        unfreeze.COMMAND,
+        lock.COMMAND,
+        unlock.COMMAND,
+        policies.COMMAND,
+        audit.COMMAND,
         help.COMMAND,
     ]
 )

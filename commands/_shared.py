@@ -22,6 +22,8 @@ def plan_and_propose(intent: Intent, ctx: Context) -> Result:
     env = planner.config.envs.get(env_name) if env_name else None
     approvals = env.approvals if env else 0
     thread = ctx.thread
+    if ctx.policies is not None:
+        ctx.policies.check_propose(change.app, change.env, ctx.actor)
     proposal = ctx.requests.propose(
         change,
         ctx.command_text,
@@ -30,6 +32,8 @@ def plan_and_propose(intent: Intent, ctx: Context) -> Result:
         channel=thread.channel if thread else "",
         thread_ts=(thread.ts or "") if thread else "",
     )
+    if ctx.policies is not None and not proposal.existing:
+        ctx.policies.after_propose(proposal.request)
     return Proposed(
         intent, change=change, diff=diff, pr=proposal.pr, request=proposal.request, existing=proposal.existing
     )

@@ -8,7 +8,9 @@ from opsbot.core.model import History, Intent
 from opsbot.core.parser import Args, name_word
 from opsbot.core.registry import Command
 from opsbot.core.results import Info, Result
+from opsbot.errors import CommandError
 from opsbot.manifests.gitrepo import git
+from opsbot.manifests.index import UnknownApp
 
 USAGE = "history <app> [in <env>]"
 
@@ -29,14 +31,24 @@ def run(intent: Intent, ctx: Context) -> Result:
     planner = ctx.planner()
     index = planner.index
     envs = [index.env(intent.env)] if intent.env else list(index.config.envs.values())
+    found = False
     for env in envs:
         try:
             t = index.find(intent.app, env.name)
-        except Exception:
+        except UnknownApp as exc:
+            if intent.env and not lines:
+                raise exc from None
             continue
+        except CommandError as exc:  # the app is there but cannot be read: say so for that env
+            found = True
+            lines.append(f"{env.name}: {exc.message}")
+            continue
+        found = True
         files = [t.root] if t.layout == "helm" else index.graph(t.snap).closure(t.root)[1]
         log = git(ctx.repo.path, "log", "-n5", "--format=%h %ad %s", "--date=short", t.snap.sha, "--", *files)
         lines += [f"{env.name}: {line}" for line in log.splitlines()]
+    if not found and not lines:
+        raise index.unknown_app(intent.app)
     if not lines:
         lines.append(f"No history for {intent.app}.")
     return Info(intent, title=f"History of {intent.app}", lines=tuple(lines))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from commands._shared import no_extras
+from opsbot.core import wording
 from opsbot.core.context import Context
 from opsbot.core.model import Intent, RequestState, Status
 from opsbot.core.parser import Args, UsageError, name_word
@@ -75,7 +76,8 @@ def run(intent: Intent, ctx: Context) -> Result:
                     f"autoscaled {hpas[0]['spec'].get('minReplicas', 1)}-{hpas[0]['spec'].get('maxReplicas')}"
                 )
             else:
-                scale = f"{current_replicas(t, keys.replicas)} replicas"
+                count = current_replicas(t, keys.replicas)
+                scale = wording.replicas(count) if count is not None else "replicas not set"
             lines.append(f"{env.name}: {version.describe()} · {scale}")
             data["envs"][env.name] = {"version": version.describe(), "scale": scale}  # type: ignore[index]
             replicas = None if hpas else current_replicas(t, keys.replicas)
@@ -167,7 +169,7 @@ def drift_between(version: Version, replicas: int | None, live: LiveWorkload) ->
         elif actual != image:
             drift.append(f"Git says {image}, cluster runs {_as_delta(image, actual)}")
     if replicas is not None and replicas != live.replicas:
-        drift.append(f"Git says {replicas} replicas, cluster has {live.replicas}")
+        drift.append(f"Git says {wording.replicas(replicas)}, cluster has {live.replicas}")
     return drift
 
 

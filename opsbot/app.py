@@ -15,10 +15,12 @@ from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
 from opsbot.core.requests import Notify, Requests
 from opsbot.core.results import Result
+from opsbot.manifests.config import RepoConfig
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
+from opsbot.policy.engine import Policies
 from opsbot.settings import Settings
 from opsbot.store import open_store
 
@@ -83,6 +85,7 @@ class Opsbot:
         )
         self._planners: dict[str, Planner] = {}
         self._lock = threading.Lock()
+        self.policies = make_policies(self, group_members)
         #: with workers, plans run in child processes (`opsbot serve`); reads stay in this one
         self.plan_pool: PlanPool | None = None
         if plan_workers > 0:
@@ -93,6 +96,7 @@ class Opsbot:
                 plan_workers,
                 kubernetes_version=settings.kubernetes_version,
                 max_replicas=settings.max_replicas,
+                fetch_charts=settings.fetch_charts,
             )
 
     def on_transition(self, hook: Notify) -> None:
@@ -120,7 +124,13 @@ class Opsbot:
             planner = self._planners.get(sha)
             if planner is None or planner.index.base_ref != ref:
                 planner = Planner(
-                    self.repo, ref, PlanOptions(self.settings.kubernetes_version, self.settings.max_replicas)
+                    self.repo,
+                    ref,
+                    PlanOptions(
+                        self.settings.kubernetes_version,
+                        self.settings.max_replicas,
+                        fetch_charts=self.settings.fetch_charts,
+                    ),
                 )
                 if len(self._planners) > 8:
                     self._planners.pop(next(iter(self._planners)))
@@ -140,6 +150,7 @@ class Opsbot:
             apply=apply,
             planner_for=self.planner_for,
             live=self.live,
+            policies=self.policies,
         )
 
     def handle(self, text: str, actor: Actor, thread: Thread | None = None, *, apply: bool = True) -> Result:
@@ -155,6 +166,30 @@ class Opsbot:
                 return Failure(None, message=f"Could not refresh the manifest repo mirror: {exc}")
         return self.dispatcher.handle(text, actor, thread, apply=apply)
 
+    def propose_as_opsbot(self, command: str) -> Request:
+        """Plan and open a PR for `command` as opsbot itself (an automatic revert): no RBAC, no lock,
+        since no person asked; the request still needs the env's approvals and passes its policies."""
+        from opsbot.errors import CommandError
+        from opsbot.manifests.planner import NothingToDo
+
+        intent = REGISTRY.parse(command)[1]
+        # The failed merge must be in the mirror, or the rollback would be planned on the old base.
+        self.forge.refresh()
+        planner = self.planner_for(self.settings.base_branch or self.repo.default_branch())
+        try:
+            change = planner.plan(intent)
+        except NothingToDo as exc:
+            raise CommandError(exc.message) from None
+        env = planner.config.envs.get(change.env)
+        actor = Actor("opsbot", "opsbot", "system")
+        proposal = self.requests.propose(change, command, actor, env.approvals if env else 0)
+        self.policies.after_propose(proposal.request)
+        return proposal.request
+
+    def deploy_failed(self, request: Request) -> None:
+        """Told by the deploy intake when a request ends `failed` (the auto-revert hook)."""
+        self.policies.on_failed(request)
+
     def close(self) -> None:
         if self.plan_pool is not None:
             self.plan_pool.close()
@@ -165,6 +200,42 @@ class Opsbot:
         close = getattr(self.live, "close", None)
         if callable(close):
             close()
+
+
+def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
+    """Policies read `.opsbot.yaml` from the base branch, post through the bot's transition hooks
+    (threads) and the outbox (deploy channel), and ask Prometheus when PROMETHEUS_URL is set."""
+    settings = bot.settings
+
+    def config() -> RepoConfig:
+        return bot.planner_for(settings.base_branch or bot.repo.default_branch()).config
+
+    def post_channel(key: str, env: str, text: str) -> None:
+        channel = settings.channel_for_env(env)
+        if channel:  # imported here: the CLI without a deploy channel never loads the chat side
+            from opsbot.chat.blocks import policy_notice
+            from opsbot.intake.notifier import queue_channel_post
+
+            queue_channel_post(bot.store, key, channel, policy_notice(text))
+
+    gates = None
+    if settings.prometheus_url:
+        from opsbot.policy.prometheus import Prometheus
+
+        gates = Prometheus(
+            settings.prometheus_url, settings.prometheus_token.get(), float(settings.gate_timeout_seconds)
+        )
+    return Policies(
+        bot.store,
+        bot.forge,
+        settings,
+        config,
+        notify=bot._notify,
+        post_channel=post_channel,
+        gates=gates,
+        group_members=group_members,
+        open_revert=bot.propose_as_opsbot,
+    )
 
 
 def _live_reader(settings: Settings) -> LiveReader | None:

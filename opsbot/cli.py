@@ -1,7 +1,7 @@
-"""`opsbot` on the command line: plan, run, prs, merge, init, check, testdrive, serve.
+"""`opsbot` on the command line: plan, run, prs, merge, audit, init, check, testdrive, serve.
 
-Scriptable by contract (DESIGN §3): `--json` prints one object; errors exit non-zero with one line
-on stderr.
+Scriptable by contract (DESIGN §3): `--json` prints one object, errors included
+(`{"error", "kind"}`); errors exit 2 (refused) or 3 (internal) with one line on stderr.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import getpass
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+from opsbot.chat.texts import plain
 from opsbot.core.model import Actor
-from opsbot.core.results import Failure, Info, NoChange, Result
+from opsbot.core.results import Failure, Info, NoChange, Proposed, Result
 from opsbot.errors import CommandError, ConfigError, OpsbotError
 from opsbot.settings import Settings, load_settings
 
@@ -32,21 +35,56 @@ def _actor(args: argparse.Namespace) -> Actor:
     return Actor(who, who, "cli")
 
 
+#: Exit codes (README, "Scripting the CLI"): a refusal (bad input, a denied or refused change, a
+#: config error) is 2 and an internal error (opsbot's fault, see the log) is 3, so a script can
+#: tell "fix what you asked" from "retry or report". `check` uses 1 for "problems found".
+EXIT_REFUSED = 2
+EXIT_INTERNAL = 3
+
+
+def _fail(message: str, kind: str, as_json: bool, **extra: Any) -> int:
+    """One line on stderr always; under --json also `{"error", "kind", ...}` on stdout."""
+    text = plain(message)
+    print(f"opsbot: {text}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": text, "kind": kind, **extra}, default=str, indent=2))
+    return EXIT_REFUSED if kind == "refused" else EXIT_INTERNAL
+
+
 def _emit(result: Result, as_json: bool) -> int:
     if isinstance(result, Failure):
-        print(f"opsbot: {result.text()}", file=sys.stderr)
-        return 3 if result.denied else 1
+        if result.reference:
+            return _fail(result.text(), "internal", as_json, reference=result.reference)
+        return _fail(result.text(), "refused", as_json, denied=result.denied)
+    # Slack markup (`<@bob>`) is for Slack; a terminal gets `@bob`. A proposal is printed as is:
+    # its diff must be byte-exact.
+    exact = isinstance(result, Proposed)
     if as_json:
-        print(json.dumps(result.as_json(), default=str, indent=2))
+        out = result.as_json()
+        if not exact and isinstance(out.get("text"), str):
+            out["text"] = plain(out["text"])
+        print(json.dumps(out, default=str, indent=2))
     else:
-        print(result.text())
+        print(result.text() if exact else plain(result.text()))
     return 0
 
 
 def _bot(args: argparse.Namespace) -> Any:
     from opsbot.app import Opsbot
 
-    return Opsbot(_settings(args))
+    settings = _settings(args)
+    if settings.forge == "local":
+        _need_repo(settings.repo)
+    return Opsbot(settings)
+
+
+def _need_repo(path: str) -> None:
+    """A missing or non-Git `--repo` is the person's to fix (a refusal), not opsbot's fault."""
+    if not Path(path).is_dir():
+        raise CommandError(f"{path} is not a directory: point --repo (or OPSBOT_REPO) at the manifest repo.")
+    inside = subprocess.run(["git", "-C", path, "rev-parse", "--git-dir"], capture_output=True, check=False)
+    if inside.returncode != 0:
+        raise CommandError(f"{path} is not a Git repository: point --repo (or OPSBOT_REPO) at the manifest repo.")
 
 
 def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
@@ -55,11 +93,9 @@ def cmd_plan(args: argparse.Namespace, apply: bool) -> int:
     try:
         command, _ = REGISTRY.parse(args.command)
     except CommandError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 2
-    if not apply and command.kind == "request":
-        print(f'opsbot: `plan` only computes changes; use `opsbot run "{args.command}"`.', file=sys.stderr)
-        return 2
+        return _fail(str(exc), "refused", args.json)
+    if not apply and command.kind in ("request", "policy"):
+        return _fail(f'`plan` only computes changes; use `opsbot run "{args.command}"`.', "refused", args.json)
     bot = _bot(args)
     try:
         return _emit(bot.handle(args.command, _actor(args), apply=apply), args.json)
@@ -101,6 +137,41 @@ def cmd_prs(args: argparse.Namespace) -> int:
         bot.close()
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The whole audit log (or a slice) for auditors and scripts: JSON or CSV on stdout."""
+    import csv
+
+    from commands._policy import parse_since
+
+    since = parse_since(args.since) if args.since else None
+    bot = _bot(args)
+    try:
+        rows = [
+            r.as_dict()
+            for r in bot.store.audit_list(app=args.app, env=args.env, since=since, limit=args.limit)
+        ]
+    finally:
+        bot.close()
+    if args.csv:
+        writer = csv.DictWriter(
+            sys.stdout,
+            fieldnames=["id", "at", "actor", "action", "request", "pr", "app", "env", "reason", "detail"],
+            lineterminator="\n",
+        )
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(
+                f"{row['at']} {row['action']:<10} {row['actor']:<12} {row['request'] or '-':<5} "
+                f"{row['app'] or '-'}/{row['env'] or '-'} {row['reason'] or ''} {row['detail'] or ''}".rstrip()
+            )
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     args.command = f"merge {args.ref}"
     return cmd_plan(args, apply=True)
@@ -109,17 +180,31 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from opsbot.manifests.config import CONFIG_FILE, discover, render_config
     from opsbot.manifests.gitrepo import GitRepo
+    from opsbot.manifests.paths import write_inside
 
     repo = GitRepo(args.repo)
     target = Path(args.repo) / CONFIG_FILE
+    if target.is_symlink():
+        print(f"opsbot: {target} is a symbolic link; opsbot does not write through links.", file=sys.stderr)
+        return 2
     if target.exists() and not args.force:
         print(f"opsbot: {target} exists; use --force to overwrite.", file=sys.stderr)
         return 1
-    cfg = discover(repo.snapshot(repo.default_branch()))
-    text = render_config(cfg)
-    target.write_text(text)
+    snap = repo.snapshot(repo.default_branch())
+    try:
+        text = render_config(discover(snap))
+        done = f"# written to {target}; commit it to pin the layout."
+    except ConfigError as exc:
+        from opsbot.manifests.discovery import render_skeleton, scan
+
+        text = render_skeleton(scan(snap, inventory=True), exc.args[0] if exc.args else str(exc))
+        done = (
+            f"# discovery could not decide, so {target} is a commented skeleton of what it found: "
+            "edit it, then run `opsbot check`."
+        )
+    write_inside(Path(args.repo), CONFIG_FILE, text)
     print(text, end="")
-    print(f"# written to {target}; commit it to pin the layout.", file=sys.stderr)
+    print(done, file=sys.stderr)
     return 0
 
 
@@ -139,7 +224,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         snap = index.env_snapshot(env)
         for root in env.paths:
-            kind = index.root_kind(snap, root)
+            try:
+                kind = index.root_kind(snap, root)
+            except CommandError as exc:
+                problems += 1
+                print(f"  ❌ {root or '.'}: {exc.message}")
+                continue
             if kind == "kustomize":
                 try:
                     objs = index.render(snap, root)
@@ -149,38 +239,76 @@ def cmd_check(args: argparse.Namespace) -> int:
                     print(f"  ❌ {root}: {exc.message}")
             else:
                 print(f"  ✅ {root}: {kind}")
-        print(f"  apps: {', '.join(index.apps_in(env)) or 'none'}")
-    shared = [
-        (e.name, p)
-        for e in index.config.envs.values()
+        try:
+            apps = index.apps_in(env)
+        except CommandError as exc:
+            problems += 1
+            print(f"  ❌ apps: {exc.message}")
+            continue
+        print(f"  apps: {', '.join(apps) or 'none'}")
+        aliases = index.aliases_in(env, apps)
+        if aliases:
+            print(f"  aliases: {', '.join(f'{a} → {w}' for a, w in aliases.items())}")
+    for chain in index.config.chains():
+        print(f"promotion: {' → '.join(chain)}")
+    for note in index.config.notes:
+        print(f"ℹ️ {note}")
+    envs = list(index.config.envs.values())
+    # branch-per-env: the same path on two branches is two sets of files
+    readers = {
+        (e.branch, p): [o.name for o in envs if o.branch == e.branch and p in o.paths]
+        for e in envs
         for p in e.paths
-        if sum(p in o.paths for o in index.config.envs.values()) > 1
-    ]
-    for name, p in shared:
-        problems += 1
-        print(f"❌ {p} is listed by more than one env ({name}); opsbot cannot keep envs apart there.")
+    }
+    for (_, p), names in readers.items():
+        if len(names) > 1:
+            # The standard Flux layout: infrastructure every cluster applies. opsbot refuses edits there
+            # (they would change several envs at once), which is a fact to show, not a fault.
+            print(f"ℹ️ {p} is shared by {', '.join(names)}; opsbot changes it for no single env.")
+    for e in envs:
+        if e.paths and all(len(readers[(e.branch, p)]) > 1 for p in e.paths):
+            problems += 1
+            print(f"❌ every path of {e.name} is shared with another env; opsbot cannot change {e.name} alone.")
     print("ok" if not problems else f"{problems} problem(s)")
     return 0 if not problems else 1
 
 
+#: The agent the testdrive pretends to be: Flux's `flux-system/apps` Kustomization for production.
+TESTDRIVE_AGENT = {"kind": "flux", "name": "apps", "namespace": "flux-system"}
+
+
 def cmd_testdrive(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
+    import yaml
+
     from opsbot.app import Opsbot
     from opsbot.chat.console import Console, make_sample_repo, walkthrough
+    from opsbot.intake.loopback import deliver_flux_event, flux_success_event
     from opsbot.manifests.config import CONFIG_FILE, discover, render_config
     from opsbot.manifests.gitrepo import GitRepo
 
     dest = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="opsbot-testdrive-")) / "fleet"
     make_sample_repo(dest)
     repo = GitRepo(str(dest))
-    (dest / CONFIG_FILE).write_text(render_config(discover(repo.snapshot("main"))))
-    os.system(
-        f"git -C '{dest}' add {CONFIG_FILE} && git -C '{dest}' commit -qm 'Pin opsbot config (opsbot init)'"
-    )
+    rendered = render_config(discover(repo.snapshot("main")))
+    config = yaml.safe_load(rendered)
+    config["environments"]["production"]["agent"] = dict(TESTDRIVE_AGENT)
+    head = "".join(line for line in rendered.splitlines(keepends=True) if line.startswith("#"))
+    (dest / CONFIG_FILE).write_text(head + yaml.safe_dump(config, sort_keys=False))
+    for git_args in (["add", "--", CONFIG_FILE], ["commit", "-qm", "Pin opsbot config (opsbot init)"]):
+        # an argv list, never a shell: `--dir` is whatever the person typed (quotes, `;`, `$(...)`)
+        subprocess.run(["git", "-C", str(dest), *git_args], check=True, capture_output=True)
     repo.close()
     print(f"Sample fleet repo: {dest}  (production needs 1 approval; see {dest / CONFIG_FILE})")
-    bot = Opsbot(load_settings(environ={}, repo=str(dest)))
+    # a fresh secret per run: the Flux event below is signed and checked like a real one
+    settings = load_settings(environ={}, repo=str(dest), flux_webhook_secret=secrets.token_hex(16),
+                             deploy_channel="deploys")
+    bot = Opsbot(settings)
     console = Console(bot)
     interactive = sys.stdin.isatty() and not args.no_input
+    piped = not sys.stdin.isatty() and not args.no_input
 
     def pause(step: str) -> None:
         if interactive:
@@ -188,9 +316,25 @@ def cmd_testdrive(args: argparse.Namespace) -> int:
         else:
             print(f"\n# {step}")
 
-    walkthrough(console, pause)
+    def reconcile(request_id: str) -> None:
+        """Play Flux: a signed success event for the merge commit, then what opsbot posts for it."""
+        request = bot.store.get_request(request_id)
+        if request is None or not request.merge_sha:
+            return
+        pause("Flux applies the merge commit in production and reports it to opsbot's /webhooks/flux")
+        event = flux_success_event(name=TESTDRIVE_AGENT["name"], namespace=TESTDRIVE_AGENT["namespace"],
+                                   revision=f"main@sha1:{request.merge_sha}")
+        status = asyncio.run(deliver_flux_event(bot, settings, event))
+        console.emit(f"flux> POST /webhooks/flux (Kustomization flux-system/apps applied "
+                     f"{request.merge_sha[:7]}, signed) → HTTP {status}")
+        asyncio.run(console.deliver_outbox())
+
+    walkthrough(console, pause, after_merge=reconcile)
     if interactive:
         print("\nYour turn. Type commands as in Slack (`help`), `/as bob` to switch user, Ctrl-D to quit.")
+    elif piped:
+        print("\n# commands from stdin")
+    if interactive or piped:
         user = "alice"
         for line in sys.stdin:
             line = line.strip()
@@ -212,7 +356,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+#: C0 and C1 control characters (but tab, newline and carriage return) and DEL, shown as `\x1b`.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127, *range(0x80, 0xA0)) if c not in (9, 10, 13)}
+
+
+class _Printable:
+    """A stream that shows control characters instead of passing them to the terminal.
+
+    Why: app names, env folders and messages can come from repo content, and an ESC sequence in a
+    Deployment's name must not recolour, clear or retitle the operator's terminal."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return int(self._stream.write(text.translate(_CONTROL)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Printable(out), _Printable(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="opsbot", description="Chat commands become minimal, validated GitOps PRs."
     )
@@ -244,6 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     repo_arg(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--as", dest="as_user")
+    p = sub.add_parser("audit", help="export the append-only audit log (JSON or CSV)")
+    repo_arg(p)
+    p.add_argument("--app", help="only rows about this app")
+    p.add_argument("--env", help="only rows about this environment")
+    p.add_argument("--since", help="only rows from this date on (YYYY-MM-DD[THH:MM], UTC)")
+    p.add_argument("--limit", type=int, default=1_000_000, help="at most this many of the newest rows")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
     p = sub.add_parser("init", help="write .opsbot.yaml from what discovery finds")
     repo_arg(p)
     p.add_argument("--force", action="store_true")
@@ -256,13 +438,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("OPSBOT_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    as_json = bool(getattr(args, "json", False))
     try:
+        if args.cmd in ("init", "check"):
+            _need_repo(args.repo)
         if args.cmd == "plan":
             return cmd_plan(args, apply=False)
         if args.cmd == "run":
             return cmd_plan(args, apply=True)
         handlers = {
             "prs": cmd_prs,
+            "audit": cmd_audit,
             "merge": cmd_merge,
             "init": cmd_init,
             "check": cmd_check,
@@ -271,11 +457,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         return handlers[args.cmd](args)
     except (CommandError, ConfigError) as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 2
-    except OpsbotError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), "refused", as_json)
+    except OpsbotError as exc:  # a peer (GitHub, git) failed: not the person's input
+        return _fail(str(exc), "internal", as_json)
+    except Exception:
+        reference = uuid.uuid4().hex[:8]
+        logging.getLogger("opsbot.cli").exception("opsbot %s failed (reference %s)", args.cmd, reference)
+        return _fail(f"Something went wrong on opsbot's side (reference {reference}). Nothing was changed.",
+                     "internal", as_json, reference=reference)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,8 +21,13 @@ def metrics_routes(source: _metrics.Metrics | None = None, token: str = "") -> l
     never a name, a message or a secret — for an in-cluster ClusterIP Service.
     """
 
+    expected = f"Bearer {token}".encode("utf-8", "surrogatepass")
+
     async def handle_metrics(request: web.Request) -> web.Response:
-        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        # bytes, not str: compare_digest refuses non-ASCII str (a 500), and aiohttp hands hostile
+        # header bytes over as lone surrogates, which only surrogatepass encodes without raising
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+        if token and not hmac.compare_digest(given, expected):
             return web.Response(status=401, text="metrics need Authorization: Bearer <OPSBOT_METRICS_TOKEN>")
         registry = source if source is not None else _metrics.DEFAULT
         body, content_type = registry.render(request.headers.get("Accept", ""))

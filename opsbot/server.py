@@ -112,6 +112,24 @@ async def _replay_github(hooks: Any, stop: asyncio.Event) -> None:
             log.exception("replaying pending GitHub deliveries failed")
 
 
+POLICY_TICK_SECONDS = 60.0
+
+
+async def _policy_ticks(bot: Any, stop: asyncio.Event, interval: float = POLICY_TICK_SECONDS) -> None:
+    """Deploy windows open and close and freezes run out with no one typing anything: every
+    `interval`, the `opsbot/policy` status of each open PR is re-published where its answer changed."""
+    policies = getattr(bot, "policies", None)
+    while policies is not None and not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(policies.tick)
+        except Exception:
+            log.exception("re-checking policy statuses failed")
+
+
 class Server:
     """The running process: bot, Slack transport, outbox worker, Socket Mode, HTTP listener.
 
@@ -187,6 +205,9 @@ class Server:
             asyncio.create_task(
                 _replay_github(self.github_hooks, self._replay_stop), name="opsbot-github-replay"
             )
+        )
+        self._tasks.append(
+            asyncio.create_task(_policy_ticks(self.bot, self._replay_stop), name="opsbot-policy-ticks")
         )
         routes = [
             *default_routes(self.bot, self.settings, self.github_hooks),

@@ -86,6 +86,8 @@ class Settings:
     max_replicas: int = 50
     #: `opsbot serve` plans in this many worker processes (0: in threads of the server process)
     plan_workers: int = 2
+    #: pull Helm charts that are not in the repo (for the render proof); off: that proof says skipped
+    fetch_charts: bool = True
 
     github_api_url: str = "https://api.github.com"
     github_repository: str = ""
@@ -119,6 +121,12 @@ class Settings:
     #: Namespace of the watch Lease (one replica watches); default: the pod's own namespace.
     watch_lease_namespace: str = ""
 
+    #: Metric gates (docs/policies.md): the Prometheus HTTP API, an optional bearer token, and how
+    #: long one gate query may take before it counts as *unknown* (which blocks the merge).
+    prometheus_url: str = ""
+    prometheus_token: Secret = field(default_factory=lambda: Secret(""))
+    gate_timeout_seconds: int = 10
+
     port: int = 3000
     log_level: str = "INFO"
     rbac: RbacSettings = field(default_factory=RbacSettings)
@@ -147,6 +155,7 @@ ENV_VARS: dict[str, str] = {
     "OPSBOT_KUBERNETES_VERSION": "kubernetes_version",
     "OPSBOT_MAX_REPLICAS": "max_replicas",
     "OPSBOT_PLAN_WORKERS": "plan_workers",
+    "OPSBOT_FETCH_CHARTS": "fetch_charts",
     "GITHUB_API_URL": "github_api_url",
     "GITHUB_REPOSITORY": "github_repository",
     "GITHUB_TOKEN": "github_token",
@@ -170,6 +179,9 @@ ENV_VARS: dict[str, str] = {
     "OPSBOT_DEPLOY_TIMEOUT": "deploy_timeout_seconds",
     "OPSBOT_WATCH": "watch",
     "OPSBOT_WATCH_LEASE_NAMESPACE": "watch_lease_namespace",
+    "PROMETHEUS_URL": "prometheus_url",
+    "PROMETHEUS_TOKEN": "prometheus_token",
+    "OPSBOT_GATE_TIMEOUT": "gate_timeout_seconds",
     "OPSBOT_PORT": "port",
     "OPSBOT_LOG_LEVEL": "log_level",
 }
@@ -339,6 +351,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("OPSBOT_PLAN_WORKERS: must be between 0 and 32")
     if s.deploy_timeout_seconds < 1:
         raise ConfigError("OPSBOT_DEPLOY_TIMEOUT: must be at least 1 (seconds)")
+    if s.prometheus_url and not re.match(r"https?://[^/\s]+", s.prometheus_url):
+        raise ConfigError(f"PROMETHEUS_URL: expected http(s)://host[:port][/path], got {s.prometheus_url!r}")
+    if s.gate_timeout_seconds < 1:
+        raise ConfigError("OPSBOT_GATE_TIMEOUT: must be at least 1 (seconds)")
     for spec in (part.strip() for part in s.watch.split(",")):
         cluster, _, context = spec.partition("=")
         if spec and (not cluster.strip() or ("=" in spec and not context.strip())):

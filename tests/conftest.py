@@ -16,6 +16,12 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_chart_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk only to loopback: a bot built from the environment must not pull public charts."""
+    monkeypatch.setenv("OPSBOT_FETCH_CHARTS", "0")
+
+
 @pytest.fixture
 def fleet(tmp_path: Path) -> Path:
     """The sample fleet (kustomize overlays) as a fresh Git repo with history."""

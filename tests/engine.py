@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Any
 
 from commands import REGISTRY
@@ -25,10 +24,10 @@ def render_env(index: Index, env_name: str) -> dict[str, Any]:
     for root in env.paths:
         kind = index.root_kind(snap, root)
         if kind == "helm":
-            chart_dir = str(PurePosixPath(root).parent)
+            chart_dir = index.helm_chart(env, snap, root)[0]
             defaults = (
                 index.docs(snap, f"{chart_dir}/values.yaml")
-                if snap.exists(f"{chart_dir}/values.yaml")
+                if chart_dir and snap.exists(f"{chart_dir}/values.yaml") and f"{chart_dir}/values.yaml" != root
                 else []
             )
             values = index.docs(snap, root)

@@ -35,7 +35,7 @@ What lands in Git:
                       (shop image tag)
   ==================  ===================================================  ==========  ==========
 
-  ``cluster-templates``, realworld folders and any other directory: one commit, no history.
+  ``cluster-templates``, ``flux-chartref``, ``helm-replica-keys``, ``flux-semver-range``, realworld folders and any other directory: one commit, no history.
 
 * Branch-per-env fixtures (a ``branches/`` folder at the fixture root, i.e. ``branch-per-env``):
   ``main`` holds the fixture root without ``branches/`` (README + ``.opsbot.yaml``); then, in sorted
@@ -145,6 +145,16 @@ FIXTURES: tuple[str, ...] = (
     "plain",
     "branch-per-env",
     "cluster-templates",
+    "late-config",
+    "envs-components",
+    "argo-helm-values",
+    "testing-chain",
+    "kargo-appset",
+    "flux-env-roots",
+    "flux-valuesfrom",
+    "flux-chartref",
+    "helm-replica-keys",
+    "flux-semver-range",
 )
 
 
@@ -288,3 +298,22 @@ class _Git:
             message,
             extra_env={"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
         )
+
+
+def commit_files(dest: Path, message: str, files: Mapping[str, str | None]) -> str:
+    """Write (or, for None, delete) ``files`` in the repo at ``dest`` and commit them; returns the sha.
+
+    For tests whose history is the point (e.g. a config added after the version rolled back to);
+    dates continue the fixture clock, one hour per commit.
+    """
+    git = _Git(Path(dest))
+    git.commits = int(git("rev-list", "--count", "HEAD").strip() or 0)
+    for rel, text in files.items():
+        path = Path(dest) / rel
+        if text is None:
+            path.unlink()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git.commit_all(message)
+    return git("rev-parse", "HEAD").strip()

@@ -229,7 +229,7 @@ def _default_status(request: Request) -> str:
 
 
 def _checks_block(checks: Sequence[Check]) -> str:
-    return "   ".join(texts.check_item(c.name, c.ok, c.detail) for c in checks)
+    return "   ".join(texts.check_item(c.name, c.ok, c.detail, skipped=c.skipped) for c in checks)
 
 
 def _actions(request: Request) -> Block | None:
@@ -343,6 +343,7 @@ _REPLIES: dict[str, Callable[..., str]] = {
     "warning": texts.no_event_warning,
     "cluster_ready": texts.cluster_ready,
     "cluster_applied": texts.cluster_applied,
+    "policy": texts.policy_notice,
 }
 REPLY_KINDS = tuple(_REPLIES)
 
@@ -511,6 +512,11 @@ def with_note(rendered: Rendered, line: str) -> Rendered:
     out = list(rendered["blocks"])[: MAX_BLOCKS - 1]
     out.append(_context([line]))
     return {"text": rendered["text"], "blocks": out}
+
+
+def policy_notice(text: str) -> Rendered:
+    """A policy line for the deploy channel (the same words the threads get)."""
+    return _single(texts.policy_notice(text))
 
 
 def notice(line: str) -> Rendered:

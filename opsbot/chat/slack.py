@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import hmac
 import logging
 import time
 import weakref
@@ -394,6 +396,54 @@ def permalink(team_domain: str, channel: str, ts: str) -> str:
     return f"https://{host}/archives/{channel}/p{ts.replace('.', '')}"
 
 
+#: What Bolt raises on a body of a shape Slack never sends (JSON that is not JSON, a list, a number).
+_SHAPE_ERRORS = (AttributeError, KeyError, TypeError, ValueError, IndexError)
+
+#: Fields that are objects wherever Slack sends them (events, interactions); Bolt's middleware calls
+#: `.get` on them before any listener runs, and answers 500 with a traceback when they are not.
+_OBJECT_FIELDS = ("event", "team", "user", "channel", "container", "enterprise", "view", "message", "state")
+#: ... of which Slack sends these as `null` (a workspace outside an Enterprise Grid org, org-wide apps)
+_NULLABLE = frozenset({"enterprise", "team"})
+
+
+def _slack_shaped(body: object) -> bool:
+    """The body is an object whose object fields are objects and whose `actions` are objects."""
+    if not isinstance(body, dict):  # `payload=[1]`, `payload=null`, a JSON list
+        return False
+    for key in _OBJECT_FIELDS:
+        if key in body and not isinstance(body[key], dict) and not (body[key] is None and key in _NULLABLE):
+            return False
+    actions = body.get("actions")
+    return actions is None or (isinstance(actions, list) and all(isinstance(a, dict) for a in actions))
+
+
+#: Slack's replay window for `X-Slack-Request-Timestamp` (its docs say five minutes).
+SIGNATURE_WINDOW_SECONDS = 300
+
+
+def verify_slack_signature(
+    secret: str, body: bytes, timestamp: str | None, signature: str | None, *, now: float
+) -> bool:
+    """Slack's v0 request signature over the raw body bytes, within the replay window.
+
+    Why our own check before Bolt's: slack_sdk's verifier calls `int()` on the timestamp and compares
+    `str`s, so `abc`, `1.7e9`, 5,000 digits or a non-ASCII byte in either header raise (an HTTP 500
+    with a traceback) instead of being refused; and Bolt parses the body before it verifies. Here
+    the timestamp must be plain ASCII digits of sane length, the comparison is over bytes, and
+    nothing is parsed until this says yes. Bolt still verifies again behind it.
+    """
+    if not secret or not timestamp or not signature:
+        return False
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return False
+    if abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
+        return False
+    base = b"v0:" + timestamp.encode("ascii") + b":" + body
+    expected = b"v0=" + hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest().encode("ascii")
+    # surrogatepass: aiohttp hands non-UTF-8 header bytes over as lone surrogates
+    return hmac.compare_digest(expected, signature.strip().encode("utf-8", "surrogatepass"))
+
+
 def _quiet_token_warning(record: logging.LogRecord) -> bool:
     """Bolt warns that SLACK_BOT_TOKEN from the environment is unused next to our client: it is expected."""
     return not str(record.msg).startswith("As you gave `client` as well")
@@ -413,8 +463,11 @@ class SlackTransport:
         worker: OutboxWorker | None = None,
         command_workers: int = 4,
         dedup_window: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.bot = bot
+        #: wall clock for the signature's replay window (injectable so tests need not wait)
+        self.clock = clock
         self.settings = settings
         self.store = store
         self.client = client or AsyncWebClient(
@@ -482,12 +535,32 @@ class SlackTransport:
             return web.Response(status=413, text="request body too large")
         if len(raw) > limit:
             return web.Response(status=413, text="request body too large")
-        bolt_request = AsyncBoltRequest(
-            body=raw.decode("utf-8", errors="replace"),
-            query=request.query_string,
-            headers=request.headers,  # type: ignore[arg-type]
-        )
-        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+        if not verify_slack_signature(
+            self.settings.slack_signing_secret.get(),
+            raw,
+            request.headers.get("X-Slack-Request-Timestamp"),
+            request.headers.get("X-Slack-Signature"),
+            now=self.clock(),
+        ):
+            log.info("Slack request refused: bad, stale or missing signature")
+            return web.Response(status=401, text="invalid request signature")
+        try:  # Bolt parses the body in the constructor
+            bolt_request = AsyncBoltRequest(
+                body=raw.decode("utf-8", errors="replace"),
+                query=request.query_string,
+                headers=request.headers,  # type: ignore[arg-type]
+            )
+            if not _slack_shaped(bolt_request.body):
+                return web.Response(status=400, text="request body has an unexpected shape")
+            bolt_response = await self.app.async_dispatch(bolt_request)
+        except _SHAPE_ERRORS as exc:
+            # Bolt parses the body and reads its fields before any listener runs, assuming Slack's
+            # documented shapes (`payload=[1]` or `"event": 5` raise there). Signed, so from Slack,
+            # but not a shape Slack sends: refuse it as bad input instead of answering 500.
+            log.warning("Slack request of an unexpected shape refused (%s: %s)", type(exc).__name__,
+                        str(exc)[:200])
+            return web.Response(status=400, text="request body has an unexpected shape")
+        return await to_aiohttp_response(bolt_response)
 
     def channel_for_env(self, env: str) -> str:
         """Where deploy outcomes of `env` are announced: its override, else OPSBOT_DEPLOY_CHANNEL."""

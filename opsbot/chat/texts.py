@@ -23,6 +23,33 @@ def escape(text: object) -> str:
 
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})>")
+
+
+def escape_keeping_mentions(text: object) -> str:
+    """`escape`, except that well-formed user mentions (`<@U0BOB>`) stay mentions.
+
+    Why: the request lifecycle words its answers with mentions ("Merged by <@U0BOB> as …");
+    escaping them showed `&lt;@U0BOB&gt;` in the ephemeral reply. Only a user id in exactly that
+    form survives; `<!channel>`, links and everything else are still escaped.
+    """
+    parts = _MENTION.split(str(text))
+    # split() with one group alternates: text, user id, text, user id, ..., text
+    return "".join(escape(p) if i % 2 == 0 else f"<@{p}>" for i, p in enumerate(parts))
+
+
+def plain(text: object) -> str:
+    """Slack markup as a terminal shows it: `<@bob>` → `@bob`, `<!here>` → `@here`, `<url|label>` →
+    `label (url)`.
+
+    For the CLI and the console, which print what chat would say without Slack to render it. Only
+    these bracket forms are touched (never `*` or `_`), so a diff or a YAML value passes unchanged.
+    """
+    out = re.sub(r"<@([^<>|\s]+)(?:\|([^<>]*))?>", lambda m: "@" + (m.group(2) or m.group(1)), str(text))
+    out = re.sub(r"<!([a-z]+)(?:\|[^<>]*)?>", r"@\1", out)
+    out = re.sub(r"<#[A-Z0-9]+\|([^<>]+)>", r"#\1", out)
+    out = re.sub(r"<([a-z][a-z0-9+.-]*:[^<>|\s]+)\|([^<>]+)>", r"\2 (\1)", out)
+    return re.sub(r"<([a-z][a-z0-9+.-]*:[^<>|\s]+)>", r"\1", out)
 _GITHUB_USER = re.compile(r"^github:(.+)$")
 
 
@@ -154,14 +181,17 @@ def approvals_needed(needed: int) -> str:
     return f"needs {plural(needed, 'approval')}"
 
 
-def check_item(name: str, ok: bool, detail: str = "") -> str:
-    """`✅ schema (k8s 1.37)` for a pass; `❌ kustomize build: <why>` for a failure."""
-    mark = "✅" if ok else "❌"
+def check_item(name: str, ok: bool, detail: str = "", *, skipped: bool = False) -> str:
+    """`✅ schema (k8s 1.37)` for a pass; `❌ kustomize build: <why>` for a failure; `⚠️ … skipped: <why>`."""
+    mark = "❌" if not ok else "⚠️" if skipped else "✅"
+    # names say which schema was used ("schema (HelmRelease, CRD from repo clusters/…/gotk-components.yaml)")
+    if skipped and ok:
+        return f"{mark} {escape(clip(name, 120))}: {escape(clip(detail, 300))}"
     if not detail:
-        return f"{mark} {escape(clip(name, 80))}"
+        return f"{mark} {escape(clip(name, 120))}"
     if ok:
-        return f"{mark} {escape(clip(name, 80))} ({escape(clip(detail, 80))})"
-    return f"{mark} {escape(clip(name, 80))}: {escape(clip(detail, 300))}"
+        return f"{mark} {escape(clip(name, 120))} ({escape(clip(detail, 80))})"
+    return f"{mark} {escape(clip(name, 120))}: {escape(clip(detail, 300))}"
 
 
 def note(text: str) -> str:
@@ -390,7 +420,7 @@ def info_title(title: str) -> str:
 
 
 def request_update(event: str, message: str) -> str:
-    return f"{RESULT_EMOJI.get(event, 'ℹ️')} {escape(message)}"
+    return f"{RESULT_EMOJI.get(event, 'ℹ️')} {escape_keeping_mentions(message)}"
 
 
 def dry_run() -> str:
@@ -480,3 +510,14 @@ def post_later(pr: str) -> str:
 
 
 UNKNOWN_BUTTON = "That button is not one opsbot knows any more. Nothing was changed."
+
+
+# --------------------------------------------------------------------------------------------- policies
+
+_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+
+
+def policy_notice(text: str, by: str = "", key: str = "", at: str = "") -> str:
+    """A policy message (freeze, unfreeze, override, gate results, auto-revert) for a thread or the
+    deploy channel. Everything typed by people is escaped; only real user mentions stay live."""
+    return _ESCAPED_MENTION.sub(r"<@\1>", escape(clip(text, 2900)))

@@ -12,7 +12,7 @@ from opsbot.core.model import Actor
 from opsbot.errors import DeniedError
 from opsbot.settings import RbacSettings
 
-READ_ONLY = frozenset({"status", "history", "help"})
+READ_ONLY = frozenset({"status", "history", "help", "policies"})
 
 GroupMembers = Callable[[str], Iterable[str]]
 

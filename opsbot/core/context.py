@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opsbot.core.model import Actor, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
@@ -11,6 +12,9 @@ from opsbot.core.requests import Requests
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.settings import Settings
+
+if TYPE_CHECKING:
+    from opsbot.policy.engine import Policies
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Context:
     planner_for: Callable[[str], Planner] | None = None
     #: The live side of `status` (clusters named by `agent.cluster` and reachable); None: Git only.
     live: LiveReader | None = None
+    #: Windows, freezes, locks, gates, audit (opsbot/policy); None where no store is at hand.
+    policies: Policies | None = None
 
     def base_branch(self) -> str:
         return self.settings.base_branch or self.repo.default_branch()
@@ -41,6 +47,8 @@ class Context:
             self.repo,
             ref,
             PlanOptions(
-                kubernetes_version=self.settings.kubernetes_version, max_replicas=self.settings.max_replicas
+                kubernetes_version=self.settings.kubernetes_version,
+                max_replicas=self.settings.max_replicas,
+                fetch_charts=self.settings.fetch_charts,
             ),
         )

@@ -17,7 +17,7 @@ from opsbot.core.context import Context
 from opsbot.core.model import Actor, Thread, intent_env, intent_request
 from opsbot.core.registry import Registry
 from opsbot.core.results import Failure, Result
-from opsbot.errors import CommandError, DeniedError
+from opsbot.errors import CommandError, ConfigError, DeniedError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class Dispatcher:
             log.info("denied", extra={"actor": actor.id, "command": text[:200]})
             return name, Failure(None, message=str(exc), denied=True)
         except CommandError as exc:
+            return name, Failure(None, message=str(exc))
+        except ConfigError as exc:
+            # `.opsbot.yaml` or repo content opsbot refuses (unknown key, a path leaving the repo, an
+            # alias bomb): the message names the key or file, and the person can act on it.
             return name, Failure(None, message=str(exc))
         except Exception:
             reference = uuid.uuid4().hex[:8]

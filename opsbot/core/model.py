@@ -167,11 +167,20 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class Check:
-    """One validation gate result: `✅ kustomize build`."""
+    """One validation gate result: `✅ kustomize build`.
+
+    `skipped` is a check that could not run (e.g. a chart that cannot be fetched): it does not block
+    the PR, but it shows as ⚠️ with the reason, because a silent ✅ would claim a proof nobody made.
+    """
 
     name: str
     ok: bool
     detail: str = ""
+    skipped: bool = False
+
+    @property
+    def mark(self) -> str:
+        return "❌" if not self.ok else "⚠️" if self.skipped else "✅"
 
 
 @dataclass(frozen=True)

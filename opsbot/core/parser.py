@@ -8,14 +8,23 @@ The grammar is in DESIGN §3. Keywords (`in`, `to`, `from`) and options (`--env 
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from opsbot.errors import CommandError
 
 MAX_COMMAND_LENGTH = 1000
+#: Unicode categories refused in a command: controls (C0, DEL, C1), format characters (bidi
+#: overrides, zero-width spaces), surrogates and private-use characters.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co"})
+#: ... except whitespace, and the zero-width joiner that emoji in a reason are made of.
+_ALLOWED = frozenset("\t\n\r\u200d")
 
-KEYWORDS = {"in": "in", "on": "in", "to": "to", "from": "from"}
+KEYWORDS = {"in": "in", "on": "in", "to": "to", "from": "from", "for": "for", "since": "since"}
+#: Takes the rest of the line as free text (a reason may be many words): `freeze prod because the
+#: load test runs`. Commands that take no reason refuse the slot like any other stray keyword.
+REST_KEYWORDS = {"because": "because"}
 #: option name -> slot
 OPTIONS = {
     "env": "in",
@@ -28,6 +37,10 @@ OPTIONS = {
     "replicas": "replicas",
     "version": "version",
     "tag": "version",
+    "since": "since",
+    "for": "for",
+    "reason": "because",
+    "because": "because",
 }
 
 
@@ -64,8 +77,13 @@ def tokenize(text: str) -> list[str]:
         raise CommandError(
             f"That command is {len(text)} characters long; opsbot reads at most {MAX_COMMAND_LENGTH}."
         )
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
-        raise CommandError("That command contains control characters; type it as plain text.")
+    bad = next((c for c in text if c not in _ALLOWED and unicodedata.category(c) in _INVISIBLE), None)
+    if bad is not None:
+        # Why invisible format characters too: a bidi override or a zero-width space makes what
+        # the person (and the reviewer) read differ from what opsbot would act on.
+        raise CommandError(
+            f"That command contains a control or invisible character (U+{ord(bad):04X}); type it as plain text."
+        )
     # Slack may send typographic quotes and non-breaking spaces from copy-paste.
     cleaned = text.replace("\u00a0", " ").replace("\u201c", '"').replace("\u201d", '"').replace("\u2019", "'")
     return [t.strip("\"'`") for t in cleaned.split() if t.strip("\"'`")]
@@ -113,6 +131,12 @@ def split(text: str, verbs: Sequence[str]) -> Args:
                     f"Unknown option --{name}. Options: {', '.join('--' + o for o in sorted(set(OPTIONS)))}."
                 )
             _fill(args, OPTIONS[name], value)
+        elif low in REST_KEYWORDS:
+            reason = " ".join(rest[i + 1 :]).strip()
+            if not reason:
+                raise CommandError(f"`{low}` needs a reason after it.")
+            _fill(args, REST_KEYWORDS[low], reason)
+            break
         elif low in KEYWORDS and i + 1 < len(rest):
             _fill(args, KEYWORDS[low], rest[i + 1])
             i += 1
@@ -141,15 +165,18 @@ def _fill(args: Args, slot: str, value: str) -> None:
 def name_word(value: str, what: str) -> str:
     """App and env names: Kubernetes-style names, compared in lower case."""
     v = value.lower()
-    if not v or len(v) > 253 or not all(c.isalnum() or c in "-._" for c in v):
+    # ASCII only: Kubernetes names are, and look-alike letters (Cyrillic "а") must not pass as names.
+    if not v or len(v) > 253 or not all((c.isascii() and c.isalnum()) or c in "-._" for c in v):
         raise CommandError(f'"{value}" is not a valid {what} name: use letters, digits, "-", "." and "_".')
     return v
 
 
 def whole_number(value: str, what: str) -> int:
     v = value.strip()
-    if v.startswith("-") and v[1:].isdigit():
+    # `isdigit` is true for "²", "①" and fullwidth digits, which `int` rejects or reads differently:
+    # only ASCII digits are numbers here.
+    if v.startswith("-") and v[1:].isascii() and v[1:].isdigit():
         raise CommandError(f"{what} must be 0 or more, not {v}.")
-    if not v.isdigit() or len(v) > 6:
+    if not (v.isascii() and v.isdigit()) or len(v) > 6:
         raise CommandError(f'{what} must be a whole number, not "{value}".')
     return int(v)

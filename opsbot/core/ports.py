@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from opsbot.core.model import Approval, Change, PullRequest, Request, RequestState, Transition
+from opsbot.policy.model import AuditEntry, Freeze, Lock, NewAudit
 
 
 class Forge(Protocol):
@@ -49,6 +50,16 @@ class Forge(Protocol):
     def comment(self, number: int, body: str) -> None: ...
 
     def list_prs(self, state: str = "open") -> list[PullRequest]: ...
+
+    def set_status(self, sha: str, context: str, state: str, description: str, target_url: str = "") -> None:
+        """Set the commit status `context` on `sha` (GitHub's shape: state is pending, success,
+        failure or error; description at most 140 characters). Policies and gates report here, so a
+        required status check stops a merge made on the forge by hand too."""
+        ...
+
+
+#: Commit status states, as GitHub names them.
+STATUS_STATES = ("error", "failure", "pending", "success")
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,51 @@ class Store(Protocol):
     def kv_get(self, key: str) -> str | None: ...
 
     def kv_set(self, key: str, value: str) -> None: ...
+
+    # audit and policy state (opsbot/store/policy.py; docs/policies.md) --------------------------
+    def audit_add(self, entry: NewAudit) -> AuditEntry:
+        """Append one audit row. There is deliberately no way to update or delete one."""
+        ...
+
+    def audit_list(
+        self,
+        *,
+        app: str | None = None,
+        env: str | None = None,
+        since: datetime | None = None,
+        request_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """The newest `limit` matching rows, oldest first."""
+        ...
+
+    def freeze_add(
+        self, env: str, set_by: str, reason: str, started_at: datetime, ends_at: datetime | None
+    ) -> Freeze: ...
+
+    def freezes_active(self, now: datetime, env: str | None = None) -> list[Freeze]: ...
+
+    def freeze_lift(self, env: str, by: str, now: datetime) -> list[Freeze]: ...
+
+    def lock_take(
+        self, app: str, env: str, holder: str, reason: str, link: str, now: datetime
+    ) -> tuple[Lock, bool]: ...
+
+    def lock_get(self, app: str, env: str) -> Lock | None: ...
+
+    def locks_active(self, env: str | None = None) -> list[Lock]: ...
+
+    def lock_release(self, app: str, env: str, by: str, now: datetime) -> Lock | None: ...
+
+    def revert_claim(self, request_id: str) -> bool:
+        """Claim the one automatic revert of a failed request; False when claimed before."""
+        ...
+
+    def revert_set(self, request_id: str, revert_request_id: str) -> None: ...
+
+    def revert_of(self, request_id: str) -> str | None: ...
+
+    def is_revert(self, request_id: str) -> bool: ...
 
     def ping(self) -> bool: ...
 

@@ -45,7 +45,7 @@ class Proposed(Result):
                 f"  {f.app} · {f.env} · {f.field} {f.old if f.old is not None else '(unset)'} → {f.new}"
             )
         for c in self.change.checks:
-            lines.append(f"  {'✅' if c.ok else '❌'} {c.name}{': ' + c.detail if c.detail else ''}")
+            lines.append(f"  {c.mark} {c.name}{': ' + c.detail if c.detail else ''}")
         for n in self.change.notes:
             lines.append(f"  note: {n}")
         if self.pr:
@@ -67,6 +67,7 @@ class Proposed(Result):
             "summary": self.change.title,
             "fields": [f.__dict__ for f in self.change.fields],
             "checks": [c.__dict__ for c in self.change.checks],
+            "notes": list(self.change.notes),
             "base": {"branch": self.change.base_branch, "sha": self.change.base_sha},
         }
         if self.pr:

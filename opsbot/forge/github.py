@@ -700,6 +700,19 @@ class GitHubForge:
             issue = self._repo.get_issue(number)  # lazy: no request
             self._call(f"commenting on PR #{number}", lambda: issue.create_comment(body))
 
+    def set_status(self, sha: str, context: str, state: str, description: str, target_url: str = "") -> None:
+        """`POST /repos/{o}/{r}/statuses/{sha}`: one request (PyGithub's Commit would GET it first)."""
+        body: dict[str, Any] = {"state": state, "context": context, "description": description[:140]}
+        if target_url.startswith(("https://", "http://")):
+            body["target_url"] = target_url
+        with self._refusals(f"setting status {context} on {sha[:7]}"):
+            self._call(
+                f"setting status {context} on {sha[:7]}",
+                lambda: self._repo.requester.requestJsonAndCheck(
+                    "POST", f"{self._repo.url}/statuses/{sha}", input=body
+                ),
+            )
+
     # ------------------------------------------------------------------------------ reads
 
     def _get(self, number: int) -> PullRequest:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from opsbot.core.model import Change, PullRequest
+from opsbot.core.ports import STATUS_STATES
 from opsbot.errors import CommandError
 from opsbot.manifests.gitrepo import GitError, git
 
@@ -42,6 +43,9 @@ class LocalForge:
             CREATE UNIQUE INDEX IF NOT EXISTS prs_open_branch ON prs(branch) WHERE state = 'open';
             CREATE TABLE IF NOT EXISTS comments (
               pr INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS statuses (
+              sha TEXT NOT NULL, context TEXT NOT NULL, state TEXT NOT NULL, description TEXT NOT NULL,
+              target_url TEXT NOT NULL, created_at TEXT NOT NULL);
             """
         )
         self._lock = threading.Lock()
@@ -94,7 +98,31 @@ class LocalForge:
             r[0] for r in self._db.execute("SELECT body FROM comments WHERE pr = ? ORDER BY rowid", (number,))
         ]
 
+    def statuses(self, sha: str) -> dict[str, tuple[str, str]]:
+        """The latest status per context on `sha`: context -> (state, description)."""
+        out: dict[str, tuple[str, str]] = {}
+        for context, state, description in self._db.execute(
+            "SELECT context, state, description FROM statuses WHERE sha = ? ORDER BY rowid", (sha,)
+        ):
+            out[context] = (state, description)
+        return out
+
     # ------------------------------------------------------------------------------ writing
+    def set_status(self, sha: str, context: str, state: str, description: str, target_url: str = "") -> None:
+        """Recorded like GitHub keeps them (a new row per call, the latest per context wins)."""
+        if state not in STATUS_STATES:
+            raise CommandError(f"Commit status state must be one of {', '.join(STATUS_STATES)}, not {state!r}.")
+        try:
+            kind = git(self.path, "cat-file", "-t", sha).strip() if len(sha) == 40 else ""
+        except GitError:
+            kind = ""
+        if kind != "commit":
+            raise CommandError(f"No commit found for SHA: {sha}")
+        self._db.execute(
+            "INSERT INTO statuses(sha, context, state, description, target_url, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (sha, context, state, description[:140], target_url, _now()),
+        )
+
     def _commit(self, change: Change, message: str, parent: str) -> str:
         fd, index = tempfile.mkstemp(prefix="opsbot-index-")
         os.close(fd)

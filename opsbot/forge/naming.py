@@ -58,7 +58,7 @@ def pr_body(
         for f in change.fields
     )
     checks = "\n".join(
-        f"- {'✅' if c.ok else '❌'} {c.name}{': ' + c.detail if c.detail else ''}" for c in change.checks
+        f"- {c.mark} {c.name}{': ' + c.detail if c.detail else ''}" for c in change.checks
     )
     if len(diff) > MAX_DIFF_IN_BODY:
         diff = diff[:MAX_DIFF_IN_BODY] + "\n… (diff truncated; see the Files tab)\n"

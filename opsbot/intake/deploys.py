@@ -627,6 +627,8 @@ class DeployProcessor:
         self.on_recheck: Callable[[], None] = lambda: None
         #: merge → deployed time is observed here, where a request really moves (not on a replay)
         self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
+        #: Told of every request this processor moved to `failed` (Opsbot: policies' auto-revert).
+        self.on_failed: Callable[[Request], None] = getattr(bot, "deploy_failed", None) or (lambda r: None)
         bot.on_transition(self._on_transition)
 
     # ------------------------------------------------------------------ events
@@ -694,6 +696,11 @@ class DeployProcessor:
                 continue
             queued = self._queue_posts(moved, target, event)
             settled.append(Settled(moved.id, target, tuple(queued)))
+            if target is RequestState.FAILED:
+                try:
+                    self.on_failed(moved)
+                except Exception:  # the failure is stored and told; a hook must not undo that
+                    log.exception("the failure hook of %s failed", moved.id)
             log.info("%s %s by %s at %s", moved.id, target, _actor(event), event.revision[:7])
         if settled:
             self.wake()

@@ -15,29 +15,54 @@ from typing import Any
 import yaml
 
 from opsbot.errors import ConfigError
-from opsbot.manifests.gitrepo import Snapshot, join, norm
-from opsbot.manifests.yamledit import load_all
+from opsbot.manifests import paths, safeyaml
+from opsbot.manifests.gitrepo import Snapshot, join
+from opsbot.manifests.paths import is_name
+from opsbot.policy.model import Gate, Window
+from opsbot.policy.rules import parse_gate, parse_window
 
 CONFIG_FILE = ".opsbot.yaml"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
-#: Usual promotion order; discovered envs are sorted by it and `promote_from` defaults to the previous one.
+#: Usual promotion order of common env names, used where the repo itself does not say (Kargo Stages,
+#: ApplicationSet lists, Flux dependsOn); `promote_from` defaults to the previous env in this order.
 ENV_ORDER = (
+    "local",
+    "sandbox",
     "dev",
     "development",
+    "develop",
+    "ci",
     "test",
+    "testing",
     "qa",
     "int",
     "integration",
+    "sit",
+    "e2e",
+    "load",
+    "perf",
+    "performance",
     "stage",
     "staging",
+    "stg",
     "uat",
+    "acc",
+    "acceptance",
+    "demo",
     "preprod",
+    "pre-prod",
     "pre-production",
+    "preproduction",
+    "canary",
     "prod",
     "production",
+    "prd",
+    "live",
 )
-ENV_WORDS = frozenset(ENV_ORDER) | {"sandbox", "live"}
+#: Names taken as an env where a folder is named so; narrower than ENV_ORDER, which also orders envs
+#: named in GitOps objects (a folder called `ci/` or `e2e/` is usually not an env).
+ENV_WORDS = frozenset(ENV_ORDER) - {"local", "ci", "e2e", "demo", "canary", "acc", "sit"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,16 @@ class AgentRef:
 
 
 @dataclass(frozen=True)
+class ValuesChart:
+    """A Helm values file kept away from its chart, and the chart that reads it (from an Argo CD
+    Application or `.opsbot.yaml`): where the defaults are, and the app's name (the chart's)."""
+
+    values: str
+    chart: str  # chart folder in the repo, or "" for a chart from a Helm repository
+    name: str
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     name: str
     paths: tuple[str, ...]
@@ -62,6 +97,15 @@ class EnvConfig:
     protected: bool = False
     max_replicas: int | None = None
     found_by: str = "config"
+    charts: tuple[ValuesChart, ...] = ()
+
+    #: Deploy windows (Argo CD sync-window shape), metric gates and auto-revert: see docs/policies.md.
+    windows: tuple[Window, ...] = ()
+    gates: tuple[Gate, ...] = ()
+    auto_revert: bool = False
+
+    def chart_of(self, values_file: str) -> ValuesChart | None:
+        return next((c for c in self.charts if c.values == values_file), None)
 
 
 @dataclass(frozen=True)
@@ -70,6 +114,8 @@ class HelmKeys:
 
     replicas: str = "replicaCount"
     tag: str = "image.tag"
+    #: True when .opsbot.yaml names the replicas key; else opsbot finds it by rendering the chart.
+    replicas_pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +141,8 @@ class RepoConfig:
     clusters: ClustersConfig = field(default_factory=ClustersConfig)
     helm: HelmKeys = field(default_factory=HelmKeys)
     from_file: bool = False
+    #: `kustomize: {allow_remote: true}`: let builds fetch remote bases (off: a build is local only).
+    kustomize_allow_remote: bool = False
     notes: tuple[str, ...] = ()
 
     def env_names(self) -> list[str]:
@@ -108,6 +156,27 @@ class RepoConfig:
         i = names.index(target)
         return names[i - 1] if i > 0 else None
 
+    def chains(self) -> list[list[str]]:
+        """Promotion chains, first env to last (`dev → testing → staging → production`)."""
+        nxt: dict[str, list[str]] = {}
+        for name in self.envs:
+            src = self.envs[name].promote_from
+            if src:
+                nxt.setdefault(src, []).append(name)
+        out: list[list[str]] = []
+
+        def walk(path: list[str]) -> None:
+            after = [n for n in nxt.get(path[-1], []) if n not in path]
+            if not after:
+                out.append(path)
+            for n in after:
+                walk([*path, n])
+
+        for name, env in self.envs.items():
+            if not env.promote_from or env.promote_from not in self.envs:
+                walk([name])
+        return out
+
     def workload_name(self, app: str) -> str:
         cfg = self.apps.get(app)
         return cfg.workload if cfg else app
@@ -120,15 +189,38 @@ class RepoConfig:
 # ------------------------------------------------------------------------------------------ the file
 
 
-_ENV_KEYS = {"path", "paths", "branch", "promote_from", "approvals", "agent", "protected", "max_replicas"}
-_TOP_KEYS = {"environments", "apps", "clusters", "helm"}
+_ENV_KEYS = {
+    "path",
+    "paths",
+    "branch",
+    "promote_from",
+    "approvals",
+    "agent",
+    "protected",
+    "max_replicas",
+    "charts",
+    "windows",
+    "gates",
+    "auto_revert",
+}
+_TOP_KEYS = {"environments", "apps", "clusters", "helm", "kustomize"}
+
+
+def _text(raw: Any, where: str) -> str:
+    """A config value that must be a word or a number, checked before anything calls `str()` on it."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise ConfigError(f"{where}: expected text, got {paths._kind(raw)}")
+    return str(raw)
 
 
 def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = safeyaml.load_config(text, CONFIG_FILE) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{CONFIG_FILE}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{CONFIG_FILE}: not valid YAML{where} ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: expected a mapping at the top")
     unknown = set(raw) - _TOP_KEYS
@@ -149,7 +241,12 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             envs = {}
         envs_raw = {}
     for name, spec in envs_raw.items():
-        where = f"{CONFIG_FILE}: environments.{name}"
+        where = f"{CONFIG_FILE}: environments.{_text(name, f'{CONFIG_FILE}: environments')}"
+        if not is_name(str(name)):
+            raise ConfigError(
+                f"{CONFIG_FILE}: environments: {str(name)!r} is not an environment name "
+                '(letters, digits, "_", "." and "-")'
+            )
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping with path or branch")
         bad = set(spec) - _ENV_KEYS
@@ -160,24 +257,40 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
         paths_raw = spec.get("paths", spec.get("path"))
         if paths_raw is None and not spec.get("branch"):
             raise ConfigError(f"{where}: needs `path` (a directory or values file) or `branch`")
-        paths = tuple(
-            norm(str(p)) for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
+        if paths_raw is not None and not isinstance(paths_raw, (str, list)):
+            raise ConfigError(f"{where}.path: expected a path or a list of paths")
+        env_paths = tuple(
+            paths.repo_path(p, f"{where}.path")
+            for p in ([paths_raw] if isinstance(paths_raw, str) else (paths_raw or [""]))
         )
         approvals = spec.get("approvals", 0)
-        if not isinstance(approvals, int) or approvals < 0:
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 0:
             raise ConfigError(f"{where}.approvals: expected a whole number >= 0")
         max_rep = spec.get("max_replicas")
-        if max_rep is not None and (not isinstance(max_rep, int) or max_rep < 1):
+        if max_rep is not None and (isinstance(max_rep, bool) or not isinstance(max_rep, int) or max_rep < 1):
             raise ConfigError(f"{where}.max_replicas: expected a whole number >= 1")
+        windows_raw = spec.get("windows") or []
+        gates_raw = spec.get("gates") or []
+        if not isinstance(windows_raw, list):
+            raise ConfigError(f"{where}.windows: expected a list of windows")
+        if not isinstance(gates_raw, list):
+            raise ConfigError(f"{where}.gates: expected a list of gates")
+        auto_revert = spec.get("auto_revert", False)
+        if not isinstance(auto_revert, bool):
+            raise ConfigError(f"{where}.auto_revert: expected true or false")
         envs[str(name)] = EnvConfig(
             name=str(name),
-            paths=paths,
-            branch=str(spec["branch"]) if spec.get("branch") else None,
-            promote_from=str(spec["promote_from"]) if spec.get("promote_from") else None,
+            windows=tuple(parse_window(w, f"{where}.windows[{i}]") for i, w in enumerate(windows_raw)),
+            gates=tuple(parse_gate(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)),
+            auto_revert=auto_revert,
+            paths=env_paths,
+            branch=_text(spec["branch"], f"{where}.branch") if spec.get("branch") else None,
+            promote_from=_text(spec["promote_from"], f"{where}.promote_from") if spec.get("promote_from") else None,
             approvals=approvals,
             agent=_agent(spec.get("agent"), where),
-            protected=bool(spec.get("protected", False)),
+            protected=_flag(spec.get("protected", False), f"{where}.protected"),
             max_replicas=max_rep,
+            charts=_charts(spec.get("charts"), where),
         )
     for env in envs.values():
         if env.promote_from and env.promote_from not in envs:
@@ -186,14 +299,18 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
                 f"which is not an environment ({', '.join(envs)})"
             )
     apps: dict[str, AppConfig] = {}
-    for name, spec in (raw.get("apps") or {}).items():
+    apps_raw = raw.get("apps") or {}
+    if not isinstance(apps_raw, dict):
+        raise ConfigError(f"{CONFIG_FILE}: apps: expected a mapping of app names")
+    for name, spec in apps_raw.items():
+        _text(name, f"{CONFIG_FILE}: apps")
         if isinstance(spec, str):
             spec = {"workload": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{CONFIG_FILE}: apps.{name}: expected {{workload: NAME}}")
         apps[str(name)] = AppConfig(
             name=str(name),
-            workload=str(spec.get("workload", name)),
+            workload=_text(spec.get("workload", name), f"{CONFIG_FILE}: apps.{name}.workload"),
             helm=_helm_keys(spec.get("helm"), f"apps.{name}.helm") if spec.get("helm") else None,
         )
     clusters_raw = raw.get("clusters") or {}
@@ -205,13 +322,64 @@ def parse_config(text: str, snapshot: Snapshot | None = None) -> RepoConfig:
             f"{CONFIG_FILE}: clusters: unknown key {sorted(unknown_clusters)[0]!r} (known: agent, path, templates)"
         )
     clusters = ClustersConfig(
-        path=str(clusters_raw.get("path", ClustersConfig.path)),
-        templates=norm(str(clusters_raw.get("templates", ClustersConfig.templates))),
+        path=paths.repo_path(clusters_raw.get("path", ClustersConfig.path), f"{CONFIG_FILE}: clusters.path"),
+        templates=paths.repo_path(
+            clusters_raw.get("templates", ClustersConfig.templates), f"{CONFIG_FILE}: clusters.templates"
+        ),
         agent=_agent(clusters_raw.get("agent"), f"{CONFIG_FILE}: clusters"),
     )
     if "{name}" not in clusters.path:
         raise ConfigError(f"{CONFIG_FILE}: clusters.path must contain {{name}}, e.g. clusters/{{name}}")
-    return RepoConfig(envs=envs, apps=apps, clusters=clusters, helm=helm, from_file=True)
+    # The name is checked here with a stand-in, so a path that leaves the repo for any name is refused
+    # now, not at the first `create cluster`.
+    paths.fill_name(clusters.path, "x", f"{CONFIG_FILE}: clusters.path")
+    return RepoConfig(
+        envs=envs,
+        apps=apps,
+        clusters=clusters,
+        helm=helm,
+        from_file=True,
+        kustomize_allow_remote=_allow_remote(raw.get("kustomize")),
+    )
+
+
+def _flag(raw: Any, where: str) -> bool:
+    """`protected: "no"` must not read as true: only YAML booleans are flags."""
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{where}: expected true or false")
+    return raw
+
+
+def _allow_remote(raw: Any) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, dict) or set(raw) - {"allow_remote"}:
+        raise ConfigError(f"{CONFIG_FILE}: kustomize: expected {{allow_remote: true|false}}")
+    value = raw.get("allow_remote", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{CONFIG_FILE}: kustomize.allow_remote: expected true or false")
+    return value
+
+
+def _charts(raw: Any, where: str) -> tuple[ValuesChart, ...]:
+    """`charts: {values/prod.yaml: {chart: charts/shop}}` ties a values file to a chart elsewhere."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}.charts: expected {{VALUES_FILE: {{chart: DIR, name: CHART}}}}")
+    out = []
+    for values, spec in raw.items():
+        if not isinstance(spec, dict) or not (spec.get("chart") or spec.get("name")):
+            raise ConfigError(f"{where}.charts.{values}: expected {{chart: DIR}} or {{name: CHART}}")
+        values_path = paths.repo_path(_text(values, f"{where}.charts"), f"{where}.charts")
+        chart = (
+            paths.repo_path(_text(spec["chart"], f"{where}.charts.{values}.chart"), f"{where}.charts.{values}.chart")
+            if spec.get("chart")
+            else ""
+        )
+        name = _text(spec["name"], f"{where}.charts.{values}.name") if spec.get("name") else PurePosixPath(chart).name
+        out.append(ValuesChart(values_path, chart, name))
+    return tuple(out)
 
 
 def _helm_keys(raw: Any, where: str) -> HelmKeys:
@@ -219,7 +387,11 @@ def _helm_keys(raw: Any, where: str) -> HelmKeys:
         return HelmKeys()
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: {where}: expected {{replicas: KEY, tag: KEY}}")
-    return HelmKeys(replicas=str(raw.get("replicas", "replicaCount")), tag=str(raw.get("tag", "image.tag")))
+    return HelmKeys(
+        replicas=_text(raw.get("replicas", "replicaCount"), f"{CONFIG_FILE}: {where}.replicas"),
+        tag=_text(raw.get("tag", "image.tag"), f"{CONFIG_FILE}: {where}.tag"),
+        replicas_pinned="replicas" in raw,
+    )
 
 
 def _agent(raw: Any, where: str) -> AgentRef | None:
@@ -230,10 +402,12 @@ def _agent(raw: Any, where: str) -> AgentRef | None:
     kind = str(raw["kind"])
     return AgentRef(
         kind=kind,
-        name=str(raw.get("name", "")),
-        namespace=str(raw.get("namespace", "flux-system" if kind == "flux" else "argocd")),
-        cluster=str(raw.get("cluster", "")),
-        object_kind=str(raw.get("object", "Kustomization" if kind == "flux" else "Application")),
+        name=_text(raw.get("name", ""), f"{where}.agent.name"),
+        namespace=_text(raw.get("namespace", "flux-system" if kind == "flux" else "argocd"), f"{where}.agent.namespace"),
+        cluster=_text(raw.get("cluster", ""), f"{where}.agent.cluster"),
+        object_kind=_text(
+            raw.get("object", "Kustomization" if kind == "flux" else "Application"), f"{where}.agent.object"
+        ),
     )
 
 
@@ -241,7 +415,21 @@ def _agent(raw: Any, where: str) -> AgentRef | None:
 
 
 def env_sort_key(name: str) -> tuple[int, str]:
-    return (ENV_ORDER.index(name) if name in ENV_ORDER else len(ENV_ORDER), name)
+    """Known names in their usual order (`prod-eu` sorts as `prod`), unknown ones last by name."""
+    for word in (name, *re.split(r"[-_.]", name)):
+        if word.lower() in ENV_ORDER:
+            return (ENV_ORDER.index(word.lower()), name)
+    return (len(ENV_ORDER), name)
+
+
+def env_of(*texts: str) -> str | None:
+    """The first known env name in `texts` (whole words of paths and names), or None."""
+    for text in texts:
+        for word in re.split(r"[-_./]", text):
+            w = re.sub(r"^values-|\.ya?ml$", "", word.lower())
+            if w in ENV_ORDER:
+                return w
+    return None
 
 
 def is_kustomize_dir(snap: Snapshot, directory: str) -> bool:
@@ -256,115 +444,11 @@ def kustomization_file(snap: Snapshot, directory: str) -> str | None:
     return None
 
 
-_OVERLAY = re.compile(r"(?:^|/)overlays/([^/]+)/kustomization\.ya?ml$")
-_APPS_ENV = re.compile(r"^apps/([^/]+)/kustomization\.ya?ml$")
-_VALUES = re.compile(r"(?:^|/)values[-.]([A-Za-z0-9_-]+)\.ya?ml$")
-_FLUX_CLUSTER = re.compile(r"^clusters/([^/]+)/[^/]+\.ya?ml$")
-_WORKLOAD_HINT = re.compile(r"^kind:\s*(Deployment|StatefulSet|DaemonSet|Rollout|HelmRelease)\s*$", re.M)
-
-
 def discover(snap: Snapshot) -> RepoConfig:
-    """Find envs from common layouts; raise ConfigError naming candidates when it cannot decide."""
-    found: dict[str, dict[str, list[str]]] = {}  # env -> rule -> paths
+    """Envs from the repo's GitOps objects, else folder conventions (see manifests/discovery.py)."""
+    from opsbot.manifests.discovery import discover as _discover
 
-    def add(env: str, rule: str, path: str) -> None:
-        found.setdefault(env, {}).setdefault(rule, [])
-        if path not in found[env][rule]:
-            found[env][rule].append(path)
-
-    for path in snap.blobs:
-        if m := _OVERLAY.search(path):
-            add(m.group(1), "kustomize overlays", str(PurePosixPath(path).parent))
-        elif m := _APPS_ENV.match(path):
-            if m.group(1) != "base" and snap.is_dir("apps/base"):
-                add(m.group(1), "apps/<env>", str(PurePosixPath(path).parent))
-        elif m := _VALUES.search(path):
-            chart_dir = str(PurePosixPath(path).parent)
-            if snap.exists(join(chart_dir, "Chart.yaml")) and m.group(1) not in ("schema",):
-                add(m.group(1), "helm values", path)
-    for path in sorted(snap.blobs):
-        m = _FLUX_CLUSTER.match(path)
-        if not m or "/flux-system/" in path:
-            continue
-        for target in _flux_kustomization_paths(snap.read(path)):
-            if target.startswith("clusters/") or not snap.is_dir(target):
-                continue
-            add(m.group(1), "flux clusters", target)
-    _discover_plain(snap, add)
-
-    if not found:
-        raise ConfigError(
-            "No environments found. Looked for overlays/<env>/kustomization.yaml, apps/<env>/, "
-            "values-<env>.yaml beside Chart.yaml, Flux clusters/<env>/ and <env>/ folders of plain manifests. "
-            f"Pin them in {CONFIG_FILE} (see `opsbot init --help`)."
-        )
-    envs: dict[str, EnvConfig] = {}
-    notes: list[str] = []
-    for name in sorted(found, key=env_sort_key):
-        rules = found[name]
-        paths: list[str] = []
-        if "flux clusters" in rules and len(rules) > 1:
-            others = {p for r, ps in rules.items() if r != "flux clusters" for p in ps}
-            if not others <= set(rules["flux clusters"]) and not set(rules["flux clusters"]) <= others:
-                cand = "; ".join(f"{r}: {', '.join(ps)}" for r, ps in rules.items())
-                raise ConfigError(
-                    f"Environment {name!r} is ambiguous: {cand}. Pin it in {CONFIG_FILE}, e.g.\n"
-                    f"environments:\n  {name}:\n    path: {rules['flux clusters'][0]}"
-                )
-        for ps in rules.values():
-            for p in ps:
-                if p not in paths:
-                    paths.append(p)
-        envs[name] = EnvConfig(name=name, paths=tuple(paths), found_by=", ".join(rules))
-    names = list(envs)
-    ordered = {n: envs[n] for n in names}
-    for i, n in enumerate(names):
-        if i > 0:
-            ordered[n] = EnvConfig(**{**ordered[n].__dict__, "promote_from": names[i - 1]})
-    return RepoConfig(envs=ordered, notes=tuple(notes))
-
-
-def _flux_kustomization_paths(text: str) -> list[str]:
-    out: list[str] = []
-    try:
-        docs = load_all(text)
-    except yaml.YAMLError:
-        return out
-    for d in docs:
-        if (
-            isinstance(d, dict)
-            and d.get("kind") == "Kustomization"
-            and str(d.get("apiVersion", "")).startswith("kustomize.toolkit.fluxcd.io")
-        ):
-            p = (d.get("spec") or {}).get("path")
-            if isinstance(p, str):
-                out.append(norm(p))
-    return out
-
-
-def _discover_plain(snap: Snapshot, add: Any) -> None:
-    """`<parent>/<env>/` folders holding workload manifests and no kustomization, two or more envs."""
-    by_parent: dict[str, set[str]] = {}
-    for path in snap.blobs:
-        if not path.endswith((".yaml", ".yml")):
-            continue
-        parts = path.split("/")
-        if len(parts) < 2 or parts[-2] not in ENV_WORDS:
-            continue
-        env_dir = "/".join(parts[:-1])
-        if "overlays" in parts or is_kustomize_dir(snap, env_dir):
-            continue
-        parent = "/".join(parts[:-2])
-        by_parent.setdefault(parent, set()).add(parts[-2])
-    for parent, envs in by_parent.items():
-        if len(envs) < 2:
-            continue
-        for env in envs:
-            env_dir = join(parent, env)
-            files = [f for f in snap.listdir(env_dir)[0] if f.endswith((".yaml", ".yml"))]
-            snap.prefetch(files)
-            if any(_WORKLOAD_HINT.search(snap.read(f)) for f in files):
-                add(env, "plain manifests", env_dir)
+    return _discover(snap)
 
 
 def load_config(snap: Snapshot) -> RepoConfig:
@@ -386,6 +470,10 @@ def render_config(cfg: RepoConfig) -> str:
             spec["paths"] = list(env.paths)
         if env.promote_from:
             spec["promote_from"] = env.promote_from
+        if env.charts:
+            spec["charts"] = {
+                c.values: ({"chart": c.chart} if c.chart else {}) | {"name": c.name} for c in env.charts
+            }
         spec["approvals"] = (
             env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)
         )

@@ -46,6 +46,8 @@ class EditSet:
     created: set[str] = field(default_factory=set)
     expects: list[Expect] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what a Helm render must show moved: ("replicas", 5), ("image tag", "6.5.2"), ("chart version", …)
+    render_field: tuple[str, Any] | None = None
 
     def text(self, path: str) -> str:
         return self.texts[path] if path in self.texts else self.snap.read(path)
@@ -245,7 +247,7 @@ def _nest(path: YPath, value: Any) -> dict[str, Any]:
 
 def set_replicas(index: Index, es: EditSet, t: Target, n: int, replicas_key: str) -> None:
     if t.layout == "helm":
-        es.put(t.root, set_value(es.text(t.root), 0, replicas_key.split("."), n))
+        set_helm_value(es, t, replicas_key, n)
         return
     if t.is_helmrelease:
         set_helmrelease(index, es, t, ["spec", "values", *replicas_key.split(".")], n, "replicas")
@@ -392,7 +394,7 @@ def set_helmrelease(index: Index, es: EditSet, t: Target, path: YPath, value: An
         return
     doc = _smp_header(source, t.kind, t.name)
     doc.update(_nest(path, value))
-    add_patch_file(es, k, f"{t.name}-values.yaml", doc)
+    add_patch_file(es, k, f"{t.name}-values.yaml" if t.is_helmrelease else f"{t.name}-{t.kind.lower()}.yaml", doc)
 
 
 def set_helm_value(es: EditSet, t: Target, dotted: str, value: Any) -> None:
@@ -464,7 +466,9 @@ def verify_kustomize(index: Index, es: EditSet, t: Target) -> tuple[Check, list[
     Returns the check and the objects the build produced (empty when it failed)."""
     overrides = dict(es.texts)
     try:
-        after = build(t.snap, index.graph(t.snap), t.root, overrides)
+        after = build(
+            t.snap, index.graph(t.snap), t.root, overrides, allow_remote=index.config.kustomize_allow_remote
+        )
     except BuildError as exc:
         return Check("kustomize build", False, f"{t.root}: {exc.message}"), []
     return _compare(es, t, after), after

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from opsbot.errors import CommandError, OpsbotError
+from opsbot.manifests import safeyaml
 from opsbot.manifests.cachedb import CacheDB
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -55,11 +56,12 @@ class BlobReader:
             )
         return self._proc
 
-    def read_many(self, shas: Sequence[str]) -> list[bytes]:
+    def read_many(self, shas: Sequence[str], limit: int | None = None) -> list[bytes | int]:
+        """Blob contents in order; a blob above `limit` bytes is skipped unread and given as its size."""
         with self._lock:
             proc = self._start()
             assert proc.stdin is not None and proc.stdout is not None
-            out: list[bytes] = []
+            out: list[bytes | int] = []
             # Write in chunks so neither pipe fills while the other waits.
             for start in range(0, len(shas), 256):
                 chunk = shas[start : start + 256]
@@ -70,6 +72,12 @@ class BlobReader:
                     if len(header) < 3 or header[1] == b"missing":
                         raise GitError(f"object {sha} missing")
                     size = int(header[2])
+                    if limit is not None and size > limit:
+                        left = size + 1  # never hold an oversized blob in memory: drain it
+                        while left > 0:
+                            left -= len(proc.stdout.read(min(left, 1 << 20)) or b"x" * left)
+                        out.append(size)
+                        continue
                     data = proc.stdout.read(size)
                     proc.stdout.read(1)  # trailing newline
                     out.append(data)
@@ -160,6 +168,7 @@ class Snapshot:
         blobs: dict[str, str] | None,
         reader: BlobReader,
         cache: DocCache | None = None,
+        links: frozenset[str] | None = None,
     ) -> None:
         self.repo = repo
         self.ref = ref
@@ -167,7 +176,9 @@ class Snapshot:
         self.reader = reader
         self.cache = cache if cache is not None else DocCache(None)
         self._blobs = blobs
+        self._links = links
         self._texts: dict[str, str] = {}
+        self._oversize: dict[str, int] = {}  # path -> size, never read
         self._dirs: set[str] | None = None
         # dir -> {name: (mode, object id)}; None for "no such dir"
         self._trees: dict[str, dict[str, tuple[bytes, str]] | None] = {}
@@ -178,17 +189,44 @@ class Snapshot:
     def blobs(self) -> dict[str, str]:
         """Every regular file at this commit: path -> blob id (listed on first use)."""
         if self._blobs is None:
-            listing = git(self.repo, "ls-tree", "-r", "-z", "--full-tree", self.sha)
-            blobs: dict[str, str] = {}
-            for entry in listing.split("\0"):
-                if not entry:
-                    continue
-                meta, path = entry.split("\t", 1)
-                mode, kind, obj = meta.split()
-                if kind == "blob" and mode != "120000":
-                    blobs[path] = obj
-            self._blobs = blobs
+            self._list()
+        assert self._blobs is not None
         return self._blobs
+
+    @property
+    def links(self) -> Collection[str]:
+        """Symlinks in the tree: never read as files, and no write may go through one (see paths.py).
+
+        Membership (`path in snap.links`, what paths.check_no_links asks) walks trees like `blob`;
+        only iterating lists the whole tree.
+        """
+        return self._links if self._links is not None else _Links(self)
+
+    def _list(self) -> None:
+        listing = git(self.repo, "ls-tree", "-r", "-z", "--full-tree", self.sha)
+        blobs: dict[str, str] = {}
+        links: set[str] = set()
+        for entry in listing.split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, kind, obj = meta.split()
+            if kind == "blob" and mode != "120000":
+                blobs[path] = obj
+            elif mode == "120000":
+                links.add(path)
+        self._blobs = blobs
+        self._links = frozenset(links)
+
+    def is_link(self, path: str) -> bool:
+        if self._links is not None:
+            return path in self._links
+        parent, _, name = path.rpartition("/")
+        if not name:
+            return False
+        entries = self._tree(parent)
+        entry = entries.get(name) if entries is not None else None
+        return entry is not None and entry[0] == b"120000"
 
     def _tree(self, directory: str) -> dict[str, tuple[bytes, str]] | None:
         with self._lock:
@@ -205,6 +243,7 @@ class Snapshot:
                     return None
                 obj = entry[1]
             raw = self.reader.read_many([obj])[0]
+            assert isinstance(raw, bytes)  # no size limit asked: never a skipped size
             entries: dict[str, tuple[bytes, str]] = {}
             width = len(self.sha) // 2
             i = 0
@@ -268,10 +307,14 @@ class Snapshot:
             return self._has_blob[directory]
 
     def read(self, path: str) -> str:
+        """The file's text; UnsafeYAML (a refusal naming the file) above safeyaml.MAX_FILE_BYTES."""
         if path not in self._texts:
             if self.blob(path) is None:
                 raise KeyError(path)
-            self.prefetch([path])
+            if path not in self._oversize:
+                self.prefetch([path])
+            if path in self._oversize:
+                safeyaml.refuse_size(path, self._oversize[path], safeyaml.MAX_FILE_BYTES)
         return self._texts[path]
 
     def docs(self, path: str) -> list[Any]:
@@ -283,19 +326,26 @@ class Snapshot:
         if cached is not None:
             return cached
         try:
-            docs = list(yaml.load_all(self.read(path), Loader=_LOADER))
+            docs = safeyaml.load_file(self.read(path), path)
         except yaml.YAMLError:
             docs = []
         self.cache.put(sha, docs)
         return docs
 
     def prefetch(self, paths: Iterable[str]) -> None:
-        wanted = {p: sha for p in paths if p not in self._texts and (sha := self.blob(p)) is not None}
+        wanted = {
+            p: sha
+            for p in paths
+            if p not in self._texts and p not in self._oversize and (sha := self.blob(p)) is not None
+        }
         if not wanted:
             return
-        datas = self.reader.read_many(list(wanted.values()))
+        datas = self.reader.read_many(list(wanted.values()), safeyaml.MAX_FILE_BYTES)
         for p, d in zip(wanted, datas, strict=True):
-            self._texts[p] = d.decode("utf-8", errors="replace")
+            if isinstance(d, int):
+                self._oversize[p] = d
+            else:
+                self._texts[p] = d.decode("utf-8", errors="replace")
 
     def files_under(self, directory: str) -> list[str]:
         d = norm(directory)
@@ -326,6 +376,27 @@ class Snapshot:
                 else:
                     files.add(p)
         return sorted(files), sorted(dirs)
+
+
+class _Links(Collection[str]):
+    """A snapshot's symlinks, answered per path from the trees (see Snapshot.links)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self.snap.is_link(path)
+
+    def _all(self) -> frozenset[str]:
+        self.snap._list()
+        assert self.snap._links is not None
+        return self.snap._links
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def norm(path: str) -> str:

@@ -47,3 +47,12 @@ def valid_tag(tag: str) -> bool:
 
 def valid_chart_version(version: str) -> bool:
     return bool(CHART_VERSION_RE.match(version)) and any(c.isdigit() for c in version)
+
+
+_RANGE = re.compile(r"[<>=~^*|, ]|(^|\.)[xX*](\.|$)")
+
+
+def is_version_range(version: str) -> bool:
+    """A semver constraint (">=1.0.0-alpha", "66.x", "~1.2") rather than one version: Flux picks the
+    newest match at reconcile time, so the repo alone does not say what runs."""
+    return bool(_RANGE.search(version.strip()))

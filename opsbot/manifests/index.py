@@ -9,6 +9,7 @@ commit, so a warm plan on a large fleet is one build.
 from __future__ import annotations
 
 import difflib
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -16,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+import yaml
+
 from opsbot.errors import CommandError
+from opsbot.manifests import paths
 from opsbot.manifests.cachedb import FactsWriter
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
 from opsbot.manifests.fleet import (
@@ -35,6 +39,11 @@ from opsbot.manifests.fleet import (
 from opsbot.manifests.gitrepo import GitError, GitRepo, Snapshot, git, join
 from opsbot.manifests.images import parse_image
 from opsbot.manifests.kustomize import BuildError, Graph, build
+
+
+class UnknownApp(CommandError):
+    """No app of that name in the env: an answer about the name, not a fault of the repo."""
+
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout", "HelmRelease")
 HPA_KIND = "HorizontalPodAutoscaler"
@@ -66,6 +75,46 @@ class Target:
     @property
     def is_helmrelease(self) -> bool:
         return self.kind == "HelmRelease"
+
+    def values_from(self) -> list[tuple[str, dict[str, Any]]]:
+        """A HelmRelease's `valuesFrom` ConfigMaps as this env renders them: (name, values), in order.
+
+        Flux merges these first and `spec.values` over them, so what the release runs is both."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        spec = self.rendered.get("spec") or {}
+        ns = (self.rendered.get("metadata") or {}).get("namespace")
+        for ref in spec.get("valuesFrom") or []:
+            if not isinstance(ref, dict) or ref.get("kind") != "ConfigMap" or ref.get("targetPath"):
+                continue
+            for obj in self.objects:
+                meta = obj.get("metadata") or {}
+                if obj.get("kind") == "ConfigMap" and meta.get("name") == ref.get("name") and (
+                    meta.get("namespace") == ns
+                ):
+                    text = (obj.get("data") or {}).get(str(ref.get("valuesKey") or "values.yaml"))
+                    try:
+                        values = yaml.safe_load(text) if isinstance(text, str) else None
+                    except yaml.YAMLError:
+                        values = None
+                    if isinstance(values, dict):
+                        out.append((str(ref["name"]), values))
+        return out
+
+    def helm_values(self, release: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values` (of
+        `release` when given: the same HelmRelease after an edit)."""
+        merged: dict[str, Any] = {}
+        for _, values in self.values_from():
+            merged = _deep_merge(merged, values)
+        own = ((release or self.rendered).get("spec") or {}).get("values")
+        return _deep_merge(merged, own if isinstance(own, dict) else {})
+
+    def values_from_setting(self, dotted: str) -> str | None:
+        """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""
+        if dig((self.rendered.get("spec") or {}).get("values") or {}, dotted) is not None:
+            return None
+        hits = [name for name, values in self.values_from() if dig(values, dotted) is not None]
+        return hits[-1] if hits else None
 
     def hpas(self) -> list[dict[str, Any]]:
         """Autoscalers whose scaleTargetRef names this workload (more than one is a repo bug)."""
@@ -100,8 +149,17 @@ class Index:
     """
 
     def __init__(
-        self, repo: GitRepo, ref: str, env_refs: dict[str, str] | None = None, *, index_fleet: bool = True
+        self,
+        repo: GitRepo,
+        ref: str,
+        env_refs: dict[str, str] | None = None,
+        config: RepoConfig | None = None,
+        *,
+        index_fleet: bool = True,
     ) -> None:
+        """`config` reads an old commit with today's config and layout (history, rollback): the
+        `.opsbot.yaml` of that commit may be missing or describe a layout that no longer exists.
+        Such an Index neither reads nor writes the commit's fleet rows (they follow its own config)."""
         self.repo = repo
         self.base_ref = ref
         #: per-env commit overrides for branch-per-env history (rollback reads older env branch tips)
@@ -109,15 +167,21 @@ class Index:
         self.snap = repo.snapshot(ref)
         self._graphs: dict[str, Graph] = {}
         self._stored = StoredFleet(repo.db, self.snap.sha)
-        self._index_fleet = index_fleet
-        stored_config = self._stored.config() if self._stored.load_meta() else None
+        #: an injected config is today's, not this commit's: it must never be cached under this commit
+        self._borrowed_config = config is not None
+        self._index_fleet = index_fleet and config is None
+        stored_config = None
+        if config is None and self._stored.load_meta():
+            stored_config = self._stored.config()
         if stored_config is not None and index_fleet:
             repo.db.touch_commit(self.snap.sha, time.time())  # pruning keeps what is in use
         #: None: not decided yet; True: the stored rows answer lookups; False: scan
         self._fleet_ready: bool | None = True if stored_config is not None else None
+        if config is not None:
+            self._fleet_ready = False
         #: where the fleet rows came from: stored | update | full | "" (none yet)
         self.fleet_source = "stored" if stored_config is not None else ""
-        self.config: RepoConfig = stored_config or load_config(self.snap)
+        self.config: RepoConfig = config if config is not None else (stored_config or load_config(self.snap))
         self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.RLock()
 
@@ -179,11 +243,7 @@ class Index:
         bad_roots |= {r for roots in prev.facts("readers", changed).values() for r in roots}
         chart_dirs = {str(PurePosixPath(p).parent) for p in changed if PurePosixPath(p).name == "Chart.yaml"}
         for env in on_snap:  # a Helm root's app is named by its Chart.yaml, which no build reads
-            bad_roots |= {
-                r
-                for r in env.paths
-                if r.endswith((".yaml", ".yml")) and str(PurePosixPath(r).parent) in chart_dirs
-            }
+            bad_roots |= {r for r in env.paths if r.endswith((".yaml", ".yml")) and _chart_dir(env, r) in chart_dirs}
 
         graph = Graph(snap, Overlay(prev, changed, bad_nodes, bad_roots))
         with self._lock:
@@ -195,7 +255,7 @@ class Index:
             for root in env.paths:
                 if root in bad_roots:
                     kind = self.root_kind(snap, root)
-                    names, reads = self._root_rows(snap, root, kind)
+                    names, reads = self._root_rows(env, snap, root, kind)
                     for name, hit in names:
                         new_apps.setdefault(app_key(env.name, name), []).append(hit)
                     new_reads[root] = reads
@@ -306,7 +366,7 @@ class Index:
         readers: dict[str, list[str]] = {}
         for env, kinds in per_env:
             for root, kind in kinds:
-                names, reads = self._root_rows(snap, root, kind)
+                names, reads = self._root_rows(env, snap, root, kind)
                 for name, hit in names:
                     apps.setdefault(app_key(env.name, name), []).append(hit)
                 for f in reads:
@@ -324,10 +384,12 @@ class Index:
         self.fleet_source = "full"
         return True
 
-    def _root_rows(self, snap: Snapshot, root: str, kind: str) -> tuple[list[tuple[str, Hit]], list[str]]:
+    def _root_rows(
+        self, env: EnvConfig, snap: Snapshot, root: str, kind: str
+    ) -> tuple[list[tuple[str, Hit]], list[str]]:
         """(workload name, hit) for every workload document the root defines, and the files it reads."""
         if kind == "helm":
-            return [(self._chart_name(snap, root), (root, None, 0))], [root]
+            return [(self.helm_chart(env, snap, root)[1], (root, None, 0))], [root]
         graph = self.graph(snap)
         _, files = graph.closure(root)
         patches = graph.patch_files(root)
@@ -354,6 +416,11 @@ class Index:
         if name in self.config.envs:
             return self.config.envs[name]
         names = self.config.env_names()
+        if not names:
+            raise CommandError(
+                f'Unknown environment "{name}": no environments are configured or discovered in this repo. '
+                f"Run `opsbot init` to write a {CONFIG_FILE}, or write one by hand (docs/configuration.md)."
+            )
         near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
         hint = f' Did you mean "{near[0]}"?' if near else ""
         raise CommandError(f'Unknown environment "{name}".{hint} Environments: {", ".join(names)}.')
@@ -387,7 +454,9 @@ class Index:
         with self._lock:
             if key not in self._renders:
                 try:
-                    self._renders[key] = build(snap, self.graph(snap), root)
+                    self._renders[key] = build(
+                        snap, self.graph(snap), root, allow_remote=self.config.kustomize_allow_remote
+                    )
                 except BuildError as exc:
                     raise CommandError(
                         f"kustomize build of {root} fails on the base commit: {exc.message}"
@@ -395,6 +464,7 @@ class Index:
             return self._renders[key]
 
     def root_kind(self, snap: Snapshot, root: str) -> str:
+        paths.check_no_links(root, snap.links)
         if root.endswith((".yaml", ".yml")) and snap.exists(root):
             return "helm"
         if is_kustomize_dir(snap, root):
@@ -479,7 +549,7 @@ class Index:
 
     def _one(self, app: str, env: EnvConfig, hits: list[Target]) -> Target:
         if not hits:
-            raise CommandError(self._unknown_app_message(app, env))
+            raise UnknownApp(self._unknown_app_message(app, env))
         if len(hits) > 1:
             where = ", ".join(f"{t.kind} in {t.source.file if t.source else t.root}" for t in hits)
             raise CommandError(
@@ -562,23 +632,53 @@ class Index:
             )
         return targets
 
+    def generated_from(self, t: Target, configmap: str) -> list[str]:
+        """The files a `configMapGenerator` of the env builds ConfigMap `configmap` from (the
+        rendered name may carry kustomize's hash suffix)."""
+        graph = self.graph(t.snap)
+        out: list[str] = []
+        for d in graph.closure(t.root)[0]:
+            for gen in graph.node(d).data.get("configMapGenerator") or []:
+                if not isinstance(gen, dict) or not gen.get("name"):
+                    continue
+                name = str(gen["name"])
+                if configmap != name and not re.fullmatch(re.escape(name) + r"-[a-z0-9]{10}", configmap):
+                    continue
+                for f in gen.get("files") or []:
+                    if isinstance(f, str):
+                        out.append(join(d, f.split("=", 1)[-1]))
+        return out
+
     def _plain_docs(self, snap: Snapshot, files: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for f in files:
             out.extend(d for d in self.docs(snap, f) if isinstance(d, dict))
         return out
 
+    def helm_chart(self, env: EnvConfig, snap: Snapshot, values_file: str) -> tuple[str, str]:
+        """(chart folder or "" for a chart not in the repo, chart name) of a values file; the chart
+        name is the app's name, in listings and in lookups alike."""
+        vc = env.chart_of(values_file)
+        chart_dir = vc.chart if vc else str(PurePosixPath(values_file).parent)
+        name = vc.name if vc else PurePosixPath(chart_dir).name
+        chart_file = join(chart_dir, "Chart.yaml")
+        if chart_dir and snap.exists(chart_file):
+            meta = self.docs(snap, chart_file)
+            if meta and isinstance(meta[0], dict) and meta[0].get("name"):
+                name = str(meta[0]["name"])
+        return chart_dir, name
+
     def _find_helm(
         self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str
     ) -> Target | None:
-        chart_dir = str(PurePosixPath(values_file).parent)
-        if self._chart_name(snap, values_file) != name:
+        chart_dir, chart_name = self.helm_chart(env, snap, values_file)
+        if chart_name != name:
             return None
         docs = self.docs(snap, values_file)
         values = docs[0] if docs and isinstance(docs[0], dict) else {}
-        default_file = join(chart_dir, "values.yaml")
+        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
         defaults: dict[str, Any] = {}
-        if snap.exists(default_file):
+        if default_file and default_file != values_file and snap.exists(default_file):
             d = self.docs(snap, default_file)
             defaults = d[0] if d and isinstance(d[0], dict) else {}
         return Target(
@@ -593,22 +693,27 @@ class Index:
             _deep_merge(defaults, values),
         )
 
-    def _chart_name(self, snap: Snapshot, values_file: str) -> str:
-        chart_dir = str(PurePosixPath(values_file).parent)
-        chart_name = PurePosixPath(chart_dir).name
-        chart_file = join(chart_dir, "Chart.yaml")
-        if snap.exists(chart_file):
-            meta = self.docs(snap, chart_file)
-            if meta and isinstance(meta[0], dict) and meta[0].get("name"):
-                chart_name = str(meta[0]["name"])
-        return chart_name
-
     def _unknown_app_message(self, app: str, env: EnvConfig) -> str:
         known = self.apps_in(env)
+        if app in known:
+            return (
+                f'"{app}" is defined in the files of {env.name}, but opsbot cannot match it to one object in '
+                f"what {env.name} renders, so it will not change it. Run `opsbot check` to see the env's render."
+            )
+        aliases = self.aliases_in(env, known)
+        near = difflib.get_close_matches(app, [*known, *aliases], n=1, cutoff=0.6)
+        hint = f' Did you mean "{near[0]}"?' if near and near[0] != app else ""
+        listing = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
+        also = f" (aliases: {', '.join(f'{a} → {w}' for a, w in aliases.items())})" if aliases else ""
+        return f'Unknown app "{app}" in {env.name}.{hint} Apps in {env.name}: {listing or "none found"}{also}.'
+
+    def unknown_app(self, app: str) -> UnknownApp:
+        """`app` is in no env at all: say so, with the nearest name and every app there is."""
+        known = sorted({a for env in self.config.envs.values() for a in self.apps_in(env)})
         near = difflib.get_close_matches(app, known, n=1, cutoff=0.6)
         hint = f' Did you mean "{near[0]}"?' if near else ""
         listing = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
-        return f'Unknown app "{app}" in {env.name}.{hint} Apps in {env.name}: {listing or "none found"}.'
+        return UnknownApp(f'Unknown app "{app}".{hint} Apps: {listing or "none found"}.')
 
     def apps_in(self, env: EnvConfig) -> list[str]:
         snap = self.env_snapshot(env)
@@ -616,7 +721,7 @@ class Index:
         for root in env.paths:
             kind = self.root_kind(snap, root)
             if kind == "helm":
-                names.add(PurePosixPath(root).parent.name)
+                names.add(self.helm_chart(env, snap, root)[1])
                 continue
             patches = self.graph(snap).patch_files(root)
             files = [
@@ -633,8 +738,18 @@ class Index:
                         n = (d.get("metadata") or {}).get("name")
                         if n:
                             names.add(str(n))
-        aliases = [a for a, c in self.config.apps.items() if c.workload in names]
-        return sorted(names | set(aliases))
+        return sorted(names)
+
+    def aliases_in(self, env: EnvConfig, apps: list[str] | None = None) -> dict[str, str]:
+        """`.opsbot.yaml` aliases (alias -> workload) that name an app of `env`; not apps themselves."""
+        known = set(self.apps_in(env) if apps is None else apps)
+        return {a: c.workload for a, c in sorted(self.config.apps.items()) if c.workload in known and a != c.workload}
+
+
+def _chart_dir(env: EnvConfig, values_file: str) -> str:
+    """Where the chart of a Helm values root lives (as `Index.helm_chart` finds it), without reading."""
+    vc = env.chart_of(values_file)
+    return vc.chart if vc else str(PurePosixPath(values_file).parent)
 
 
 def _match_rendered(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
@@ -716,16 +831,41 @@ def current_version(t: Target, helm_tag_key: str) -> Version:
     if t.is_helmrelease:
         spec = t.rendered.get("spec") or {}
         chart = dig(spec, "chart.spec.version")
-        tag = dig(spec.get("values") or {}, helm_tag_key)
+        source = chart_source(t)
+        if source is not None:
+            chart = dig(source[0], source[1])
+        tag = dig(t.helm_values(), helm_tag_key)
         return Version(chart=None if chart is None else str(chart), tag=None if tag is None else str(tag))
     return Version(images=tuple((str(c.get("name")), str(c.get("image"))) for c in containers(t.rendered)))
+
+
+def chart_source(t: Target) -> tuple[dict[str, Any], list[str]] | None:
+    """For a HelmRelease with `chartRef`: the OCIRepository/HelmChart it points at (as this env renders
+    it) and the path of the field that holds the chart version there; None without chartRef.
+
+    Why: with chartRef the version is not on the release at all, so reading or writing
+    `spec.chart.spec.version` there would be wrong (and invalid beside chartRef)."""
+    ref = (t.rendered.get("spec") or {}).get("chartRef")
+    if not isinstance(ref, dict):
+        return None
+    kind, name = ref.get("kind"), ref.get("name")
+    ns = ref.get("namespace") or (t.rendered.get("metadata") or {}).get("namespace")
+    for obj in t.objects:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == kind and meta.get("name") == name and (meta.get("namespace") or ns) == ns:
+            spec = obj.get("spec") or {}
+            if kind == "OCIRepository":
+                r = spec.get("ref") or {}
+                return obj, ["spec", "ref", "semver" if "semver" in r else "tag"]
+            return obj, ["spec", "version"]
+    return {}, ["spec", "version"]
 
 
 def current_replicas(t: Target, helm_replicas_key: str) -> int | None:
     if t.layout == "helm":
         v = dig(t.rendered, helm_replicas_key)
     elif t.is_helmrelease:
-        v = dig((t.rendered.get("spec") or {}).get("values") or {}, helm_replicas_key)
+        v = dig(t.helm_values(), helm_replicas_key)
     else:
         v = (t.rendered.get("spec") or {}).get("replicas")
         if v is None and t.kind in ("Deployment", "StatefulSet", "Rollout"):

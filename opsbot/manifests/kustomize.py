@@ -9,6 +9,7 @@ so a 20,000-file fleet costs the same as a small repo.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,10 @@ from typing import Any, Protocol
 import yaml
 
 from opsbot.core.model import Check
-from opsbot.manifests.config import KUSTOMIZATION_FILES, kustomization_file
-from opsbot.manifests.gitrepo import Snapshot, join, norm
+from opsbot.errors import CommandError
+from opsbot.manifests import paths
+from opsbot.manifests.config import CONFIG_FILE, KUSTOMIZATION_FILES, kustomization_file
+from opsbot.manifests.gitrepo import Snapshot, norm
 from opsbot.manifests.yamledit import load_all
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
@@ -120,9 +123,9 @@ class Graph:
         self.snap.prefetch(p for p, sha in kfiles.items() if sha in uncached)
 
     def _ref(self, node: Kustomization, rel: str, *, patch: bool = False) -> None:
-        if "://" in rel or rel.startswith(("github.com/", "git@")):
-            return  # remote bases are fetched by kustomize; opsbot never edits them
-        target = join(node.dir, rel)
+        if "://" in rel or rel.lower().startswith(_REMOTE_PREFIXES):
+            return  # remote bases are refused at build time unless allowed (see remote_refs)
+        target = paths.ref_path(node.dir, rel, node.file or node.dir or ".")
         if target not in node.refs:
             node.refs.append(target)
         if patch:
@@ -134,36 +137,8 @@ class Graph:
             node.files.append(target)
 
     def _refs_from_file(self, node: Kustomization) -> None:
-        d = node.data
-        for key in (
-            "resources",
-            "bases",
-            "components",
-            "crds",
-            "patchesStrategicMerge",
-            "generators",
-            "transformers",
-            "validators",
-            "configurations",
-            "openapi",
-        ):
-            for item in _as_list(d.get(key)):
-                if isinstance(item, str) and "\n" not in item:
-                    self._ref(node, item, patch=key == "patchesStrategicMerge")
-        for key in ("patches", "patchesJson6902", "replacements"):
-            for item in _as_list(d.get(key)):
-                if isinstance(item, dict) and isinstance(item.get("path"), str):
-                    self._ref(node, item["path"], patch=key != "replacements")
-        for key in ("configMapGenerator", "secretGenerator"):
-            for gen in _as_list(d.get(key)):
-                if not isinstance(gen, dict):
-                    continue
-                for f in _as_list(gen.get("files")) + _as_list(gen.get("envs")) + _as_list(gen.get("env")):
-                    if isinstance(f, str):
-                        self._ref(node, f.split("=", 1)[-1])
-        for chart in _as_list(d.get("helmCharts")):
-            if isinstance(chart, dict) and isinstance(chart.get("valuesFile"), str):
-                self._ref(node, chart["valuesFile"])
+        for _key, rel, patch in _file_refs(node.data):
+            self._ref(node, rel, patch=patch)
 
     def _refs_generated(self, node: Kustomization) -> None:
         """What Flux does for a path without kustomization.yaml: every manifest below, and any
@@ -237,6 +212,77 @@ class Graph:
         return list(path) if walk(root) else []
 
 
+def _file_refs(d: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(key, reference, is a patch) for every file or dir a kustomization names."""
+    out: list[tuple[str, str, bool]] = []
+    for key in (
+        "resources",
+        "bases",
+        "components",
+        "crds",
+        "patchesStrategicMerge",
+        "generators",
+        "transformers",
+        "validators",
+        "configurations",
+    ):
+        for item in _as_list(d.get(key)):
+            if isinstance(item, str) and "\n" not in item:
+                out.append((key, item, key == "patchesStrategicMerge"))
+    openapi = d.get("openapi")
+    if isinstance(openapi, dict) and isinstance(openapi.get("path"), str):
+        out.append(("openapi", openapi["path"], False))
+    for key in ("patches", "patchesJson6902", "replacements"):
+        for item in _as_list(d.get(key)):
+            if isinstance(item, dict) and isinstance(item.get("path"), str):
+                out.append((key, item["path"], key != "replacements"))
+    for key in ("configMapGenerator", "secretGenerator"):
+        for gen in _as_list(d.get(key)):
+            if not isinstance(gen, dict):
+                continue
+            for f in _as_list(gen.get("files")) + _as_list(gen.get("envs")) + _as_list(gen.get("env")):
+                if isinstance(f, str):
+                    out.append((key, f.split("=", 1)[-1], False))
+    for chart in _as_list(d.get("helmCharts")):
+        if isinstance(chart, dict) and isinstance(chart.get("valuesFile"), str):
+            out.append(("helmCharts", chart["valuesFile"], False))
+    return out
+
+
+#: Hosts kustomize fetches from without a scheme (its repospec rules), and the URL forms it knows.
+_REMOTE_PREFIXES = ("github.com/", "gitlab.com/", "bitbucket.org/", "git@", "git::", "gh:", "ssh:", "https:", "http:", "file:")
+_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(:[0-9]+)?")
+_REMOTE_QUERY = ("?ref=", "?version=", "?timeout=", "?submodules=")
+
+
+def is_remote(ref: str) -> bool:
+    """Would kustomize fetch `ref` from the network (a URL, a git spec, a host/org/repo path)?"""
+    r = ref.strip()
+    if "://" in r or r.lower().startswith(_REMOTE_PREFIXES) or any(q in r for q in _REMOTE_QUERY):
+        return True
+    # `example.com/org/repo//sub`: a host name first, as kustomize's remote specs read it.
+    return "/" in r and bool(_HOST.fullmatch(r.split("/", 1)[0]))
+
+
+def remote_refs(graph: Graph, root: str) -> list[tuple[str, str]]:
+    """(file, reference) for every remote base, component, resource or chart `root`'s build would fetch."""
+    dirs, _ = graph.closure(root)
+    out: list[tuple[str, str]] = []
+    for d in dirs:
+        node = graph.node(d)
+        if node.file is None:
+            continue
+        for _key, rel, _patch in _file_refs(node.data):
+            if is_remote(rel) and not graph.snap.exists(paths.normalise(f"{d}/{rel}")) and not graph.snap.is_dir(
+                paths.normalise(f"{d}/{rel}")
+            ):
+                out.append((node.file, rel))
+        for chart in _as_list(node.data.get("helmCharts")):
+            if isinstance(chart, dict) and chart.get("repo"):
+                out.append((node.file, f"helmCharts {chart.get('name', '?')} from {chart.get('repo')}"))
+    return out
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -255,23 +301,66 @@ class BuildError(Exception):
         self.message = message
 
 
+class RemoteRefused(CommandError):
+    """A build would fetch from the network and `.opsbot.yaml` does not allow it."""
+
+
+def check_remote(graph: Graph, root: str, allow_remote: bool) -> None:
+    if allow_remote:
+        return
+    found = remote_refs(graph, root)
+    if found:
+        file, ref = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise RemoteRefused(
+            f"{file} refers to the remote {ref!r}{more}; opsbot does not fetch from the network during a build. "
+            f"Vendor it into the repo, or set `kustomize: {{allow_remote: true}}` in {CONFIG_FILE} "
+            "(see docs/configuration.md for the risk)."
+        )
+
+
+def build_env(home: Path, allow_remote: bool) -> dict[str, str]:
+    """kubectl's whole environment: nothing inherited (no tokens, no cloud or git credentials).
+
+    Without allow_remote there is no PATH (so no `git` to clone with) and every proxy points at a closed
+    loopback port, so a remote reference the checks did not catch still cannot reach the network."""
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home),
+        "KUBECONFIG": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+    }
+    if allow_remote:
+        env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    else:
+        closed = "http://127.0.0.1:9"
+        env.update(PATH="", HTTP_PROXY=closed, HTTPS_PROXY=closed, ALL_PROXY=closed, NO_PROXY="")
+        env.update(http_proxy=closed, https_proxy=closed, all_proxy=closed, no_proxy="")
+    return env
+
+
 def materialize(snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str], dest: Path) -> Path:
-    """Write the files `root` needs (with `overrides` applied) under dest; returns the root dir."""
+    """Write the files `root` needs (with `overrides` applied) under dest; returns the root dir.
+
+    Every write goes through `paths.write_inside` (no `..`, no symlinks), so the tree kustomize builds
+    holds nothing but repo files, all inside `dest`."""
     dirs, files = graph.closure(root)
     extra = [p for p in overrides if p not in files]
     snap.prefetch(files)
     for p in [*files, *extra]:
-        target = dest / p
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(overrides[p] if p in overrides else snap.read(p))
+        paths.write_inside(dest, p, overrides[p] if p in overrides else snap.read(p))
     for d in dirs:
         node = graph.node(d)
-        (dest / d).mkdir(parents=True, exist_ok=True)
+        paths.mkdir_inside(dest, d)
         if node.file is None:
             rels = [os.path.relpath(f, d or ".") for f in node.files] + [
                 os.path.relpath(c, d or ".") for c in node.children
             ]
-            (dest / d / "kustomization.yaml").write_text(
+            paths.write_inside(
+                dest,
+                f"{d}/kustomization.yaml" if d else "kustomization.yaml",
                 yaml.safe_dump(
                     {
                         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -284,13 +373,21 @@ def materialize(snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str,
 
 
 def build(
-    snap: Snapshot, graph: Graph, root: str, overrides: Mapping[str, str] | None = None
+    snap: Snapshot,
+    graph: Graph,
+    root: str,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    allow_remote: bool = False,
 ) -> list[dict[str, Any]]:
-    """`kubectl kustomize` of `root` at this snapshot (plus overrides); the objects it outputs."""
+    """`kubectl kustomize` of `root` at this snapshot (plus overrides); the objects it outputs.
+
+    Refuses (RemoteRefused) a root that reaches a remote base unless `allow_remote`."""
+    check_remote(graph, root, allow_remote)
     tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
     try:
         target = materialize(snap, graph, root, overrides or {}, tmp)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "KUBECONFIG": "/dev/null"}
+        env = build_env(tmp, allow_remote)
         proc = subprocess.run(
             [kubectl(), "kustomize", str(target)],
             capture_output=True,
@@ -308,14 +405,25 @@ def build(
 
 
 def build_files(files: Mapping[str, str], root: str) -> Check:
-    """Build a kustomize dir made only of new files (a rendered cluster template)."""
+    """Build a kustomize dir made only of new files (a rendered cluster template).
+
+    The template comes from the repo, so its kustomizations get the same checks as the graph's: no
+    reference leaves the repo (PathRefused), and a remote one fails the check."""
+    for path, text in files.items():
+        if PurePosixPath(path).name not in KUSTOMIZATION_FILES:
+            continue
+        docs = load_all(text, path)
+        data = docs[0] if docs and isinstance(docs[0], dict) else {}
+        base = str(PurePosixPath(path).parent)
+        for _key, rel, _patch in _file_refs(data):
+            if "://" in rel or rel.lower().startswith(_REMOTE_PREFIXES) or (is_remote(rel) and paths.normalise(f"{base}/{rel}") not in files):
+                return Check("kustomize build", False, f"{path} refers to the remote {rel!r}; templates must be local")
+            paths.ref_path(base, rel, path)
     tmp = Path(tempfile.mkdtemp(prefix="opsbot-build-"))
     try:
         for path, text in files.items():
-            target = tmp / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "KUBECONFIG": "/dev/null"}
+            paths.write_inside(tmp, path, text)
+        env = build_env(tmp, allow_remote=False)
         proc = subprocess.run(
             [kubectl(), "kustomize", str(tmp / root)], capture_output=True, text=True, env=env, check=False, timeout=120
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from opsbot.core import wording
 from opsbot.core.model import (
     Change,
     CreateCluster,
@@ -24,20 +25,25 @@ from opsbot.core.model import (
     Scale,
     ScaleBounds,
 )
-from opsbot.errors import CommandError, ValidationFailed
+from opsbot.errors import CommandError, OpsbotError, ValidationFailed
 from opsbot.manifests import edits as E
+from opsbot.manifests import paths
+from opsbot.manifests.crds import Catalog
 from opsbot.manifests.gitrepo import GitRepo, Snapshot
-from opsbot.manifests.images import parse_image, valid_chart_version, valid_tag
+from opsbot.manifests.helmplan import ChartPlanner
+from opsbot.manifests.images import is_version_range, parse_image, valid_chart_version, valid_tag
 from opsbot.manifests.index import (
     Index,
     Target,
     Version,
+    chart_source,
     current_replicas,
     current_version,
     primary_container,
 )
 from opsbot.manifests.kustomize import build_files
-from opsbot.manifests.validate import check_schema, check_yaml
+from opsbot.manifests.templating import check_object_names, check_value, prove, substitute
+from opsbot.manifests.validate import check_objects, check_schema, check_yaml
 from opsbot.manifests.yamledit import load_all
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "clusters"
@@ -52,6 +58,11 @@ class NothingToDo(CommandError):
 class PlanOptions:
     kubernetes_version: str = "1.37"
     max_replicas: int = 50
+    #: pull charts that are not in the repo (HelmRepository / OCI) into the chart cache; off, the
+    #: Helm render proof of such releases is reported as skipped (never a silent pass)
+    fetch_charts: bool = False
+    #: where pulled charts are kept (default: beside the repo's git dir)
+    chart_cache: Path | None = None
 
 
 def unified_diff(edits: list[FileEdit]) -> str:
@@ -73,6 +84,17 @@ class Planner:
         self.repo = repo
         self.index = Index(repo, base_ref)
         self.options = options or PlanOptions()
+        self._catalogs: dict[str, Catalog] = {}
+        cache = self.options.chart_cache
+        if cache is None and repo.cache.path:
+            cache = repo.cache.path.parent / "charts"
+        self._charts = ChartPlanner(self.index, cache, fetch=self.options.fetch_charts)
+
+    def crds(self, snap: Snapshot) -> Catalog:
+        """The CRDs of one commit, read only when a custom kind needs one."""
+        if snap.sha not in self._catalogs:
+            self._catalogs[snap.sha] = Catalog(snap)
+        return self._catalogs[snap.sha]
 
     @property
     def config(self) -> Any:
@@ -102,6 +124,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.replicas > limit:
             raise CommandError(
+                # always plural: above a maximum of at least 1 (docs/troubleshooting.md quotes it)
                 f"{intent.replicas} replicas is above the maximum of {limit} for {t.env.name}. "
                 "Ask an admin to raise max_replicas in .opsbot.yaml if you really need more."
             )
@@ -118,13 +141,18 @@ class Planner:
                 f"count. Change its bounds instead: `scale {intent.app} <min>-<max> in {t.env.name}`."
             )
         keys = self.config.helm_keys(intent.app)
-        old = current_replicas(t, keys.replicas)
+        replicas_key = keys.replicas
+        if t.layout == "helm" or t.is_helmrelease:
+            replicas_key = self._charts.replicas_key(t, keys.replicas if keys.replicas_pinned else None)
+        self._not_generated(t, replicas_key)
+        old = current_replicas(t, replicas_key)
         if old == intent.replicas:
-            raise NothingToDo(f"{intent.app} already runs {old} replicas in {t.env.name}. Nothing to change.")
+            raise NothingToDo(f"{intent.app} already runs {_replicas(old)} in {t.env.name}. Nothing to change.")
         es = E.EditSet(t.snap)
-        E.set_replicas(self.index, es, t, intent.replicas, keys.replicas)
+        es.render_field = ("replicas", intent.replicas)
+        E.set_replicas(self.index, es, t, intent.replicas, replicas_key)
         fields = [FieldChange(intent.app, t.env.name, "replicas", _s(old), str(intent.replicas), t.root)]
-        title = f"Scale {intent.app} to {intent.replicas} replicas in {t.env.name}"
+        title = f"Scale {intent.app} to {wording.replicas(intent.replicas)} in {t.env.name}"
         return self._finish(intent, t, es, fields, title)
 
     def scale_bounds(self, intent: ScaleBounds) -> Change:
@@ -132,7 +160,7 @@ class Planner:
         limit = self._max_replicas(t)
         if intent.max_replicas > limit:
             raise CommandError(
-                f"max {intent.max_replicas} is above the maximum of {limit} replicas for {t.env.name}."
+                f"max {intent.max_replicas} is above the maximum of {wording.replicas(limit)} for {t.env.name}."
             )
         hpa = t.hpa()
         if hpa is None:
@@ -203,8 +231,15 @@ class Planner:
         t = self.index.find(intent.app, dst.name)
         have, src = current_version(t, keys.tag), current_version(s, keys.tag)
         if t.layout != s.layout or t.is_helmrelease != s.is_helmrelease:
+            raise CommandError(_cross_layout(intent.app, s, src, t))
+        if t.is_helmrelease and src.chart and is_version_range(src.chart) and src.chart != have.chart:
+            pinned = have.chart and not is_version_range(have.chart)
             raise CommandError(
-                f"{intent.app} is deployed differently in {src_env.name} and {dst.name}; promote needs the same layout."
+                f'{intent.app} in {src_env.name} follows the chart version range "{src.chart}", not one version, '
+                + (f"and {dst.name} pins {have.chart}; copying the range would let {dst.name} upgrade on its own. "
+                   if pinned else f"so the repo does not say which version {src_env.name} runs. ")
+                + f"Say `deploy {intent.app} <version> to {dst.name}` with the version {src_env.name} runs "
+                f"(its HelmRelease status shows it)."
             )
         if t.is_helmrelease or t.layout == "helm":
             want = Version(chart=src.chart if t.is_helmrelease else None, tag=src.tag or have.tag)
@@ -249,21 +284,46 @@ class Planner:
         graph = self.index.graph(t.snap)
         files = [t.root] if t.layout == "helm" else graph.closure(t.root)[1]
         if t.layout == "helm":
-            files.append(str(PurePosixPath(t.root).parent / "values.yaml"))
+            chart_dir = self.index.helm_chart(t.env, t.snap, t.root)[0]
+            if chart_dir:
+                files.append(f"{chart_dir}/values.yaml")
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
+            # Today's config and layout, never the old commit's `.opsbot.yaml` or re-discovery: the
+            # question is what today's env ran back then.
             if t.env.branch:
-                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha}, index_fleet=False)
+                idx = Index(
+                    self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config, index_fleet=False
+                )
             else:
-                idx = Index(self.repo, sha, index_fleet=False)
+                idx = Index(self.repo, sha, config=self.config, index_fleet=False)
             try:
                 old = idx.find(t.app, t.env.name)
-            except CommandError:
+            except OpsbotError:  # the app or its files were not there yet, or did not parse then
                 continue
             v = current_version(old, tag_key)
             if v != cur and (v.images or v.chart or v.tag):
                 return v
         return None
+
+    def _not_generated(self, t: Target, key: str) -> None:
+        """Refuse to shadow a value that a HelmRelease takes from a generated ConfigMap.
+
+        Writing `spec.values` would win over it (Flux merges `valuesFrom` first), leaving two
+        different values in the repo; editing the values file renames the generated ConfigMap, which
+        the render proof cannot yet tell from an unrelated change. So say where the value lives."""
+        if not t.is_helmrelease:
+            return
+        cm = t.values_from_setting(key)
+        if cm is None:
+            return
+        files = self.index.generated_from(t, cm)
+        where = f" from {', '.join(files)}" if files else ""
+        raise CommandError(
+            f"{t.app} in {t.env.name} takes {key} from ConfigMap {cm} (valuesFrom), generated{where}; "
+            f"opsbot does not edit generated values files yet. Change {key} there, or move it into the "
+            "HelmRelease's spec.values so opsbot can change it."
+        )
 
     def _set_version(
         self,
@@ -280,15 +340,23 @@ class Planner:
         keys = self.config.helm_keys(t.app)
         if t.layout == "helm":
             if want.tag and want.tag != have.tag:
+                es.render_field = ("image tag", want.tag)
                 E.set_helm_value(es, t, keys.tag, want.tag)
                 fields.append(FieldChange(t.app, env, "image tag", have.tag, want.tag, t.root))
         elif t.is_helmrelease:
             if want.chart and want.chart != have.chart:
-                E.set_helmrelease(
-                    self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
-                )
+                es.render_field = ("chart version", want.chart)
+                source = chart_source(t)
+                if source is not None:
+                    self._charts.set_source_version(es, t, source[0], source[1], want.chart)
+                else:
+                    E.set_helmrelease(
+                        self.index, es, t, ["spec", "chart", "spec", "version"], want.chart, "chart version"
+                    )
                 fields.append(FieldChange(t.app, env, "chart version", have.chart, want.chart, t.root))
             if want.tag and want.tag != have.tag:
+                self._not_generated(t, keys.tag)
+                es.render_field = es.render_field or ("image tag", want.tag)
                 E.set_helmrelease(
                     self.index, es, t, ["spec", "values", *keys.tag.split(".")], want.tag, "image tag"
                 )
@@ -311,6 +379,7 @@ class Planner:
     ) -> Change:
         edits = es.file_edits()
         for e in edits:
+            paths.check_no_links(e.path, t.snap.links)
             others = self.index.other_envs_reading(t.env, e.path) if e.before is not None else []
             if others:
                 raise CommandError(
@@ -325,7 +394,12 @@ class Planner:
             checks.append(built)
         objs = E.changed_objects(es, t, (lambda: rendered or []) if rendered is not None else None)
         if t.layout != "helm":
-            checks.append(check_schema(objs, self.options.kubernetes_version))
+            checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(t.snap)))
+        proof = self._charts.proof(es, t, rendered) if all(c.ok for c in checks) else None
+        if proof is not None:
+            checks.append(proof[0])
+            if proof[1]:
+                checks.append(check_schema(proof[1], self.options.kubernetes_version, label="rendered by Helm"))
         fixed_fields = [
             FieldChange(f.app, f.env, f.field, f.old, f.new, ", ".join(e.path for e in edits)) for f in fields
         ]
@@ -350,19 +424,21 @@ class Planner:
     # ------------------------------------------------------------------------------ clusters
     def create_cluster(self, intent: CreateCluster) -> Change:
         name = intent.name
-        if not DNS1123_LABEL.match(name):
+        if not DNS1123_LABEL.fullmatch(name):
             raise CommandError(
                 f'"{name}" is not a valid cluster name: use lowercase letters, digits and "-", start and end '
                 "with a letter or digit, at most 63 characters (DNS-1123 label)."
             )
         snap = self.index.snap
         cfg = self.config.clusters
-        dest = cfg.path.format(name=name).strip("/")
-        if snap.is_dir(dest) or snap.exists(dest):
+        dest = paths.fill_name(cfg.path, name, ".opsbot.yaml: clusters.path")
+        if snap.is_dir(dest) or snap.exists(dest) or dest in snap.links:
             raise CommandError(f"Cluster {name} already exists at {dest}/. Pick another name.")
+        paths.check_no_links(dest, snap.links)
         files = self._template_files(snap, intent.template or "default", cfg.templates)
         variables = {"CLUSTER_NAME": name}
         for k, v in intent.variables:
+            check_value(k, v)
             variables[k.upper().replace("-", "_")] = v
         rendered: list[FileEdit] = []
         missing: set[str] = set()
@@ -371,7 +447,11 @@ class Planner:
             out, miss, seen = substitute(text, variables)
             missing |= miss
             used |= seen
-            rendered.append(FileEdit(f"{dest}/{rel}", None, out))
+            path = paths.repo_path(f"{dest}/{rel}", f"template file {rel}")
+            paths.check_no_links(path, snap.links)
+            if not miss:
+                prove(path, text, out, {k: v for k, v in variables.items() if k in seen})
+            rendered.append(FileEdit(path, None, out))
         if missing:
             raise CommandError(
                 f"Template {intent.template or 'default'} needs {', '.join(sorted(missing))}. "
@@ -398,7 +478,8 @@ class Planner:
             for d in load_all(e.after)
             if isinstance(d, dict)
         ]
-        checks.append(check_schema(objs, self.options.kubernetes_version))
+        checks.extend(check_objects(objs, self.options.kubernetes_version, self.crds(snap)))
+        checks.append(check_object_names(objs))
         failed = [c for c in checks if not c.ok]
         if failed:
             raise ValidationFailed(
@@ -414,12 +495,12 @@ class Planner:
             tuple(fields),
             f"Create cluster {name}",
             tuple(checks),
+            _bundled_template_note(snap, intent.template or "default", cfg.templates),
         )
 
     def _template_files(self, snap: Snapshot, template: str, repo_dir: str) -> list[tuple[str, str]]:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", template):
-            raise CommandError(f'"{template}" is not a template name.')
-        base = f"{repo_dir}/{template}"
+        paths.segment(template, "template")
+        base = paths.repo_path(f"{repo_dir}/{template}", f"template {template}")
         repo_files = snap.files_under(base)
         if repo_files:
             snap.prefetch(repo_files)
@@ -442,66 +523,6 @@ class Planner:
         raise CommandError(f'No cluster template "{template}". Templates: {", ".join(available) or "none"}.')
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
-
-
-def substitute(text: str, variables: dict[str, str]) -> tuple[str, set[str], set[str]]:
-    """clusterctl/drone-envsubst subset: ${VAR} and ${VAR:=default}; returns (text, missing, used)."""
-    missing: set[str] = set()
-    used: set[str] = set()
-
-    def repl(m: re.Match[str]) -> str:
-        var, default = m.group(1), m.group(2)
-        used.add(var)
-        if var in variables:
-            value = variables[var]
-            whole = _whole_scalar(text, m)
-            if whole and default is not None and _yaml_type(value) != _yaml_type(default):
-                raise CommandError(
-                    f"{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, but the template "
-                    f"expects {_yaml_type(default)} (default {default})."
-                )
-            if whole and default is None and _yaml_type(value) != "text":
-                raise CommandError(
-                    f"{var.lower()}={value} would be read by YAML as {_yaml_type(value)}, not text; the template "
-                    "would change its type. Quote the placeholder in the template or pick another value."
-                )
-            return value
-        if default is not None:
-            return default
-        missing.add(var)
-        return m.group(0)
-
-    return _VAR.sub(repl, text), missing, used
-
-
-def _whole_scalar(text: str, m: re.Match[str]) -> bool:
-    """True when the placeholder is the entire plain value on its line (`key: ${VAR}`)."""
-    line_start = text.rfind("\n", 0, m.start()) + 1
-    line_end = text.find("\n", m.end())
-    before = text[line_start : m.start()].rstrip()
-    after = text[m.end() : len(text) if line_end < 0 else line_end].split("#", 1)[0].strip()
-    return (before.endswith(":") or before.endswith("-")) and not after
-
-
-def _yaml_type(value: str) -> str:
-    import yaml
-
-    try:
-        v = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return "text"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int):
-        return "a number"
-    if isinstance(v, float):
-        return "a decimal number"
-    if v is None:
-        return "null"
-    return "text"
-
-
 def _check_tag(tag: str) -> None:
     if not valid_tag(tag):
         raise CommandError(
@@ -510,5 +531,40 @@ def _check_tag(tag: str) -> None:
         )
 
 
+def _layout_name(t: Target) -> str:
+    if t.is_helmrelease:
+        return "a Flux HelmRelease"
+    return {"helm": "a Helm values file", "kustomize": "kustomize", "plain": "plain manifests"}[t.layout]
+
+
+def _cross_layout(app: str, s: Target, src: Version, t: Target) -> str:
+    """Promote copies like for like; across layouts the person says the version, and this says which."""
+    head = (
+        f"{app} is deployed with {_layout_name(s)} in {s.env.name} and with {_layout_name(t)} in {t.env.name}, "
+        "so opsbot cannot copy one onto the other."
+    )
+    tag = src.tag if (s.is_helmrelease or s.layout == "helm") else src.primary_tag(app)
+    if t.is_helmrelease or not tag:
+        return f"{head} Say `deploy {app} <version> to {t.env.name}` with the version {t.env.name} should run."
+    return f"{head} {s.env.name} runs image tag {tag}: say `deploy {app} {tag} to {t.env.name}` to run it there."
+
+
 def _s(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def _replicas(n: int | None) -> str:
+    return wording.replicas(n) if n is not None else "an unset number of replicas"
+
+
+def _bundled_template_note(snap: Snapshot, template: str, templates_dir: str) -> tuple[str, ...]:
+    """The bundled default runs on Cluster API's Docker provider: fine to try opsbot, wrong for a real
+    cluster, so a proposal built from it says so rather than look like the real thing."""
+    if template != "default" or snap.files_under(f"{templates_dir}/{template}"):
+        return ()
+    return (
+        f"The repo has no cluster template at {templates_dir}/default/, so this uses opsbot's bundled "
+        "default template: Cluster API's Docker provider (CAPD), a test provider that runs nodes as "
+        f"containers, not for real clusters. Add your own template under {templates_dir}/<name>/ "
+        "for your infrastructure.",
+    )

@@ -157,10 +157,16 @@ class _Worker:
 class PlanPool:
     """N plan workers for one repo; `plan` blocks the calling thread (not the GIL) until one answers."""
 
-    def __init__(self, repo: str, size: int, *, kubernetes_version: str, max_replicas: int) -> None:
+    def __init__(
+        self, repo: str, size: int, *, kubernetes_version: str, max_replicas: int, fetch_charts: bool = False
+    ) -> None:
         self.repo = repo
         self.size = size
-        self.options = {"kubernetes_version": kubernetes_version, "max_replicas": max_replicas}
+        self.options = {
+            "kubernetes_version": kubernetes_version,
+            "max_replicas": max_replicas,
+            "fetch_charts": fetch_charts,
+        }
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
@@ -258,7 +264,11 @@ def worker_main(repo_path: str, options: dict[str, Any]) -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing but answers on the pipe
     repo = GitRepo(repo_path)
-    opts = PlanOptions(str(options["kubernetes_version"]), int(options["max_replicas"]))
+    opts = PlanOptions(
+        str(options["kubernetes_version"]),
+        int(options["max_replicas"]),
+        fetch_charts=bool(options.get("fetch_charts", False)),
+    )
     planners: dict[tuple[str, str], Planner] = {}
     try:
         for line in sys.stdin:

@@ -29,12 +29,14 @@ def check_yaml(edits: Iterable[FileEdit]) -> Check:
     return Check("YAML", True)
 
 
-def check_schema(objects: Iterable[dict[str, Any]], version: str) -> Check:
+def check_schema(objects: Iterable[dict[str, Any]], version: str, label: str = "") -> Check:
     """Built-in kinds against the offline Kubernetes schema (strict); CRDs are named, not failed."""
     from jsonschema import ValidationError
 
     checked, skipped = 0, []
     for obj in objects:
+        if is_custom(obj):
+            continue  # validated against its CRD (opsbot.manifests.crds)
         validator = _validator(version, str(obj.get("apiVersion")), str(obj.get("kind")))
         if validator is None:
             skipped.append(str(obj.get("kind")))
@@ -46,7 +48,7 @@ def check_schema(objects: Iterable[dict[str, Any]], version: str) -> Check:
             path = ".".join(str(p) for p in exc.path)
             name = (obj.get("metadata") or {}).get("name", "?")
             return Check(f"schema (k8s {version})", False, f"{obj.get('kind')} {name}: {path}: {exc.message}")
-    detail = f"{checked} object(s)"
+    detail = f"{checked} object(s)" + (f" {label}" if label else "")
     if skipped:
         detail += f"; no schema for {', '.join(sorted(set(skipped)))} (custom resource)"
     return Check(f"schema (k8s {version})", True, detail)
@@ -93,3 +95,20 @@ def _validator(version: str, api_version: str, kind: str) -> Any:
         return None
     registry = _definitions(schema_dir, version) @ (Resource.from_contents(schema) @ Registry())
     return Draft202012Validator(schema, registry=registry)
+
+
+def is_custom(obj: dict[str, Any]) -> bool:
+    """A kind from a CRD: its API group has a dot (helm.toolkit.fluxcd.io), unlike the built-in ones."""
+    api = str(obj.get("apiVersion", ""))
+    return "/" in api and "." in api.split("/", 1)[0] and not api.split("/", 1)[0].endswith(".k8s.io")
+
+
+def check_objects(objects: list[dict[str, Any]], version: str, catalog: Any, label: str = "") -> list[Check]:
+    """Built-in kinds against the Kubernetes schema, custom ones against their CRD (one check per kind)."""
+    from opsbot.manifests.crds import check_custom
+
+    custom = [o for o in objects if is_custom(o)]
+    out = []
+    if len(custom) < len(objects) or not objects:
+        out.append(check_schema(objects, version, label))
+    return out + check_custom(custom, catalog)

@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from opsbot.errors import CommandError
+from opsbot.manifests import safeyaml
 
 
 class EditError(CommandError):
@@ -60,9 +61,9 @@ except AttributeError:  # pragma: no cover - depends on the wheel
     _Loader = yaml.SafeLoader
 
 
-def load_all(text: str) -> list[Any]:
-    """Every document, as Kubernetes (YAML 1.1) would read it."""
-    return list(yaml.load_all(text, Loader=_Loader))
+def load_all(text: str, where: str = "a YAML text") -> list[Any]:
+    """Every document, as Kubernetes (YAML 1.1) would read it; alias bombs refused before loading."""
+    return safeyaml.load_all(text, where)
 
 
 def compose_all(text: str) -> list[Node | None]:

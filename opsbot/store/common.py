@@ -22,7 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 from opsbot.core.model import TRANSITIONS, Approval, Request, RequestState, Transition, utcnow
 from opsbot.core.ports import InboxItem, NewRequest, OutboxItem
 from opsbot.errors import ConfigError
+from opsbot.policy.model import NewAudit
 from opsbot.store.migrations import Migration
+from opsbot.store.policy import PolicySql
 
 log = logging.getLogger("opsbot.store")
 
@@ -227,6 +229,20 @@ def outbox_from_row(row: Mapping[str, Any]) -> OutboxItem:
     )
 
 
+def _audit_of(row: Mapping[str, Any], action: str, actor: str, detail: str) -> NewAudit:
+    """The audit row of a request event, written in the same transaction as the event itself, so
+    every path that moves a request (chat, CLI, forge webhook, deploy intake) is audited."""
+    return NewAudit(
+        actor=actor,
+        action=action,
+        request_id=format_id(int(row["id"])),
+        pr_number=row["pr_number"],
+        app=row["app"],
+        env=row["env"],
+        detail=detail,
+    )
+
+
 # --------------------------------------------------------------------------------------------- engine
 
 
@@ -249,7 +265,7 @@ _REQUEST_INSERT_COLUMNS = (
 )  # fmt: skip
 
 
-class SqlStore(ABC):
+class SqlStore(PolicySql, ABC):
     """The Store protocol on any SQL engine that has RETURNING, ON CONFLICT and transactional DDL."""
 
     #: Appended to the SELECT that reads a request's state before a transition (row lock where supported).
@@ -301,8 +317,8 @@ class SqlStore(ABC):
         with self._tx(write=True) as tx:
             self._lock_migrations(tx)
             tx.run(self.schema_version_ddl)
-            row = tx.one("SELECT MAX(version) AS v FROM schema_version")
-            current = int(row["v"]) if row and row["v"] is not None else 0
+            done = {int(r["version"]) for r in tx.all("SELECT version FROM schema_version")}
+            current = max(done, default=0)
             if current > known:
                 raise ConfigError(
                     f"the database schema is at version {current}, newer than this opsbot knows ({known}); "
@@ -310,7 +326,9 @@ class SqlStore(ABC):
                 )
             now = self._ts(utcnow())
             for migration in self.migrations:
-                if migration.version <= current:
+                # Not `<= current`: a version numbered below one already applied (a parallel
+                # branch's migration that landed later) must still run.
+                if migration.version in done:
                     continue
                 for statement in migration.statements:
                     tx.run(statement)
@@ -351,6 +369,7 @@ class SqlStore(ABC):
                 "VALUES (?, NULL, ?, ?, ?, ?)",
                 (row["id"], RequestState.PROPOSED.value, new.requester, "", now),
             )
+            self._audit_in(tx, _audit_of(row, RequestState.PROPOSED.value, new.requester, new.command))
         return request_from_row(row)
 
     def get_request(self, request_id: str) -> Request | None:
@@ -415,10 +434,14 @@ class SqlStore(ABC):
             raise KeyError(f"no request {request_id!r}")
         assignments, params = self._assignments(values)
         with self._tx(write=True) as tx:
+            before = tx.one("SELECT pr_number FROM requests WHERE id = ?", (number,)) if "pr_number" in values else None
             row = tx.one(
                 f"UPDATE requests SET updated_at = ?{assignments} WHERE id = ? RETURNING *",
                 (self._ts(utcnow()), *params, number),
             )
+            if row is not None and before is not None and row["pr_number"] not in (None, before["pr_number"]):
+                # The PR is opened after the proposal row is written: its number gets its own row.
+                self._audit_in(tx, _audit_of(row, "opened", row["requester"], row["pr_url"]))
         if row is None:
             raise KeyError(f"no request {request_id!r}")
         return request_from_row(row)
@@ -464,6 +487,7 @@ class SqlStore(ABC):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (number, current.value, target.value, actor, detail, self._ts(now)),
             )
+            self._audit_in(tx, _audit_of(row, target.value, actor, detail), now)
         return request_from_row(row)
 
     def transitions(self, request_id: str) -> list[Transition]:
@@ -480,13 +504,16 @@ class SqlStore(ABC):
         if number is None:
             raise KeyError(f"no request {request_id!r}")
         with self._tx(write=True) as tx:
-            if tx.one("SELECT id FROM requests WHERE id = ?", (number,)) is None:
+            req = tx.one("SELECT * FROM requests WHERE id = ?", (number,))
+            if req is None:
                 raise KeyError(f"no request {request_id!r}")
             added = tx.run(
                 "INSERT INTO approvals (request_id, approver, source, at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (request_id, approver) DO NOTHING",
                 (number, approver, source, self._ts(utcnow())),
             )
+            if added == 1:
+                self._audit_in(tx, _audit_of(req, "approval", approver, f"approved in {source}"))
         return added == 1
 
     def approvals(self, request_id: str) -> list[Approval]:

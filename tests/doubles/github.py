@@ -389,6 +389,8 @@ class GitHubDouble:
         self.pulls: dict[int, Pull] = {}
         self.protection: dict[str, Protection] = {}
         self.statuses: dict[str, dict[str, str]] = {}  # sha -> context -> state
+        #: every status created through the API, oldest first (with `_sha`), as GitHub keeps them
+        self.status_log: list[dict[str, Any]] = []
         self.allowed_merge_methods: set[str] = {"merge", "squash", "rebase"}
         self.issued_tokens: list[str] = []
         self.deliveries: list[dict[str, Any]] = []
@@ -1146,14 +1148,57 @@ class GitHubDouble:
                     if n not in pr.labels:
                         pr.labels.append(n)
                 return 200, [self._label_json(base, n) for n in pr.labels]
-            sm = re.fullmatch(r"/statuses/([0-9a-f]{40})", rest)
+            sm = re.fullmatch(r"/statuses/([^/]+)", rest)
             if sm and method == "POST":
-                state = body.get("state")
-                if state not in ("error", "failure", "pending", "success"):
-                    raise _validation(resource="Status", field="state", code="invalid")
-                self.set_status(sm[1], body.get("context", "default"), state)
-                return 201, {"state": state, "context": body.get("context", "default"), "sha": sm[1]}
+                return self._create_status(base, sm[1], body)
+            cm = re.fullmatch(r"/commits/([^/]+)/statuses", rest)
+            if cm and method == "GET":
+                sha = self.repo.rev(cm[1])
+                if sha is None:
+                    raise _validation(f"No commit found for SHA: {cm[1]}")
+                return 200, [
+                    {k: v for k, v in s.items() if k != "_sha"} for s in reversed(self.status_log) if s["_sha"] == sha
+                ]
         raise _not_found()
+
+    def _create_status(self, base: str, sha: str, body: Any) -> tuple[int, Any]:
+        """`POST /repos/{o}/{r}/statuses/{sha}` as GitHub answers it: 422 for an unknown commit, a
+        bad state, a description over 140 characters or a target_url that is not http(s)."""
+        if not isinstance(body, dict):
+            raise HttpError(400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
+        if not re.fullmatch(r"[0-9a-f]{40}", sha) or self.repo.object_type(sha) != "commit":
+            raise _validation(f"No commit found for SHA: {sha}")
+        state = body.get("state")
+        if state not in ("error", "failure", "pending", "success"):
+            raise _validation(resource="Status", field="state", code="invalid")
+        description = body.get("description")
+        if description is not None and (not isinstance(description, str) or len(description) > 140):
+            raise _validation(
+                resource="Status", field="description", code="custom",
+                message="description is too long (maximum is 140 characters)",
+            )  # fmt: skip
+        target_url = body.get("target_url")
+        if target_url is not None and not (
+            isinstance(target_url, str) and re.match(r"https?://", target_url)
+        ):
+            raise _validation(resource="Status", field="target_url", code="custom", message="target_url is invalid")
+        context = body.get("context") or "default"
+        self.set_status(sha, context, state)
+        now = _iso(self.clock())
+        record = {
+            "url": f"{base}/repos/{self.full_name}/statuses/{sha}",
+            "id": next(self._ids),
+            "node_id": f"SC_{sha[:8]}",
+            "state": state,
+            "description": description,
+            "target_url": target_url,
+            "context": context,
+            "created_at": now,
+            "updated_at": now,
+            "creator": self._user(base, self.bot_login),
+        }
+        self.status_log.append({**record, "_sha": sha})
+        return 201, record
 
     def _git_data(self, base: str, method: str, rest: str, body: dict[str, Any]) -> tuple[int, Any]:
         if method == "GET" and rest.startswith("ref/"):

@@ -343,7 +343,7 @@ def test_branch_protection_requiring_reviews_is_named_and_nothing_is_retried(
     before = w.main()
 
     refused = w.cli("merge", rid, ok=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a refusal
     (line,) = refused.stderr.strip().splitlines()
     assert line == MERGE_REFUSED  # as docs/github.md shows it
     assert len(w.double.api_calls("PUT", r"/merge$")) == 1  # no retry loop
@@ -361,7 +361,7 @@ def test_github_reviews_are_the_approvals_and_the_requester_never_counts(
     w.deliver()
 
     early = w.cli("run", f"merge {rid}", "--as", "carol", ok=False)
-    assert early.returncode == 1 and "needs 1 approval(s) before it can merge and has 0" in early.stderr
+    assert early.returncode == 2 and "needs 1 approval(s) before it can merge and has 0" in early.stderr
     assert w.double.api_calls("PUT", r"/merge$") == []
 
     w.double.add_review(number, "alice")  # the requester approving her own change
@@ -413,7 +413,7 @@ def test_a_permission_refusal_reaches_the_requester_and_leaves_no_request_open(
     w = make_world()
     w.double.inject("403", method="POST", path=r"/pulls$")
     failed = w.cli("run", "scale frontend 5 in production", "--json", ok=False)
-    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.returncode == 2 and json.loads(failed.stdout)["kind"] == "refused"
     (line,) = failed.stderr.strip().splitlines()
     assert len(w.double.api_calls("POST", r"/pulls$")) == 1  # a 403 without rate limit is not retried
 

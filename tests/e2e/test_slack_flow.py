@@ -8,7 +8,6 @@ run. The process talks only to 127.0.0.1: the double stands in for slack.com via
 from __future__ import annotations
 
 import json
-
 import os
 import re
 import signal

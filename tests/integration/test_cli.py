@@ -102,6 +102,8 @@ BAD = [
     ("create cluster edge-3 worker_machine_count=yes", "boolean"),
     ("promote frontend from production to production", "two different environments"),
     ("rollback worker in production", "No earlier version"),
+    ("scale frontend\x1b[2J 5 in production", "control or invisible character (U+001B)"),
+    ("scale frontend 5 in \u202eproduction", "control or invisible character (U+202E)"),
 ]
 
 
@@ -111,10 +113,14 @@ def test_bad_input_exits_non_zero_and_leaves_the_repo_untouched(
 ) -> None:
     before = snapshot(fleet)
     p = opsbot("run", command, "--repo", str(fleet))
-    assert p.returncode != 0
+    assert p.returncode == 2  # a refusal (an internal error would be 3)
     assert message in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert p.stdout == ""
+    j = opsbot("run", command, "--repo", str(fleet), "--json")
+    assert j.returncode == 2 and len(j.stderr.strip().splitlines()) == 1
+    out = json.loads(j.stdout)
+    assert out["kind"] == "refused" and message in out["error"]
     assert snapshot(fleet) == before
 
 
@@ -181,11 +187,36 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     p = opsbot("testdrive", "--dir", str(tmp_path / "td"), "--no-input")
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    assert "PR #1 opened · request R1 · needs 1 approval(s)" in out
+    assert "PR #1 opened · request R1 · needs 1 approval [Review PR]" in out
     assert "four-eyes" in out
     assert "Merged by @bob as " in out
     assert "production: ghcr.io/acme/frontend:1.4.2 · 5 replicas" in out
     assert git(tmp_path / "td", "log", "-1", "--format=%s").startswith("Scale frontend to 5 replicas")
+    # the loop closes: a signed Flux event through the real route, then the thread and the channel
+    sha = git(tmp_path / "td", "rev-parse", "--short=7", "main").strip()
+    assert f"flux> POST /webhooks/flux (Kustomization flux-system/apps applied {sha}, signed) → HTTP 202" in out
+    assert f"  ↳ thread R1: 🚀 Live in production — Flux kustomization apps applied {sha}" in out
+    assert "#deploys: 🚀 production · frontend replicas 3 → 5 · PR #1 (" in out
+    assert "<" not in out.split("flux> ", 1)[1]  # no Slack markup on the terminal
+
+
+def test_testdrive_reads_commands_from_piped_stdin(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSBOT_", "GITHUB_", "SLACK_"))}
+    p = subprocess.run([sys.executable, "-m", "opsbot", "testdrive", "--dir", str(tmp_path / "td")],
+                       input="status api\n/as bob\nscale worker 1 in dev\n", capture_output=True, text=True,
+                       env=env, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "@alice> /ops status api" in p.stdout and "production: ghcr.io/acme/api:2.3.0" in p.stdout
+    assert "@bob> /ops scale worker 1 in dev" in p.stdout and "worker already runs 1 replica in dev" in p.stdout
+
+
+def test_testdrive_dir_never_reaches_a_shell(tmp_path: Path) -> None:
+    """Issue 9 item 9: `--dir` went through os.system inside single quotes; a quote in it ran commands."""
+    dest = tmp_path / "td'; touch pwned; echo '$(touch pwned2)"
+    p = opsbot("testdrive", "--dir", str(dest), "--no-input", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+    assert "Pin opsbot config (opsbot init)" in git(dest, "log", "--format=%s")
 
 
 def test_branch_per_env_pr_targets_the_env_branch(tmp_path: Path) -> None:
@@ -207,5 +238,80 @@ def test_protected_env_in_repo_config_denies_without_roles(fleet: Path) -> None:
     git(fleet, "add", ".opsbot.yaml")
     git(fleet, "commit", "-qm", "protect production")
     p = opsbot("run", "scale frontend 4 in production", "--repo", str(fleet))
-    assert p.returncode == 3 and "production is protected" in p.stderr
+    assert p.returncode == 2 and "production is protected" in p.stderr
+    j = opsbot("run", "scale frontend 4 in production", "--repo", str(fleet), "--json")
+    assert json.loads(j.stdout) | {"error": ""} == {"error": "", "kind": "refused", "denied": True}
     assert opsbot("plan", "scale frontend 4 in staging", "--repo", str(fleet)).returncode == 0
+
+
+def test_parse_errors_under_json_are_objects_too(fleet: Path) -> None:
+    for args in (["plan", "scael frontend 5 in production"], ["plan", "approve R1"]):
+        p = opsbot(*args, "--repo", str(fleet), "--json")
+        assert p.returncode == 2, p.stderr
+        out = json.loads(p.stdout)
+        assert out["kind"] == "refused" and out["error"] == p.stderr.strip().removeprefix("opsbot: ")
+
+
+def test_an_internal_error_is_kind_internal_with_exit_3(fleet: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from opsbot import cli
+    from opsbot.core import dispatcher
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug, not the person's fault")
+
+    monkeypatch.setattr(dispatcher, "authorize", broken)
+    monkeypatch.setenv("OPSBOT_USER", "alice")
+    code = cli.main(["plan", "scale frontend 5 in production", "--repo", str(fleet), "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 3 and out["kind"] == "internal" and out["reference"]
+    assert f"reference {out['reference']}" in out["error"] and "a bug" not in out["error"]
+
+    monkeypatch.setattr(cli, "cmd_prs", broken)  # outside the dispatcher: main() catches it
+    code = cli.main(["prs", "--repo", str(fleet), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3 and out["kind"] == "internal" and "Nothing was changed" in out["error"]
+
+
+def test_cli_answers_show_no_slack_markup(fleet: Path) -> None:
+    assert opsbot("run", "scale frontend 5 in production", "--repo", str(fleet)).returncode == 0
+    approved = opsbot("run", "approve R1", "--repo", str(fleet), user="bob")
+    assert approved.stdout.startswith("Approved by @bob (1/") and "<@" not in approved.stdout, approved.stdout
+    merged = opsbot("run", "merge R1", "--repo", str(fleet), "--json", user="bob")
+    text = json.loads(merged.stdout)["text"]
+    assert text.startswith("Merged by @bob as ") and "<@" not in text
+
+
+def test_one_replica_is_singular(fleet: Path) -> None:
+    """Issue 11 item 8: "1 replicas" nowhere."""
+    same = opsbot("plan", "scale worker 1 in dev", "--repo", str(fleet))
+    assert same.returncode == 0 and "worker already runs 1 replica in dev." in same.stdout, same.stdout
+    one = json.loads(opsbot("plan", "scale frontend 1 in staging", "--repo", str(fleet), "--json").stdout)
+    assert one["summary"] == "Scale frontend to 1 replica in staging"
+    status = opsbot("plan", "status worker", "--repo", str(fleet))
+    assert "dev: " in status.stdout and "· 1 replica" in status.stdout and "1 replicas" not in status.stdout
+
+
+def test_create_cluster_on_the_bundled_template_says_it_is_the_docker_test_provider(tmp_path: Path,
+                                                                                    fleet: Path) -> None:
+    out = json.loads(opsbot("plan", "create cluster edge-9", "--repo", str(fleet), "--json").stdout)
+    (note,) = out["notes"]
+    assert "bundled default template" in note and "Docker provider (CAPD)" in note and "not for real clusters" in note
+    text = opsbot("plan", "create cluster edge-9", "--repo", str(fleet)).stdout
+    assert "note: The repo has no cluster template" in text
+    # a template of the repo's own gets no such note
+    own = make_repo("cluster-templates", tmp_path / "own")
+    mine = json.loads(opsbot("plan", "create cluster edge-4 from aws-small aws_region=eu-west-1 ssh_key_name=ops",
+                             "--repo", str(own), "--json").stdout)
+    assert mine["notes"] == []
+
+
+def test_a_missing_or_non_git_repo_is_a_refusal(tmp_path: Path) -> None:
+    p = opsbot("plan", "status", "--repo", str(tmp_path / "nope"), "--json")
+    assert p.returncode == 2 and json.loads(p.stdout) == {
+        "error": f"{tmp_path / 'nope'} is not a directory: point --repo (or OPSBOT_REPO) at the manifest repo.",
+        "kind": "refused"}
+    (tmp_path / "plain").mkdir()
+    c = opsbot("check", "--repo", str(tmp_path / "plain"))
+    assert c.returncode == 2 and "is not a Git repository" in c.stderr and c.stdout == ""

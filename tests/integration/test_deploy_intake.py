@@ -637,6 +637,10 @@ async def test_no_event_within_the_timeout_warns_once(rig: RigFactory) -> None:
     seen = r.merge("scale frontend 3 in staging")
     await r.argocd(argo_event("app-deployed", seen.merge_sha) | {"phase": "Running", "healthStatus": "Progressing"})
     await r.settle()
+    # the clock starts at the later merge, not at the test's start: however slow the merges were,
+    # "601 s later" is then 601 s after both
+    assert quiet.merged_at is not None and seen.merged_at is not None
+    now[0] = max(now[0], quiet.merged_at, seen.merged_at)
     assert r.processor.sweep() == []  # not overdue yet
     now[0] += timedelta(seconds=601)
     assert r.processor.sweep() == [f"deploy:{quiet.id}:warning:reply"]
@@ -649,9 +653,11 @@ async def test_no_event_within_the_timeout_warns_once(rig: RigFactory) -> None:
 
 
 async def test_the_warning_is_not_repeated_by_a_new_process(rig: RigFactory) -> None:
-    now = [datetime.now(UTC) + timedelta(hours=1)]
+    now = [datetime.now(UTC)]
     first = await rig(clock=lambda: now[0])
     request = first.merge("scale frontend 5 in production")
+    assert request.merged_at is not None
+    now[0] = request.merged_at + timedelta(hours=1)  # from the recorded merge, not the wall clock
     assert first.processor.sweep() == [f"deploy:{request.id}:warning:reply"]
     second = DeployProcessor(first.bot, first.settings, clock=lambda: now[0])
     assert second.sweep() == []  # the outbox key says it was queued

@@ -120,6 +120,61 @@ CASES = [
     ("branch-per-env", "promote shop to production", "production", {f"Deployment//shop:{IMG}"}),
     ("branch-per-env", "deploy shop 2.1.0 to dev", "dev", {f"Deployment//shop:{IMG}"}),
     ("branch-per-env", "rollback shop in production", "production", {f"Deployment//shop:{IMG}"}),
+    # envs/<env> overlays with components, patchesStrategicMerge, .yml files and a namePrefix per env
+    ("envs-components", "scale shop 3 in staging", "staging", {"Deployment/shop-staging/staging-shop:spec.replicas"}),
+    ("envs-components", "scale shop 2 in dev", "dev", {"Deployment/shop-dev/dev-shop:spec.replicas"}),
+    ("envs-components", "deploy shop 2.0.4 to production", "production", {f"Deployment/shop/prod-shop:{IMG}"}),
+    ("envs-components", "promote shop to staging", "staging", {f"Deployment/shop-staging/staging-shop:{IMG}"}),
+    # values files away from the chart, tied to it by Argo CD Applications (relative and `$values`)
+    ("argo-helm-values", "scale guestbook 4 in prod", "prod", {"values:replicaCount"}),
+    ("argo-helm-values", "scale guestbook 2 in dev", "dev", {"values:replicaCount"}),
+    ("argo-helm-values", "deploy guestbook 1.4.3 to staging", "staging", {"values:image.tag"}),
+    ("argo-helm-values", "promote guestbook to prod", "prod", {"values:image.tag"}),
+    # env order beyond dev/staging/prod: from the names, and from the repo (ApplicationSet, Kargo)
+    ("testing-chain", "promote api to qa", "qa", {f"Deployment/api-qa/api:{IMG}"}),
+    ("testing-chain", "promote api to production", "production", {f"Deployment/api-production/api:{IMG}"}),
+    ("kargo-appset", "promote checkout to perf", "perf", {f"Deployment/checkout-perf/checkout:{IMG}"}),
+    # <env>/ overlays at the root patching a Flux HelmRelease
+    (
+        "flux-env-roots",
+        "scale podinfo 2 in staging",
+        "staging",
+        {"HelmRelease/podinfo/podinfo:spec.values.replicaCount"},
+    ),
+    # values-<env>.yaml tied to a Flux HelmRelease by valuesFrom (a generated ConfigMap)
+    (
+        "flux-valuesfrom",
+        "deploy podinfo 6.5.1 to production",
+        "production",
+        {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
+    ),
+    (
+        "flux-env-roots",
+        "deploy podinfo 6.5.1 to production",
+        "production",
+        {"HelmRelease/podinfo/podinfo:spec.chart.spec.version"},
+    ),
+    # issue 11 item 6: the chart reads singleBinary.replicas, found by rendering it
+    ("helm-replica-keys", "scale loki 2 in staging", "staging", {"values:singleBinary.replicas"}),
+    # issue 11 item 5: with chartRef the version lives in the OCIRepository (a patch in production)
+    (
+        "flux-chartref",
+        "deploy kube-prometheus-stack 70.0.0 to production",
+        "production",
+        {"OCIRepository/monitoring/kube-prometheus-stack:spec.ref.semver"},
+    ),
+    (
+        "flux-chartref",
+        "deploy kube-prometheus-stack 70.0.0 to staging",
+        "staging",
+        {"OCIRepository/monitoring/kube-prometheus-stack:spec.ref.semver"},
+    ),
+    (
+        "flux-semver-range",
+        "scale webapp 3 in production",
+        "production",
+        {"HelmRelease/webapp/webapp:spec.values.replicaCount"},
+    ),
 ]
 
 

@@ -182,6 +182,18 @@ async def test_bad_input_is_ephemeral_and_says_what_to_do(slack_chat: ChatFactor
     assert chat.roots() == [] and all_prs(chat) == []
 
 
+async def test_typed_merge_answer_shows_a_mention_not_escaped_markup(slack_chat: ChatFactory) -> None:
+    """Issue 9 item 10: what Slack receives (not the unescaped reading of it) holds a real mention."""
+    chat = await slack_chat()
+    await chat.ops(SCALE)
+    (req,) = chat.store.list_requests()
+    await chat.ops(f"approve {req.id}", user="U0BOB")
+    await chat.ops(f"merge {req.id}", user="U0BOB")
+    sent = [json.dumps(e.blocks) + e.text for e in chat.double.ephemerals(user="U0BOB")]
+    assert any("Merged by <@U0BOB> as " in s for s in sent), sent
+    assert not any("&lt;@U0BOB" in s for s in sent), sent
+
+
 async def test_no_change_is_an_answer_not_a_pr(slack_chat: ChatFactory) -> None:
     chat = await slack_chat()
     said = await chat.ops("scale frontend 3 in production")  # production already runs 3
@@ -854,13 +866,14 @@ async def test_replies_wait_for_a_root_still_being_posted(slack_double: SlackApi
     bot.handle(SCALE, Actor("U0ALICE", "alice"), Thread(CHANNEL))  # asked in chat; its root is not posted yet
     queue_request_event(bot.store, bot.store.get_request("R1"), "closed", {"by": "U0ALICE"})
     poster = SlackPoster(AsyncWebClient(token=BOT_TOKEN, base_url=slack_double.api_url), RateLimiter())
-    worker = OutboxWorker(bot.store, poster, base_delay=0.01, max_delay=0.02)
+    later = [timedelta(0)]  # the worker's clock runs with real time, and jumps when we say so
+    worker = OutboxWorker(bot.store, poster, base_delay=0.01, max_delay=0.02, clock=lambda: utcnow() + later[0])
     assert await worker.drain_once() == 0
     assert slack_double.posted == [] and "not posted yet" in worker.retries[0][2]
 
     ts = await poster.post(CHANNEL, "the root")
     save_root(bot.store, "R1", CHANNEL, ts, [])
-    await asyncio.sleep(0.05)
+    later[0] = timedelta(seconds=1)  # past the retry delay, without sleeping through it
     assert await worker.drain_until_idle() == 2
     assert [m.text for m in slack_double.replies(CHANNEL, ts)] == ["🚫 Closed by <@U0ALICE> without merging"]
     assert slack_double.message(CHANNEL, ts).edits == 1

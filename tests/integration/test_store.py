@@ -624,7 +624,7 @@ def test_migrations_twice_are_a_noop(store_url: str) -> None:
     req = s.create_request(new_request(1))
     assert s.migrate() == []  # type: ignore[attr-defined]
     assert s.migrate() == []  # type: ignore[attr-defined]
-    assert s.schema_version() == len(migrations)  # type: ignore[attr-defined]
+    assert s.schema_version() == migrations[-1].version  # type: ignore[attr-defined]
     s.close()
 
     again = open_store(store_url)
@@ -643,7 +643,8 @@ def test_concurrent_first_start_migrates_once(store_url: str) -> None:
     try:
         assert all(s.ping() for s in stores)
         rows = raw_rows(store_url, "SELECT version FROM schema_version ORDER BY version")
-        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+        migrations = SQLITE_MIGRATIONS if store_url.startswith("sqlite") else PG_MIGRATIONS
+        assert [r[0] for r in rows] == [m.version for m in migrations]
         assert stores[0].create_request(new_request(1)).id == "R1"
     finally:
         for s in stores:

@@ -23,6 +23,8 @@ ADAPTERS = {
     "slack_bolt": {"opsbot/chat/slack.py"},
     "slack_sdk": {"opsbot/chat/slack.py"},
     "github": {"opsbot/forge/github.py"},
+    # Helm's engine runs only in its worker process, behind opsbot.manifests.helm (one door to replace)
+    "helm_python": {"opsbot/manifests/helm_worker.py"},
 }
 
 
@@ -43,7 +45,7 @@ def _matches(module: str, prefix: str) -> bool:
 
 def test_core_manifests_and_commands_stay_free_of_adapters() -> None:
     offenders = []
-    for layer in ("opsbot/core", "opsbot/manifests", "commands"):
+    for layer in ("opsbot/core", "opsbot/manifests", "opsbot/policy", "commands"):
         for py in sorted((ROOT / layer).rglob("*.py")):
             for mod in imports(py):
                 if any(_matches(mod, f) for f in FORBIDDEN_IN_CORE):
@@ -51,7 +53,7 @@ def test_core_manifests_and_commands_stay_free_of_adapters() -> None:
     assert offenders == []
 
 
-def test_slack_and_github_libraries_are_imported_only_in_their_adapter() -> None:
+def test_slack_github_and_helm_libraries_are_imported_only_in_their_adapter() -> None:
     offenders = []
     for py in sorted((ROOT / "opsbot").rglob("*.py")) + sorted((ROOT / "commands").rglob("*.py")):
         rel = str(py.relative_to(ROOT))

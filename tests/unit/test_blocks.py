@@ -435,6 +435,27 @@ def test_user_text_is_escaped_everywhere() -> None:
         assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;" in text or "&lt;!" in text
 
 
+@pytest.mark.parametrize("event", ["approved", "merged", "closed"])
+def test_mentions_in_an_ephemeral_request_update_are_not_escaped_twice(event: str) -> None:
+    """Issue 9 item 10: the typed `merge R1` answer showed `Merged by &lt;@U0BOB&gt;`."""
+    rendered = blocks.result_message(
+        RequestUpdate(None, request=request(), event=event, message="Merged by <@U0BOB> as abc1234; <!channel> <@bob>")
+    )
+    for text in (rendered["text"], all_text(rendered)):
+        assert "by <@U0BOB> as abc1234" in text, text
+        assert "&lt;@U0BOB" not in text
+        assert "&lt;!channel&gt; &lt;@bob&gt;" in text  # anything but a well-formed user id stays escaped
+
+
+def test_plain_text_has_no_slack_markup() -> None:
+    assert texts.plain("Merged by <@bob> as abc; <@U0BOB|bob> <!here> <https://x.example/1|PR #1>") == (
+        "Merged by @bob as abc; @bob @here PR #1 (https://x.example/1)")
+    assert texts.plain("<file:///tmp/fleet#pr-1|PR #1> in <#C0DEPLOY|deploys>") == (
+        "PR #1 (file:///tmp/fleet#pr-1) in #deploys")
+    diffish = "+  image: *tag  # <x> a_b_c"
+    assert texts.plain(diffish) == diffish
+
+
 def test_slack_ids_become_mentions_and_github_logins_do_not() -> None:
     assert texts.who("U0BOB") == "<@U0BOB>"
     assert texts.who("W0ENTERPRISE") == "<@W0ENTERPRISE>"

@@ -23,6 +23,7 @@ import yaml
 from opsbot import cli
 from opsbot.manifests import config as repo_config
 from opsbot.manifests.config import parse_config
+from opsbot.policy import rules as policy_rules
 from opsbot.settings import ENV_VARS, Settings, load_settings
 from tests.repos import make_repo
 
@@ -31,11 +32,12 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 #: The pages this test holds to the stricter checks (paths, links, YAML examples).
 OWN_PAGES = [
-    DOCS / n for n in ("install.md", "configuration.md", "settings.md", "rbac.md", "troubleshooting.md")
+    DOCS / n
+    for n in ("install.md", "configuration.md", "settings.md", "rbac.md", "troubleshooting.md", "policies.md")
 ]
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
 #: Subcommands that can run on a sandbox repo with no credentials.
-RUNNABLE = {"plan", "run", "check", "init", "prs", "merge", "testdrive"}
+RUNNABLE = {"plan", "run", "check", "init", "prs", "merge", "testdrive", "audit"}
 
 #: Command lines (as shown, `--repo` value included) not run here, and the test that covers each.
 ALLOWLIST: dict[str, str] = {
@@ -203,13 +205,28 @@ def test_settings_md_documents_no_variable_that_does_not_exist() -> None:
 # --------------------------------------------------------------------------------------------- (c) .opsbot.yaml
 
 
+#: (module, functions) that read `.opsbot.yaml` keys: the config parser, and the policy keys.
+PARSERS = ((repo_config, ("parse_config", "_helm_keys", "_agent")), (policy_rules, ("parse_window", "parse_gate")))
+
+
 def parser_keys() -> set[str]:
     """Every key the `.opsbot.yaml` parser reads: `X.get("key")` and `X["key"]` in its functions,
     plus the allowed-key sets. Read from the source, so a new key cannot slip by undocumented."""
-    tree = ast.parse(Path(repo_config.__file__).read_text())
     keys = set(repo_config._TOP_KEYS) | set(repo_config._ENV_KEYS)
+    for module, names in PARSERS:
+        keys |= _keys_read(Path(module.__file__ or "").read_text(), names)
+    return keys
+
+
+def policy_keys() -> set[str]:
+    return _keys_read(Path(policy_rules.__file__ or "").read_text(), ("parse_window", "parse_gate"))
+
+
+def _keys_read(source: str, names: tuple[str, ...]) -> set[str]:
+    tree = ast.parse(source)
+    keys: set[str] = set()
     for fn in tree.body:
-        if isinstance(fn, ast.FunctionDef) and fn.name in ("parse_config", "_helm_keys", "_agent"):
+        if isinstance(fn, ast.FunctionDef) and fn.name in names:
             for node in ast.walk(fn):
                 if (
                     isinstance(node, ast.Call)
@@ -232,9 +249,16 @@ def parser_keys() -> set[str]:
 def test_every_opsbot_yaml_key_is_in_configuration_md() -> None:
     keys = parser_keys()
     assert {"environments", "promote_from", "workload", "templates", "object", "replicas", "tag"} <= keys
-    text = (DOCS / "configuration.md").read_text()
+    text = (DOCS / "configuration.md").read_text() + (DOCS / "policies.md").read_text()
     missing = sorted(k for k in keys if f"`{k}`" not in text)
     assert missing == []
+
+
+def test_every_policy_key_is_in_policies_md() -> None:
+    keys = policy_keys()
+    assert {"kind", "schedule", "duration", "timezone", "reason", "name", "prometheus", "for"} <= keys
+    text = (DOCS / "policies.md").read_text()
+    assert sorted(k for k in keys | {"windows", "gates", "auto_revert"} if f"`{k}`" not in text) == []
 
 
 def _yaml_examples(page: Path) -> list[str]:

@@ -158,8 +158,11 @@ def test_kustomize_dir_builds_and_validates(name: str, path: Path) -> None:
 
 def test_every_fixture_with_kustomize_was_collected() -> None:
     names = {p.values[0] for p in KUSTOMIZE_CASES}
-    assert names == {"fleet", "per-app-overlays", "flux-helmrelease", "cluster-templates"}
-    assert len(KUSTOMIZE_CASES) == 18  # fleet 7, per-app-overlays 6, flux-helmrelease 3, edge-1 2
+    assert names == {
+        "fleet", "per-app-overlays", "flux-helmrelease", "cluster-templates", "flux-chartref", "flux-semver-range"
+    }
+    # fleet 7, per-app-overlays 6, flux-helmrelease 3, edge-1 2, flux-chartref 3, flux-semver-range 3
+    assert len(KUSTOMIZE_CASES) == 24
 
 
 @pytest.mark.parametrize("name", FIXTURES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,8 +109,17 @@ def test_usage_error_carries_the_commands_usage() -> None:
 def test_overlong_and_control_characters_are_refused() -> None:
     with pytest.raises(CommandError, match="at most 1000"):
         parse("scale " + "a" * 2000 + " 1 in dev")
-    with pytest.raises(CommandError, match="control characters"):
+    with pytest.raises(CommandError, match="control or invisible character"):
         parse("scale web\x00 1 in dev")
+
+
+@pytest.mark.parametrize(("text", "code"), [("scale web 1 in dev\x7f", "U+007F"), ("scale web\u0085 1 in dev", "U+0085"),
+                                           ("scale web 1 in \u202edev", "U+202E"), ("scale w\u200beb 1 in dev", "U+200B"),
+                                           ("scale web 1 in dev\ue000", "U+E000")])
+def test_del_c1_bidi_zero_width_and_private_use_characters_are_refused(text: str, code: str) -> None:
+    """What a reviewer reads must be what opsbot acts on: invisible characters are named and refused."""
+    with pytest.raises(CommandError, match=re.escape(f"invisible character ({code})")):
+        parse(text)
 
 
 WORDS = st.sampled_from(

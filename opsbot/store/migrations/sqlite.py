@@ -117,6 +117,73 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE outbox ADD COLUMN claimed_until TEXT",
         ),
     ),
+    Migration(
+        4,
+        "append-only audit log; freezes, locks and revert claims (policies)",
+        (
+            """
+            CREATE TABLE audit (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                at         TEXT NOT NULL,
+                actor      TEXT NOT NULL,
+                action     TEXT NOT NULL,
+                request_id TEXT NOT NULL DEFAULT '',
+                pr_number  INTEGER,
+                app        TEXT NOT NULL DEFAULT '',
+                env        TEXT NOT NULL DEFAULT '',
+                reason     TEXT NOT NULL DEFAULT '',
+                detail     TEXT NOT NULL DEFAULT ''
+            ) STRICT
+            """,
+            "CREATE INDEX audit_at ON audit (at)",
+            "CREATE INDEX audit_app_env ON audit (app, env, id)",
+            "CREATE INDEX audit_request ON audit (request_id, id)",
+            # Append-only below opsbot too: a hand-typed UPDATE or DELETE is refused by the database.
+            """
+            CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END
+            """,
+            """
+            CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END
+            """,
+            """
+            CREATE TABLE freezes (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                env        TEXT NOT NULL,
+                set_by     TEXT NOT NULL,
+                reason     TEXT NOT NULL DEFAULT '',
+                started_at TEXT NOT NULL,
+                ends_at    TEXT,
+                lifted_at  TEXT,
+                lifted_by  TEXT NOT NULL DEFAULT ''
+            ) STRICT
+            """,
+            "CREATE INDEX freezes_env ON freezes (env, lifted_at)",
+            """
+            CREATE TABLE locks (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                app         TEXT NOT NULL,
+                env         TEXT NOT NULL,
+                holder      TEXT NOT NULL,
+                reason      TEXT NOT NULL DEFAULT '',
+                link        TEXT NOT NULL DEFAULT '',
+                since       TEXT NOT NULL,
+                released_at TEXT,
+                released_by TEXT NOT NULL DEFAULT ''
+            ) STRICT
+            """,
+            "CREATE UNIQUE INDEX locks_held ON locks (app, env) WHERE released_at IS NULL",
+            """
+            CREATE TABLE reverts (
+                request_id        TEXT PRIMARY KEY,
+                revert_request_id TEXT NOT NULL DEFAULT '',
+                at                TEXT NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX reverts_revert ON reverts (revert_request_id)",
+        ),
+    ),
 )
 
 check_sequence(MIGRATIONS)
