@@ -181,7 +181,12 @@ class Server:
             # it is handed to the bot when the bot is built here. A bot built by the caller brings its own.
             groups = user_groups(poster, self.settings) if self._bot is None else None
         self.bot = self._bot or await asyncio.to_thread(
-            functools.partial(Opsbot, self.settings, group_members=groups.members if groups else None)
+            functools.partial(
+                Opsbot,
+                self.settings,
+                group_members=groups.members if groups else None,
+                plan_workers=self.settings.plan_workers,
+            )
         )
         if self.settings.slack_bot_token:
             factory = self.transport_factory

@@ -290,9 +290,11 @@ class Planner:
             # Today's config and layout, never the old commit's `.opsbot.yaml` or re-discovery: the
             # question is what today's env ran back then.
             if t.env.branch:
-                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config)
+                idx = Index(
+                    self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config, index_fleet=False
+                )
             else:
-                idx = Index(self.repo, sha, config=self.config)
+                idx = Index(self.repo, sha, config=self.config, index_fleet=False)
             try:
                 old = idx.find(t.app, t.env.name)
             except OpsbotError:  # the app or its files were not there yet, or did not parse then
