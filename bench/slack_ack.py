@@ -1,19 +1,22 @@
-"""Slack acknowledgement latency: 50 concurrent signed `/ops` commands against `opsbot serve`.
+"""Slack acknowledgement latency while commands plan, against its floor; and /ops -> PR link time.
 
-    .venv/bin/python bench/slack_ack.py            # prints p50/p95/p99/max of the HTTP ack
-    .venv/bin/python bench/slack_ack.py -n 50 --rounds 3
+    .venv/bin/python bench/slack_ack.py                          # sample fleet, 2 plan workers
+    .venv/bin/python bench/slack_ack.py --fleet-apps 2500        # the 20k-manifest fleet
+    .venv/bin/python bench/slack_ack.py --plan-workers 0         # plans in threads (the old way)
 
-Why these numbers matter: Slack waits 3 s for the HTTP 200 of a slash command and then shows the
-person "operation_timeout"; DESIGN §8's bar is p99 < 100 ms with 50 concurrent commands, so a burst
-of a whole team typing at once stays far from it even on a busy pod.
+Figures (issue 12 goals in brackets):
 
-What runs: the real `opsbot serve` in its own process (aiohttp + Bolt + outbox worker, local forge,
-SQLite) on a fresh copy of the fleet sample repo, with the Slack double (tests/doubles/slack.py)
-standing in for slack.com through SLACK_API_URL. Everything is on 127.0.0.1. Each round sends N
-distinct proposing commands at once (each plans, validates with kustomize, opens a PR and posts a
-thread root in the background) and times every request from send to the HTTP response. The
-background work is allowed to continue; its completion time is printed for information only.
-A warm-up command first lets Bolt make its one auth.test call, as a running bot already has.
+* ack p99 of N concurrent signed `/ops` commands that plan, sent in back-to-back rounds so later
+  acks arrive while earlier commands plan, divided by the same client's p99 against a trivial
+  aiohttp handler in another process in the same run (the floor: client, loopback and scheduler
+  cost) [<= 1.5]. DESIGN §8's absolute bar, p99 < 100 ms, is printed too.
+* /ops -> PR link in the thread: one command at a time, from sending it to the thread root that
+  carries the PR link appearing in the Slack double, p50 [< 1.5 s].
+
+What runs: the real `opsbot serve` in its own process (aiohttp + Bolt + outbox worker + plan
+workers, local forge, SQLite) on a fresh repo, with the Slack double (tests/doubles/slack.py)
+standing in for slack.com through SLACK_API_URL. Everything is on 127.0.0.1. A warm-up command
+lets Bolt make its one auth.test call and the plan workers load the index, as on a running bot.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -45,22 +49,42 @@ from tests.doubles.slack import (  # noqa: E402 - needs the repo root on sys.pat
 )
 from tests.plugins.slack import fleet_with_config  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from generate_fleet import app_name, generate  # noqa: E402
+
 APPS = ("frontend", "api", "worker", "cache")
 ENVS = ("dev", "staging", "production")
 
 
-def commands(n: int, round_no: int) -> list[str]:
+def commands(n: int, round_no: int, fleet_apps: int) -> list[str]:
     """N different changes (none answered from an already-open PR), spread over apps and envs.
 
     `api` runs under an autoscaler in the fleet sample, so it gets new bounds instead of a count.
+    On a generated fleet every app gets a new image tag (works with or without an autoscaler).
     """
     out = []
     for i in range(n):
+        if fleet_apps:
+            app = app_name((i * 97 + round_no * 1009) % fleet_apps)
+            out.append(f"deploy {app} 9.{round_no}.{i} to {ENVS[i % len(ENVS)]}")
+            continue
         app = APPS[i % len(APPS)]
         env = ENVS[(i // len(APPS)) % len(ENVS)]
         count = 4 + i // (len(APPS) * len(ENVS)) + round_no * 5
         out.append(f"scale api 2-{count} in {env}" if app == "api" else f"scale {app} {count} in {env}")
     return out
+
+
+TRIVIAL = """
+import sys
+from aiohttp import web
+async def ok(request):
+    await request.read()
+    return web.Response(text="")
+app = web.Application()
+app.router.add_post("/slack/events", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -95,63 +119,109 @@ async def burst(url: str, double: SlackApiDouble, texts: list[str]) -> list[floa
         return list(await asyncio.gather(*(one(session, url, double, t, i) for i, t in enumerate(texts))))
 
 
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
+def summary(label: str, ms: list[float]) -> float:
+    p99 = percentile(ms, 99)
+    print(f"{label:<34} p50 {statistics.median(ms):7.1f}  p95 {percentile(ms, 95):7.1f}  p99 {p99:7.1f}  "
+          f"max {max(ms):7.1f} ms  ({len(ms)} requests)")
+    return p99
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50, help="concurrent slash commands per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fleet-apps", type=int, default=0, help="generate a fleet of this many apps")
+    parser.add_argument("--plan-workers", type=int, default=2, help="OPSBOT_PLAN_WORKERS (0: threads)")
+    parser.add_argument("--pr-samples", type=int, default=10, help="sequential commands timed to the PR link")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="opsbot-bench-ack-"))
-    repo = fleet_with_config(work / "fleet")
-    port = free_port()
+    if args.fleet_apps:
+        repo = work / "fleet"
+        generate(repo, args.fleet_apps)
+    else:
+        repo = fleet_with_config(work / "fleet")
+    port, floor_port = free_port(), free_port()
     runner = ThreadedSlackDouble()
     double = runner.__enter__()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPSBOT_"))}
     env.update(OPSBOT_REPO=str(repo), SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                SLACK_API_URL=double.api_url, OPSBOT_PORT=str(port), OPSBOT_HOST="127.0.0.1",
-               OPSBOT_LOG_LEVEL="WARNING")
+               OPSBOT_LOG_LEVEL="WARNING", OPSBOT_PLAN_WORKERS=str(args.plan_workers))
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "opsbot"), "serve"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
+    floor = subprocess.Popen([sys.executable, "-c", TRIVIAL, str(floor_port)])
     url = f"http://127.0.0.1:{port}/slack/events"
+    floor_url = f"http://127.0.0.1:{floor_port}/slack/events"
+    print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; plan workers: {args.plan_workers}; "
+          f"repo: {'sample fleet' if not args.fleet_apps else f'{args.fleet_apps} apps x 8 manifests'}")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"opsbot serve did not start; see {work / 'serve.log'}") from None
-                time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, "opsbot serve")
+        wait_http(f"http://127.0.0.1:{floor_port}/slack/events", floor, "the trivial handler")
+
+        def roots() -> int:
+            return sum(not m.is_reply for m in double.posted)
+
+        # warm-up: Bolt's auth.test, and a plan (each worker loads the commit's index)
         warm = runner.run(burst(url, double, ["help"]))
-        runner.wait_for(lambda: double.ephemeral, timeout=60, what="the warm-up answer")
+        runner.wait_for(lambda: double.ephemeral, timeout=120, what="the warm-up answer")
+        before = roots() + len(double.ephemeral)
+        runner.run(burst(url, double, commands(max(2, args.plan_workers), 99, args.fleet_apps)))
+        runner.wait_for(lambda: roots() + len(double.ephemeral) >= before + max(2, args.plan_workers),
+                        timeout=600, what="the warm-up plans")
         print(f"warm-up (first request, includes Bolt's auth.test): {warm[0] * 1000:.1f} ms")
-        print(f"{args.n} concurrent signed /ops commands per round, HTTP ack latency (ms):")
-        print(f"{'round':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}   background done after")
-        everything: list[float] = []
+
+        posted_before, told_before = roots(), len(double.ephemeral)
+        acks: list[float] = []
+        floor_ms: list[float] = []
+        started = time.perf_counter()
         for r in range(args.rounds):
-            posted_before, told_before = len(double.posted), len(double.ephemeral)
+            acks += runner.run(burst(url, double, commands(args.n, r, args.fleet_apps)))
+            floor_ms += [x * 1000 for x in runner.run(burst(floor_url, double, commands(args.n, r, 0)))]
+        total = args.n * args.rounds
+        runner.wait_for(lambda: roots() - posted_before + len(double.ephemeral) - told_before >= total,
+                        timeout=1800, what="the background work")
+        background = time.perf_counter() - started
+        print(f"{args.rounds} rounds of {args.n} concurrent signed /ops commands, back to back; "
+              f"all {total} answered after {background:.1f} s")
+        p99 = summary("ack while planning (opsbot serve)", [x * 1000 for x in acks])
+        p99_floor = summary("floor (trivial aiohttp handler)", floor_ms)
 
-            def answered(posted_before: int = posted_before, told_before: int = told_before) -> int:
-                """Commands finished in the background: a thread root, or an answer to the asker."""
-                roots = sum(not m.is_reply for m in double.posted[posted_before:])
-                return roots + len(double.ephemeral) - told_before
+        pr_ms: list[float] = []
+        for i in range(args.pr_samples):
+            have = roots()
+            t = time.perf_counter()
+            text = commands(1, 50 + i, args.fleet_apps) if args.fleet_apps else [f"scale cache {20 + i} in dev"]
+            runner.run(burst(url, double, text))
+            runner.wait_for(lambda have=have: roots() > have, timeout=120, what="the PR link")
+            pr_ms.append((time.perf_counter() - t) * 1000)
+        summary("/ops -> PR link in the thread", pr_ms)
 
-            started = time.perf_counter()
-            lat = runner.run(burst(url, double, commands(args.n, r)))
-            everything += lat
-            runner.wait_for(lambda a=answered: a() >= args.n, timeout=600, what="the background work")
-            background = time.perf_counter() - started
-            ms = [x * 1000 for x in lat]
-            print(f"{r + 1:>5} {statistics.median(ms):8.1f} {percentile(ms, 95):8.1f} {percentile(ms, 99):8.1f} "
-                  f"{max(ms):8.1f}   {background:.1f} s ({args.n} commands answered)")
-        ms = [x * 1000 for x in everything]
-        p99 = percentile(ms, 99)
-        print(f"{'all':>5} {statistics.median(ms):8.1f} {percentile(ms, 95):8.1f} {p99:8.1f} {max(ms):8.1f}")
-        print(f"bar p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'} (p99 {p99:.1f} ms over {len(ms)} acks)")
-        return 0 if p99 < 100 else 1
+        print("\nfigure                                      measured     goal      measured/goal")
+        print(f"ack p99 under planning / floor p99           {p99 / p99_floor:7.2f}      <= 1.5    {p99 / p99_floor / 1.5:6.2f}")
+        print(f"ack p99 under planning                       {p99:7.1f} ms   < 100 ms  {p99 / 100:6.2f}")
+        pr50 = statistics.median(pr_ms)
+        print(f"/ops -> PR link p50                          {pr50 / 1000:7.2f} s    < 1.5 s   {pr50 / 1500:6.2f}")
+        print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return 0
     finally:
+        floor.terminate()
+        floor.wait(30)
         proc.terminate()
         proc.wait(60)
         log.close()

@@ -19,10 +19,10 @@ from opsbot.core.parser import Args, UsageError, name_word
 from opsbot.core.ports import LiveWorkload
 from opsbot.core.registry import Command
 from opsbot.core.results import Info, Result
-from opsbot.errors import CommandError, OpsbotError
+from opsbot.errors import OpsbotError
 from opsbot.manifests.config import EnvConfig
 from opsbot.manifests.images import parse_image
-from opsbot.manifests.index import Target, Version, current_replicas, current_version
+from opsbot.manifests.index import Target, UnknownApp, Version, current_replicas, current_version
 
 USAGE = "status [<app>] [in <env>]"
 
@@ -58,12 +58,10 @@ def run(intent: Intent, ctx: Context) -> Result:
         for env in envs:
             try:
                 t = index.find(intent.app, env.name)
-            except CommandError as exc:
+            except UnknownApp:
                 if intent.env:
                     raise
-                if "Unknown app" in exc.message:
-                    continue
-                raise
+                continue
             found = True
             version = current_version(t, keys.tag)
             hpas = t.hpas()
@@ -86,7 +84,7 @@ def run(intent: Intent, ctx: Context) -> Result:
             if live_data is not None:
                 data["envs"][env.name]["live"] = live_data  # type: ignore[index]
         if not found:
-            raise CommandError(f'Unknown app "{intent.app}": no environment has it.')
+            raise index.unknown_app(intent.app)
     if ctx.store is not None:
         open_reqs = ctx.store.list_requests(
             states=[RequestState.PROPOSED, RequestState.APPROVED], app=intent.app, env=intent.env, limit=20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from commands import REGISTRY
 from opsbot.core.authz import GroupMembers
@@ -24,6 +24,9 @@ from opsbot.metrics import Metrics
 from opsbot.policy.engine import Policies
 from opsbot.settings import Settings
 from opsbot.store import open_store
+
+if TYPE_CHECKING:
+    from opsbot.manifests.planpool import PlanPool
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Opsbot:
         group_members: GroupMembers | None = None,
         metrics: Metrics | None = None,
         live: LiveReader | None = None,
+        plan_workers: int = 0,
     ) -> None:
         self.settings = settings
         self.metrics = DEFAULT_METRICS if metrics is None else metrics
@@ -84,6 +88,18 @@ class Opsbot:
         self._planners: dict[str, Planner] = {}
         self._lock = threading.Lock()
         self.policies = make_policies(self, group_members)
+        #: with workers, plans run in child processes (`opsbot serve`); reads stay in this one
+        self.plan_pool: PlanPool | None = None
+        if plan_workers > 0:
+            from opsbot.manifests.planpool import PlanPool
+
+            self.plan_pool = PlanPool(
+                self.forge.repo_path(),
+                plan_workers,
+                kubernetes_version=settings.kubernetes_version,
+                max_replicas=settings.max_replicas,
+                fetch_charts=settings.fetch_charts,
+            )
 
     def on_transition(self, hook: Notify) -> None:
         self._notify_hooks.append(hook)
@@ -93,7 +109,18 @@ class Opsbot:
             hook(request, event, facts)
 
     def planner_for(self, ref: str) -> Planner:
-        """Planners are cached per commit: a warm bot re-uses the index, renders and parsed files."""
+        """Planners are cached per commit: a warm bot re-uses the index, renders and parsed files.
+
+        With a plan pool, what is handed out sends `plan` to a worker process and builds the local
+        planner (for `index`/`config` reads) only if a command asks for one.
+        """
+        if self.plan_pool is not None:
+            from opsbot.manifests.planpool import PooledPlanner
+
+            return cast(Planner, PooledPlanner(self.plan_pool, ref, lambda: self._local_planner(ref)))
+        return self._local_planner(ref)
+
+    def _local_planner(self, ref: str) -> Planner:
         sha = self.repo.resolve(ref)
         with self._lock:
             planner = self._planners.get(sha)
@@ -167,6 +194,8 @@ class Opsbot:
         self.policies.on_failed(request)
 
     def close(self) -> None:
+        if self.plan_pool is not None:
+            self.plan_pool.close()
         for planner in self._planners.values():
             planner.index.persist()
         self.repo.close()
@@ -188,7 +217,7 @@ def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
         channel = settings.channel_for_env(env)
         if channel:  # imported here: the CLI without a deploy channel never loads the chat side
             from opsbot.chat.blocks import policy_notice
-            from opsbot.intake.notifier import queue_channel_post
+            from opsbot.notify.outbox import queue_channel_post
 
             queue_channel_post(bot.store, key, channel, policy_notice(text))
 
@@ -217,6 +246,6 @@ def _live_reader(settings: Settings) -> LiveReader | None:
     so the CLI does not pay for loading the kubernetes client."""
     if not settings.watch.strip():
         return None
-    from opsbot.intake.live import live_reader_from_settings
+    from opsbot.kube.live import live_reader_from_settings
 
     return live_reader_from_settings(settings)

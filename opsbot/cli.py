@@ -237,6 +237,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                 except CommandError as exc:
                     problems += 1
                     print(f"  ❌ {root}: {exc.message}")
+            elif kind == "helm":
+                chart_dir, chart = index.helm_chart(env, snap, root)
+                print(f"  ✅ {root}: Helm values of chart {chart} ({chart_dir or 'not in this repo'})")
             else:
                 print(f"  ✅ {root}: {kind}")
         try:

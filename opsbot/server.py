@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -171,7 +172,25 @@ class Server:
     async def start(self) -> None:
         from opsbot.app import Opsbot
 
-        self.bot = self._bot or await asyncio.to_thread(Opsbot, self.settings)
+        poster: Any = None
+        groups: Any = None
+        if self.settings.slack_bot_token:
+            from opsbot.chat.slack import SlackPoster, user_groups
+            from opsbot.metrics import DEFAULT as DEFAULT_METRICS
+
+            metrics = self._bot.metrics if self._bot is not None else DEFAULT_METRICS
+            poster = SlackPoster.from_settings(self.settings, metrics=metrics)
+            # RBAC (the dispatcher's and the policies') reads the group cache the transport refreshes:
+            # it is handed to the bot when the bot is built here. A bot built by the caller brings its own.
+            groups = user_groups(poster, self.settings) if self._bot is None else None
+        self.bot = self._bot or await asyncio.to_thread(
+            functools.partial(
+                Opsbot,
+                self.settings,
+                group_members=groups.members if groups else None,
+                plan_workers=self.settings.plan_workers,
+            )
+        )
         repair = getattr(getattr(self.bot, "requests", None), "repair", None)
         if callable(repair):  # a PR opened just before a crash is recorded, never opened twice
             try:
@@ -184,7 +203,7 @@ class Server:
                 from opsbot.chat.slack import SlackTransport
 
                 factory = SlackTransport
-            self.slack = factory(self.bot, self.settings, self.bot.store)
+            self.slack = factory(self.bot, self.settings, self.bot.store, poster=poster, groups=groups)
             self._tasks.append(asyncio.create_task(self.slack.worker.run(), name="opsbot-outbox"))
             if self.settings.slack_app_token:
                 self._tasks.append(asyncio.create_task(self._socket_mode(), name="opsbot-socket-mode"))

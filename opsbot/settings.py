@@ -84,6 +84,8 @@ class Settings:
     base_branch: str = ""
     kubernetes_version: str = "1.37"
     max_replicas: int = 50
+    #: `opsbot serve` plans in this many worker processes (0: in threads of the server process)
+    plan_workers: int = 2
     #: pull Helm charts that are not in the repo (for the render proof); off: that proof says skipped
     fetch_charts: bool = True
 
@@ -152,6 +154,7 @@ ENV_VARS: dict[str, str] = {
     "OPSBOT_BASE_BRANCH": "base_branch",
     "OPSBOT_KUBERNETES_VERSION": "kubernetes_version",
     "OPSBOT_MAX_REPLICAS": "max_replicas",
+    "OPSBOT_PLAN_WORKERS": "plan_workers",
     "OPSBOT_FETCH_CHARTS": "fetch_charts",
     "GITHUB_API_URL": "github_api_url",
     "GITHUB_REPOSITORY": "github_repository",
@@ -344,6 +347,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"OPSBOT_PORT: {s.port} is not a TCP port")
     if s.max_replicas < 1:
         raise ConfigError("OPSBOT_MAX_REPLICAS: must be at least 1")
+    if not 0 <= s.plan_workers <= 32:
+        raise ConfigError("OPSBOT_PLAN_WORKERS: must be between 0 and 32")
     if s.deploy_timeout_seconds < 1:
         raise ConfigError("OPSBOT_DEPLOY_TIMEOUT: must be at least 1 (seconds)")
     if s.prometheus_url and not re.match(r"https?://[^/\s]+", s.prometheus_url):

@@ -24,17 +24,11 @@ def render_env(index: Index, env_name: str) -> dict[str, Any]:
     for root in env.paths:
         kind = index.root_kind(snap, root)
         if kind == "helm":
-            chart_dir = index.helm_chart(env, snap, root)[0]
-            defaults = (
-                index.docs(snap, f"{chart_dir}/values.yaml")
-                if chart_dir and snap.exists(f"{chart_dir}/values.yaml") and f"{chart_dir}/values.yaml" != root
-                else []
-            )
-            values = index.docs(snap, root)
-            out[root] = _deep_merge(
-                defaults[0] if defaults and isinstance(defaults[0], dict) else {},
-                values[0] if values and isinstance(values[0], dict) else {},
-            )
+            merged: dict[str, Any] = {}
+            for f in [*index.helm_layers(env, snap, root), root]:
+                docs = index.docs(snap, f)
+                merged = _deep_merge(merged, docs[0] if docs and isinstance(docs[0], dict) else {})
+            out[root] = merged
         elif kind == "kustomize":
             out[root] = {_ident(o): o for o in index.render(snap, root)}
         else:

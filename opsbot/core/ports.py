@@ -273,7 +273,7 @@ class Store(Protocol):
 
 
 class ChatPoster(Protocol):
-    """What the outbox worker needs from a chat platform (Slack implements it in opsbot.chat.slack)."""
+    """What the outbox worker needs from a chat platform (Slack implements it in opsbot.chat.slack.poster)."""
 
     async def post(
         self,
@@ -316,7 +316,7 @@ class LiveWorkload:
 
 
 class LiveReader(Protocol):
-    """Reads workloads from the clusters opsbot can reach (opsbot.intake.live on Kubernetes).
+    """Reads workloads from the clusters opsbot can reach (opsbot.kube.live on Kubernetes).
 
     Why a port: `status` must show the live side without commands importing a cluster client, and
     tests can hand it any reader.

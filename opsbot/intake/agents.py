@@ -1,7 +1,8 @@
 """What Flux and Argo CD tell us over HTTP, checked and turned into `DeployEvent`s.
 
-Pure functions (no aiohttp, no I/O) so the webhook routes, the watch mode and the tests share one
-reading of the agents' payloads. The parsers are strict on shape and lenient on content: a payload
+Pure functions (no aiohttp, no I/O). What a reason, phase or revision *means* is decided in
+`opsbot.intake.agent_events`, the table watch mode uses too; this module checks the payloads' shape
+and authenticity and reads their fields. The parsers are strict on shape and lenient on content: a payload
 that does not have the documented shape raises `PayloadError` with the exact field at fault (the
 route answers 400 and processes nothing), while unknown reasons are mapped conservatively so that
 opsbot never announces a success the agent did not report.
@@ -18,37 +19,37 @@ Shapes (sources in tests/fixtures/payloads/*/README.md):
 from __future__ import annotations
 
 import hmac
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from opsbot.core.model import DeployEvent, Outcome
-from opsbot.errors import OpsbotError
+from opsbot.core.model import DeployEvent
+from opsbot.intake.agent_events import (
+    ARGO_HEALTH,
+    ARGO_PHASES,
+    ARGO_SYNC,
+    MAX_REVISION,
+    PayloadError,
+    argocd_verdict,
+    flux_outcome,
+    is_hex,
+    is_sha1,
+    parse_flux_revision,
+    quote,
+    type_name,
+)
 
 __all__ = [
     "AgentEvent",
-    "FluxRevision",
     "PayloadError",
     "UnsupportedEvent",
-    "argocd_outcome",
-    "flux_outcome",
     "parse_argocd_event",
     "parse_flux_event",
-    "parse_flux_revision",
     "verify_bearer",
     "verify_flux_signature",
 ]
-
-
-class PayloadError(OpsbotError):
-    """An agent payload does not have the documented shape; the message names the field at fault."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class UnsupportedEvent(PayloadError):
@@ -82,7 +83,6 @@ _HMAC_ALGORITHMS: dict[str, str] = {
     "sha384": "sha384",
     "sha512": "sha512",
 }
-_HEX = re.compile(r"\A[0-9a-fA-F]+\Z")
 
 
 def verify_flux_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -98,7 +98,7 @@ def verify_flux_signature(secret: str, body: bytes, header: str | None) -> bool:
         return False
     digestmod = _HMAC_ALGORITHMS.get(algo.strip().lower())
     given = given.strip()
-    if digestmod is None or not _HEX.match(given):
+    if digestmod is None or not is_hex(given):
         return False
     expected = hmac.new(secret.encode("utf-8", "surrogatepass"), body, digestmod).hexdigest()
     return hmac.compare_digest(expected.encode("ascii"), given.lower().encode("ascii"))
@@ -120,152 +120,6 @@ def verify_bearer(token: str, header: str | None) -> bool:
     return hmac.compare_digest(
         given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
     )
-
-
-# --------------------------------------------------------------------------------------------- revisions
-
-#: `[<ref>@]<algo>:<hex>`: fluxcd/pkg/git Commit.String() and source-controller artifact revisions.
-_FLUX_REVISION = re.compile(r"\A(?:(?P<ref>.*)@)?(?P<algo>sha1|sha256|sha384|sha512|blake3):(?P<hash>.*)\Z")
-_DIGEST_HEX_LEN = {"sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128, "blake3": 64}
-_SHA1 = re.compile(r"\A[0-9a-fA-F]{40}\Z")
-_MAX_REVISION = 1024
-
-
-@dataclass(frozen=True)
-class FluxRevision:
-    """A Flux revision string, split into what correlation needs.
-
-    `sha` is a full git SHA-1 (lowercase) or "": an OCI or Bucket digest, or a Helm chart version,
-    is kept in `raw` but never passed off as a commit.
-    """
-
-    raw: str
-    sha: str = ""
-    ref: str = ""
-    digest: str = ""
-
-
-def parse_flux_revision(value: object, *, field: str = "revision") -> FluxRevision:
-    """Read `main@sha1:<sha>`, `refs/heads/main@sha1:<sha>`, `sha1:<sha>`, legacy `main/<sha>`,
-    `latest@sha256:<digest>` or an opaque value such as a chart version (`6.5.4`).
-
-    A value that claims a digest algorithm but carries a wrong-length or non-hex hash is refused:
-    it is not something Flux sends, and guessing would risk a false "deployed".
-    """
-    if value is None:
-        return FluxRevision("")
-    if not isinstance(value, str):
-        raise PayloadError(f"{field} must be a string, got {_type_name(value)}")
-    raw = value.strip()
-    if len(raw) > _MAX_REVISION:
-        raise PayloadError(f"bad {field}: longer than {_MAX_REVISION} characters")
-    if any(c.isspace() or not c.isprintable() for c in raw):
-        raise PayloadError(f"bad {field} {_quote(raw)}: contains whitespace or control characters")
-    if not raw:
-        return FluxRevision("")
-    m = _FLUX_REVISION.match(raw)
-    if m:
-        algo, digest_hex, ref = m.group("algo"), m.group("hash"), m.group("ref") or ""
-        if len(digest_hex) != _DIGEST_HEX_LEN[algo] or not _HEX.match(digest_hex):
-            raise PayloadError(
-                f"bad {field} {_quote(raw)}: the {algo} part must be {_DIGEST_HEX_LEN[algo]} hex digits"
-            )
-        if algo == "sha1":
-            return FluxRevision(raw, sha=digest_hex.lower(), ref=ref)
-        return FluxRevision(raw, ref=ref, digest=f"{algo}:{digest_hex.lower()}")
-    if _SHA1.match(raw):
-        return FluxRevision(raw, sha=raw.lower())
-    ref, sep, last = raw.rpartition("/")
-    if sep and ref and _SHA1.match(last):
-        # Flux < 2.0 wrote `<branch>/<sha>` (the docs' examples still show it).
-        return FluxRevision(raw, sha=last.lower(), ref=ref)
-    return FluxRevision(raw)
-
-
-# --------------------------------------------------------------------------------------------- outcomes
-
-#: Reasons that mean "the desired state is live" (kustomize-controller Ready reason, helm-controller
-#: Released/TestSuccess reasons, fluxcd/pkg/apis/meta generic reasons).
-_FLUX_SUCCEEDED = frozenset(
-    {
-        "ReconciliationSucceeded",
-        "Succeeded",
-        "InstallSucceeded",
-        "UpgradeSucceeded",
-        "TestSucceeded",
-        "NoDriftDetected",
-    }
-)
-#: Reasons that mean "not there yet, no verdict": announcing either success or failure would lie.
-_FLUX_PROGRESSING = frozenset(
-    {"Progressing", "ProgressingWithRetry", "DependencyNotReady", "DriftDetected", "Suspended", "NewArtifact"}
-)
-#: Reasons that mean "this revision did not go live". A successful rollback or uninstall is the
-#: remediation of a failed install/upgrade, so the requested change is not what runs.
-_FLUX_FAILED = frozenset(
-    {
-        "ReconciliationFailed",
-        "HealthCheckFailed",
-        "HealthCheckCanceled",
-        "BuildFailed",
-        "ArtifactFailed",
-        "PruneFailed",
-        "ValidationFailed",
-        "Failed",
-        "InvalidPath",
-        "InvalidURL",
-        "InvalidCELExpression",
-        "FeatureGateDisabled",
-        "InstallFailed",
-        "UpgradeFailed",
-        "TestFailed",
-        "RollbackSucceeded",
-        "RollbackFailed",
-        "UninstallSucceeded",
-        "UninstallFailed",
-        "InitFailed",
-        "GetLastReleaseFailed",
-        "RetriesExceeded",
-    }
-)
-
-
-def flux_outcome(reason: str, severity: str) -> Outcome:
-    """Map a Flux event (or Ready condition) reason and severity to an outcome.
-
-    Severity `error` is never a success, whatever the reason says (kustomize-controller copies the
-    *current* Ready reason onto the event, which can be stale). Unknown reasons fall back to the
-    severity: error → failed, anything else → progressing, never succeeded.
-    """
-    if reason in _FLUX_FAILED:
-        return Outcome.FAILED
-    if reason in _FLUX_PROGRESSING:
-        return Outcome.PROGRESSING
-    if severity == "error":
-        return Outcome.FAILED
-    if reason in _FLUX_SUCCEEDED:
-        return Outcome.SUCCEEDED
-    return Outcome.PROGRESSING
-
-
-_ARGO_PHASES = frozenset({"", "Running", "Terminating", "Succeeded", "Failed", "Error"})
-_ARGO_HEALTH = frozenset({"", "Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"})
-_ARGO_SYNC = frozenset({"", "Synced", "OutOfSync", "Unknown"})
-
-
-def argocd_outcome(phase: str, health: str) -> tuple[Outcome, str]:
-    """Map an Application's operation phase and health to (outcome, reason).
-
-    Succeeded means the sync finished *and* the app is Healthy, the same test as the catalog's
-    `on-deployed` trigger; a finished sync with resources still starting is only progressing.
-    """
-    if phase in ("Failed", "Error"):
-        return Outcome.FAILED, phase
-    if health == "Degraded":
-        return Outcome.DEGRADED, "Degraded"
-    if phase == "Succeeded" and health == "Healthy":
-        return Outcome.SUCCEEDED, "Succeeded"
-    return Outcome.PROGRESSING, phase or health or "Unknown"
 
 
 # --------------------------------------------------------------------------------------------- flux
@@ -303,7 +157,7 @@ def parse_flux_event(payload: object, *, received_at: datetime) -> AgentEvent:
 
     severity = _require_str(event, "severity", allow_empty=True)
     if severity not in _FLUX_SEVERITIES:
-        raise PayloadError(f"severity must be one of info, error, trace; got {_quote(severity)}")
+        raise PayloadError(f"severity must be one of info, error, trace; got {quote(severity)}")
     reason = _optional_str(event, "reason")
     message = _optional_str(event, "message")
     at = _parse_time(event.get("timestamp"), "timestamp", fallback=received_at)
@@ -312,7 +166,7 @@ def parse_flux_event(payload: object, *, received_at: datetime) -> AgentEvent:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise PayloadError(f"metadata must be an object of strings, got {_type_name(metadata)}")
+        raise PayloadError(f"metadata must be an object of strings, got {type_name(metadata)}")
 
     def meta(key: str) -> object:
         for candidate in (key, f"{group}/{key}", f"event.toolkit.fluxcd.io/{key}"):
@@ -325,7 +179,7 @@ def parse_flux_event(payload: object, *, received_at: datetime) -> AgentEvent:
     commit = parse_flux_revision(meta("commit"), field="metadata commit")
     cluster = meta("cluster")
     if cluster is not None and not isinstance(cluster, str):
-        raise PayloadError(f"metadata cluster must be a string, got {_type_name(cluster)}")
+        raise PayloadError(f"metadata cluster must be a string, got {type_name(cluster)}")
     if cluster is not None:
         _check_text(cluster, "metadata cluster")
 
@@ -367,24 +221,20 @@ def parse_argocd_event(payload: object, *, received_at: datetime) -> AgentEvent:
     namespace = _argo_str(body, "namespace")
     if namespace:
         _check_identifier(namespace, "namespace", _K8S_NAME)
-    phase = _argo_enum(body, "phase", _ARGO_PHASES, "operation phase")
-    health = _argo_enum(body, "healthStatus", _ARGO_HEALTH, "health status")
-    _argo_enum(body, "syncStatus", _ARGO_SYNC, "sync status")
+    phase = _argo_enum(body, "phase", ARGO_PHASES, "operation phase")
+    health = _argo_enum(body, "healthStatus", ARGO_HEALTH, "health status")
+    _argo_enum(body, "syncStatus", ARGO_SYNC, "sync status")
     message = _argo_str(body, "message")
     health_message = _argo_str(body, "healthMessage")
     cluster = _argo_str(body, "cluster")
 
     raw_revision = _argo_str(body, "revision") or _argo_str(body, "syncRevision")
-    if len(raw_revision) > _MAX_REVISION or any(c.isspace() or not c.isprintable() for c in raw_revision):
-        raise PayloadError(f"bad revision {_quote(raw_revision)}: not a git SHA or a chart version")
-    sha = raw_revision.lower() if _SHA1.match(raw_revision) else ""
+    if len(raw_revision) > MAX_REVISION or any(c.isspace() or not c.isprintable() for c in raw_revision):
+        raise PayloadError(f"bad revision {quote(raw_revision)}: not a git SHA or a chart version")
+    sha = raw_revision.lower() if is_sha1(raw_revision) else ""
 
     at = _parse_time(_argo_str(body, "finishedAt") or None, "finishedAt", fallback=received_at)
-    outcome, reason = argocd_outcome(phase, health)
-    if outcome is Outcome.DEGRADED and health_message:
-        # The operation message of a degraded app is usually "successfully synced"; the health
-        # message says what is actually wrong.
-        message = health_message
+    outcome, reason, message = argocd_verdict(phase, health, message=message, health_message=health_message)
     return AgentEvent(
         source="argocd",
         kind="Application",
@@ -405,16 +255,16 @@ def _argo_str(body: Mapping[str, Any], key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise PayloadError(f"{key} must be a string, got {_type_name(value)}")
+        raise PayloadError(f"{key} must be a string, got {type_name(value)}")
     value = _check_text(value, key).strip()
     return "" if value == _NO_VALUE else value
 
 
 def _argo_enum(body: Mapping[str, Any], key: str, allowed: frozenset[str], what: str) -> str:
     value = _argo_str(body, key)
-    if value not in allowed:
-        known = ", ".join(sorted(v for v in allowed if v))
-        raise PayloadError(f"unknown {what} {_quote(value)} in {key} (known: {known})")
+    if value and value not in allowed:
+        known = ", ".join(sorted(allowed))
+        raise PayloadError(f"unknown {what} {quote(value)} in {key} (known: {known})")
     return value
 
 
@@ -429,7 +279,7 @@ _KIND = re.compile(r"\A[A-Za-z][A-Za-z0-9]{0,62}\Z")
 
 def _check_identifier(value: str, label: str, pattern: re.Pattern[str]) -> None:
     if not pattern.match(value):
-        raise PayloadError(f"{label} {_quote(value)} is not a valid Kubernetes name")
+        raise PayloadError(f"{label} {quote(value)} is not a valid Kubernetes name")
 
 
 def _check_text(value: str, label: str) -> str:
@@ -447,7 +297,7 @@ def _require_object(value: object, what: str, *, missing: bool = False) -> dict[
     if missing:
         raise PayloadError(f"{what} is missing")
     if not isinstance(value, dict):
-        raise PayloadError(f"{what} must be a JSON object, got {_type_name(value)}")
+        raise PayloadError(f"{what} must be a JSON object, got {type_name(value)}")
     return value
 
 
@@ -457,7 +307,7 @@ def _require_str(obj: Mapping[str, Any], key: str, *, where: str = "", allow_emp
         raise PayloadError(f"{label} is missing")
     value = obj[key]
     if not isinstance(value, str):
-        raise PayloadError(f"{label} must be a string, got {_type_name(value)}")
+        raise PayloadError(f"{label} must be a string, got {type_name(value)}")
     _check_text(value, label)
     if not value and not allow_empty:
         raise PayloadError(f"{label} must not be empty")
@@ -470,7 +320,7 @@ def _optional_str(obj: Mapping[str, Any], key: str, *, where: str = "") -> str:
         return ""
     label = f"{where}.{key}" if where else key
     if not isinstance(value, str):
-        raise PayloadError(f"{label} must be a string, got {_type_name(value)}")
+        raise PayloadError(f"{label} must be a string, got {type_name(value)}")
     return _check_text(value, label)
 
 
@@ -479,33 +329,11 @@ def _parse_time(value: object, field: str, *, fallback: datetime) -> datetime:
     if value is None or value == "":
         return fallback
     if not isinstance(value, str):
-        raise PayloadError(f"{field} must be an RFC 3339 string, got {_type_name(value)}")
+        raise PayloadError(f"{field} must be an RFC 3339 string, got {type_name(value)}")
     try:
         parsed = datetime.fromisoformat(value.strip())
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise PayloadError(f"{field} {_quote(value)} is not an RFC 3339 time") from None
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number" if not (isinstance(value, float) and math.isnan(value)) else "NaN"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _quote(value: str, limit: int = 80) -> str:
-    """Quote a peer-supplied value for an error message, cut short so a message stays one line."""
-    shown = value if len(value) <= limit else value[:limit] + "…"
-    return repr(shown)
+        raise PayloadError(f"{field} {quote(value)} is not an RFC 3339 time") from None

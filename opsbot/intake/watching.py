@@ -2,7 +2,7 @@
 
 Why: some clusters cannot reach opsbot (no ingress, egress policy), and a webhook delivery can be
 lost for good. Watching Flux Kustomizations/HelmReleases and Argo CD Applications gives the same
-deploy events from the objects' status (`opsbot.intake.watch`), and they take the same road as a
+deploy events from the objects' status (`opsbot.intake.agent_events`, over `opsbot.kube.watcher`), and they take the same road as a
 webhook: stored in the inbox under their dedup key first (source `watch`), then correlated by the
 same `DeployProcessor`. So a fact seen by a webhook *and* a watcher is still told once.
 
@@ -23,87 +23,38 @@ RBAC needed per watched cluster: get/list/watch on `kustomizations.kustomize.too
 `helmreleases.helm.toolkit.fluxcd.io`, `applications.argoproj.io` and (on a Cluster API management
 cluster, for `create cluster`) `clusters.cluster.x-k8s.io` (a resource whose CRD is not installed is
 skipped), get/create/update on `leases.coordination.k8s.io` where the Lease lives, and get on
-`deployments.apps` / `statefulsets.apps` for the live side of `status` (`opsbot.intake.live`).
+`deployments.apps` / `statefulsets.apps` for the live side of `status` (`opsbot.kube.live`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-
 from opsbot.core.model import DeployEvent, utcnow
-from opsbot.errors import ConfigError
+from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.deploys import AgentIntake, event_record, inbox_key
-from opsbot.intake.watch import (
-    DEFAULT_RESOURCES,
-    LeaseElector,
-    ResourceWatcher,
-    WatchedResource,
-    run_watchers,
-)
+from opsbot.kube.client import ApiClient, api_client_for, parse_watch
+from opsbot.kube.lease import LeaseElector, identity
+from opsbot.kube.watcher import ResourceWatcher, WatchedResource, run_watchers
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IN_CLUSTER = "in-cluster"
 LEASE_NAME = "opsbot-watch"
 SOURCE = "watch"
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
-
-@dataclass(frozen=True)
-class WatchTarget:
-    cluster: str
-    context: str
-
-
-def parse_watch(value: str) -> list[WatchTarget]:
-    """`prod-eu=in-cluster,staging` → targets; ConfigError naming the bad part."""
-    targets: list[WatchTarget] = []
-    for part in (p.strip() for p in value.split(",")):
-        if not part:
-            continue
-        cluster, sep, context = (s.strip() for s in part.partition("="))
-        if not cluster or (sep and not context):
-            raise ConfigError(f"OPSBOT_WATCH: {part!r} is not <cluster>[=<context>]")
-        if any(t.cluster == cluster for t in targets):
-            raise ConfigError(f"OPSBOT_WATCH: cluster {cluster!r} is listed twice")
-        targets.append(WatchTarget(cluster, context or cluster))
-    return targets
-
-
-def api_client_for(target: WatchTarget, *, retries: int | None = None) -> client.ApiClient:
-    """A client for one target: the pod's service account, or a kubeconfig context.
-
-    `retries` caps urllib3's own retries (its default is 3 per call); a reader that a person waits
-    on passes 0 so an unreachable cluster costs one timeout, not four.
-    """
-    from kubernetes import config
-
-    try:
-        cfg = client.Configuration()
-        if target.context == IN_CLUSTER:
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            # KUBECONFIG is read now, not when the client library was imported
-            config.load_kube_config(
-                config_file=os.environ.get("KUBECONFIG") or None, context=target.context,
-                client_configuration=cfg,
-            )
-        if retries is not None:
-            cfg.retries = retries
-        return client.ApiClient(cfg)
-    except config.ConfigException as exc:
-        raise ConfigError(f"OPSBOT_WATCH: cannot connect to cluster {target.cluster!r}: {exc}") from None
+KUSTOMIZATIONS = WatchedResource("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization")
+HELMRELEASES = WatchedResource("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease")
+APPLICATIONS = WatchedResource("argoproj.io", "v1alpha1", "applications", "Application")
+#: Cluster API clusters on a management cluster: the second step of `create cluster` going live
+#: (the agent applied the manifests, then the new cluster reports Ready). Not a deploy of a commit.
+CLUSTERS = WatchedResource("cluster.x-k8s.io", "v1beta1", "clusters", "Cluster")
+DEFAULT_RESOURCES = (KUSTOMIZATIONS, HELMRELEASES, APPLICATIONS, CLUSTERS)
 
 
 def lease_namespace(settings: Settings) -> str:
@@ -113,12 +64,6 @@ def lease_namespace(settings: Settings) -> str:
         return _SA_NAMESPACE.read_text().strip() or "default"
     except OSError:
         return "default"
-
-
-def identity() -> str:
-    """Unique per process: two processes on one host (or a restarted pod) never share leadership."""
-    host = os.environ.get("POD_NAME") or socket.gethostname() or "opsbot"
-    return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
 class DeployWatch:
@@ -131,7 +76,7 @@ class DeployWatch:
     def __init__(
         self,
         intake: AgentIntake,
-        clusters: Sequence[tuple[str, client.ApiClient]],
+        clusters: Sequence[tuple[str, ApiClient]],
         *,
         elector: LeaseElector | None = None,
         resources: Sequence[WatchedResource] = DEFAULT_RESOURCES,
@@ -165,8 +110,8 @@ class DeployWatch:
 
     def watchers(self) -> list[ResourceWatcher]:
         return [
-            ResourceWatcher(api, resource, self._sink, namespace=self.namespace, cluster=cluster,
-                            **self.watcher_options)
+            ResourceWatcher(api, resource, self._sink, translate=event_from_object, namespace=self.namespace,
+                            cluster=cluster, **self.watcher_options)
             for cluster, api in self.clusters
             for resource in self.resources
         ]

@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -215,27 +215,61 @@ class CacheDB:
         ]
         self._write("INSERT OR REPLACE INTO facts (commit_id, kind, key, value) VALUES (?, ?, ?, ?)", encoded)
 
-    def mark_commit(self, commit: str, used: float, keep: int = 8) -> None:
-        """Record that `commit`'s facts are complete; forget all but the `keep` most recently used."""
+    def recent_commits(self, limit: int = 8) -> list[str]:
+        """Commits with complete facts, most recently used first."""
         with self._lock:
             conn = self._connection()
             if conn is None:
-                return
+                return []
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("INSERT OR REPLACE INTO commits (commit_id, used) VALUES (?, ?)", (commit, used))
-                stale = [
+                return [
                     r[0]
                     for r in conn.execute(
-                        "SELECT commit_id FROM commits ORDER BY used DESC LIMIT -1 OFFSET ?", (keep,)
+                        "SELECT commit_id FROM commits ORDER BY used DESC LIMIT ?", (limit,)
                     )
                 ]
-                for c in stale:
-                    conn.execute("DELETE FROM facts WHERE commit_id=?", (c,))
-                    conn.execute("DELETE FROM commits WHERE commit_id=?", (c,))
-                conn.execute("COMMIT")
             except sqlite3.Error:
+                return []
+
+    def write_commit(
+        self, commit: str, fill: Callable[[FactsWriter], None], used: float, keep: int = 8
+    ) -> bool:
+        """Write a commit's complete facts in one transaction, then mark it complete; all or nothing.
+
+        Why one transaction: a commit marked complete is trusted to answer "this app is not here",
+        so a half-written one (a full disk, a killed process) must never be marked.
+        """
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                return False
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("DELETE FROM facts WHERE commit_id=?", (commit,))
+                fill(FactsWriter(conn, commit))
+                conn.execute("INSERT OR REPLACE INTO commits (commit_id, used) VALUES (?, ?)", (commit, used))
+                self._prune(conn, keep)
+                conn.execute("COMMIT")
+                return True
+            except (sqlite3.Error, ValueError):
                 _rollback(conn)
+                return False
+
+    @staticmethod
+    def _prune(conn: sqlite3.Connection, keep: int) -> None:
+        stale = [
+            r[0]
+            for r in conn.execute(
+                "SELECT commit_id FROM commits ORDER BY used DESC LIMIT -1 OFFSET ?", (keep,)
+            )
+        ]
+        for c in stale:
+            conn.execute("DELETE FROM facts WHERE commit_id=?", (c,))
+            conn.execute("DELETE FROM commits WHERE commit_id=?", (c,))
+
+    def touch_commit(self, commit: str, used: float) -> None:
+        """Note that `commit`'s facts were used (pruning keeps the most recently used)."""
+        self._write("UPDATE commits SET used=? WHERE commit_id=?", [(used, commit)])
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -257,6 +291,40 @@ class CacheDB:
                 self._conn.close()
                 self._conn = None
             self._opened = self.path is None
+
+
+class FactsWriter:
+    """Writes one commit's facts inside `CacheDB.write_commit`'s transaction; errors propagate."""
+
+    def __init__(self, conn: sqlite3.Connection, commit: str) -> None:
+        self.conn = conn
+        self.commit = commit
+
+    def put(self, kind: str, rows: Iterable[tuple[str, Any]], *, exact: bool = True) -> None:
+        """Store rows; with `exact`, a value that does not survive JSON exactly aborts the write."""
+        encoded = []
+        for key, value in rows:
+            text = exact_json(value)
+            if text is None:
+                if exact:
+                    raise ValueError(f"{kind} {key!r} cannot be stored exactly")
+                continue
+            encoded.append((self.commit, kind, key, text))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO facts (commit_id, kind, key, value) VALUES (?, ?, ?, ?)", encoded
+        )
+
+    def copy_from(self, src: str, kind: str, exclude: Iterable[str]) -> None:
+        """Every `kind` row of commit `src` whose key is not in `exclude`."""
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS skip_keys (key TEXT PRIMARY KEY)")
+        self.conn.execute("DELETE FROM skip_keys")
+        self.conn.executemany("INSERT OR IGNORE INTO skip_keys (key) VALUES (?)", [(k,) for k in exclude])
+        self.conn.execute(
+            "INSERT OR REPLACE INTO facts (commit_id, kind, key, value) SELECT ?, kind, key, value"
+            " FROM facts WHERE commit_id=? AND kind=? AND key NOT IN (SELECT key FROM skip_keys)",
+            (self.commit, src, kind),
+        )
+        self.conn.execute("DELETE FROM skip_keys")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

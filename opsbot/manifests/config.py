@@ -60,6 +60,8 @@ ENV_ORDER = (
     "prd",
     "live",
 )
+#: Names of production: `opsbot init` writes `approvals: 1` for them (also `prod-eu` and the like).
+PRODUCTION_NAMES = frozenset({"prod", "production", "prd", "live"})
 #: Names taken as an env where a folder is named so; narrower than ENV_ORDER, which also orders envs
 #: named in GitOps objects (a folder called `ci/` or `e2e/` is usually not an env).
 ENV_WORDS = frozenset(ENV_ORDER) - {"local", "ci", "e2e", "demo", "canary", "acc", "sit"}
@@ -84,6 +86,11 @@ class ValuesChart:
     values: str
     chart: str  # chart folder in the repo, or "" for a chart from a Helm repository
     name: str
+    #: values files the Application lists before this one (merged under it, never edited)
+    layers: tuple[str, ...] = ()
+    #: dotted keys the Application sets itself (helm.parameters, helm.values, valuesObject); they
+    #: win over every values file, so editing them in a file would change nothing
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -378,7 +385,18 @@ def _charts(raw: Any, where: str) -> tuple[ValuesChart, ...]:
             else ""
         )
         name = _text(spec["name"], f"{where}.charts.{values}.name") if spec.get("name") else PurePosixPath(chart).name
-        out.append(ValuesChart(values_path, chart, name))
+        layers, overrides = spec.get("layers") or [], spec.get("overrides") or []
+        if not isinstance(layers, list) or not isinstance(overrides, list):
+            raise ConfigError(f"{where}.charts.{values}: layers and overrides are lists")
+        out.append(
+            ValuesChart(
+                values_path,
+                chart,
+                name,
+                tuple(paths.repo_path(_text(x, f"{where}.charts.{values}.layers"), f"{where}.charts") for x in layers),
+                tuple(_text(x, f"{where}.charts.{values}.overrides") for x in overrides),
+            )
+        )
     return tuple(out)
 
 
@@ -472,10 +490,14 @@ def render_config(cfg: RepoConfig) -> str:
             spec["promote_from"] = env.promote_from
         if env.charts:
             spec["charts"] = {
-                c.values: ({"chart": c.chart} if c.chart else {}) | {"name": c.name} for c in env.charts
+                c.values: ({"chart": c.chart} if c.chart else {})
+                | {"name": c.name}
+                | ({"layers": list(c.layers)} if c.layers else {})
+                | ({"overrides": list(c.overrides)} if c.overrides else {})
+                for c in env.charts
             }
         spec["approvals"] = (
-            env.approvals if env.approvals else (1 if env.name in ("prod", "production") else 0)
+            env.approvals if env.approvals else (1 if env_of(env.name) in PRODUCTION_NAMES else 0)
         )
         envs[env.name] = spec
     body = yaml.safe_dump({"environments": envs}, sort_keys=False, default_flow_style=False)

@@ -21,6 +21,9 @@ import yaml
 from opsbot.core.model import Check
 from opsbot.manifests.gitrepo import Snapshot
 
+#: Bundled CRDs are our own package data, but they still load with a safe (object-free) loader.
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "crds"
 #: (group, kind) -> bundled file; a table, so that finding one schema reads one file
 BUNDLED = {
@@ -108,7 +111,7 @@ def _bundled(group: str, kind: str) -> Crd | None:
             text = (BUNDLED_DIR / name).read_text()
             crd = None
             origin = next((o for prefix, o in _ORIGINS.items() if name.startswith(prefix)), name)
-            for doc in yaml.load_all(text, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):
+            for doc in yaml.load_all(text, Loader=_SAFE_LOADER):
                 crd = _parse_crd(doc, f"bundled CRD from {origin}") or crd
             _BUNDLED_CACHE[(group, kind)] = crd
         return _BUNDLED_CACHE[(group, kind)]

@@ -9,6 +9,7 @@ what it saw rather than guess: a wrong env map makes every later change look val
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import re
@@ -44,7 +45,7 @@ _ENV_FOLDER = re.compile(r"^(?:(.*)/)?([^/]+)/kustomization\.ya?ml$")
 _VALUES = re.compile(r"(?:^|/)values[-.]([A-Za-z0-9_-]+)\.ya?ml$")
 _FLUX_CLUSTER = re.compile(r"^clusters/([^/]+)/")
 _WORKLOAD_HINT = re.compile(r"^kind:\s*(Deployment|StatefulSet|DaemonSet|Rollout|HelmRelease)\s*$", re.M)
-_MARKERS = ("kustomize.toolkit.fluxcd.io", "argoproj.io", "kargo.akuity.io")
+_MARKERS = ("kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io", "argoproj.io", "kargo.akuity.io")
 #: Reading every YAML file of a 20,000-file fleet for GitOps objects would cost seconds; past this many
 #: candidates only files in the folders such objects usually live in are read.
 _MAX_SCAN = 3000
@@ -73,6 +74,10 @@ class Found:
     edges: list[tuple[str, str, str]] = field(default_factory=list)  # (earlier, later, said by)
     promote_from: dict[str, str] = field(default_factory=dict)  # explicit, from Kargo
     notes: list[str] = field(default_factory=list)
+    unplaced: list[str] = field(default_factory=list)  # Argo CD Applications that name no env
+    #: values files a Flux HelmRelease reads through its chart's valuesFiles: part of that release,
+    #: not an env of their own even when named values-<env>.yaml beside the chart
+    claimed: set[str] = field(default_factory=set)
     kustomize_dirs: list[str] = field(default_factory=list)  # for the skeleton
     chart_dirs: list[str] = field(default_factory=list)
 
@@ -94,7 +99,8 @@ def discover(snap: Snapshot) -> RepoConfig:
             "No environments found. Looked for Argo CD Applications/ApplicationSets and Flux Kustomizations "
             "in the repo, overlays/<env>/ and envs/<env>/ kustomizations, <env>/ folders, apps/<env>/, "
             "values-<env>.yaml beside Chart.yaml, Flux clusters/<env>/ and <env>/ folders of plain manifests. "
-            f"Pin them in {CONFIG_FILE} (`opsbot init` writes a skeleton of what it found)."
+            f"Run `opsbot init` to write a {CONFIG_FILE} (a skeleton of what it found), or write one by hand "
+            "(docs/configuration.md)."
         )
     envs: dict[str, EnvConfig] = {}
     for name, rules in found.rules.items():
@@ -116,8 +122,9 @@ def discover(snap: Snapshot) -> RepoConfig:
     ordered: dict[str, EnvConfig] = {}
     for i, n in enumerate(order):
         src = found.promote_from.get(n)
-        if src is None and n not in found.promote_from and i > 0:
-            src = order[i - 1]
+        explicit = n in found.promote_from and (not src or src in envs)
+        if not explicit:  # nothing said, or a Kargo source named unlike any env: the order decides
+            src = order[i - 1] if i > 0 else None
         ordered[n] = replace(envs[n], promote_from=src or None)
     return RepoConfig(envs=ordered, notes=tuple(found.notes + notes))
 
@@ -157,6 +164,20 @@ def scan(snap: Snapshot, *, inventory: bool = False) -> Found:
     _scan_gitops(snap, found)
     _scan_folders(snap, found)
     _scan_plain(snap, found)
+    for env in list(found.rules):
+        rules = found.rules[env]
+        if "helm values" in rules:
+            rules["helm values"] = [p for p in rules["helm values"] if p not in found.claimed]
+            if not rules["helm values"]:
+                del rules["helm values"]
+        if not rules:
+            del found.rules[env]
+    if found.unplaced:
+        shown = ", ".join(found.unplaced[:5]) + (f" and {len(found.unplaced) - 5} more" if len(found.unplaced) > 5 else "")
+        found.notes.append(
+            f"Argo CD Applications that name no environment opsbot knows: {shown}; "
+            f"add their paths to an environment in {CONFIG_FILE} if opsbot should change them."
+        )
     if inventory:
         found.kustomize_dirs = sorted({_parent(p) for p in snap.blobs if _ENV_FOLDER.match(p)} - {""})[:40]
         found.chart_dirs = sorted(_parent(p) for p in snap.blobs if p.endswith("/Chart.yaml"))[:40]
@@ -233,7 +254,9 @@ def _objects(snap: Snapshot) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for f in files:
         text = snap.read(f)
-        if not any(m in text for m in _MARKERS):
+        # Files in clusters/<env>/ are what Flux applies first: always read (through the size and alias
+        # checks), so a hostile one is refused by name rather than skipped.
+        if not any(m in text for m in _MARKERS) and not _FLUX_CLUSTER.match(f):
             continue
         safeyaml.check_size(text, f)
         try:
@@ -259,8 +282,11 @@ def _scan_gitops(snap: Snapshot, found: Found) -> None:
             target = norm(str(spec.get("path") or ""))
             if env is None or not isinstance(spec.get("path"), str):
                 continue
-            if target.startswith("clusters/") or not snap.is_dir(target):
-                continue
+            if not target or target.startswith("clusters/") or not snap.is_dir(target):
+                continue  # the whole repo, or the bootstrap folders: not an env's own files
+            source = _map(spec.get("sourceRef"))
+            if not _FLUX_CLUSTER.match(f) and source.get("name") not in (None, "flux-system"):
+                continue  # a path in another repository (a tenant's GitRepository), not in this one
             found.add(env, "flux clusters" if _FLUX_CLUSTER.match(f) else "flux Kustomization", target)
             key = (str(meta.get("namespace") or "flux-system"), str(meta.get("name") or ""))
             flux_names.setdefault(key, set()).add(env)
@@ -275,6 +301,9 @@ def _scan_gitops(snap: Snapshot, found: Found) -> None:
             named = [e for e, listed in envs if e and listed]  # a list is written in order; a Git scan is not
             if len(set(named)) > 1:
                 list_orders.append((named, f"ApplicationSet {meta.get('name')}"))
+        elif kind == "HelmRelease" and api.startswith("helm.toolkit.fluxcd.io"):
+            chart = _map(_map(spec.get("chart")).get("spec"))
+            found.claimed.update(norm(str(v)) for v in _list(chart.get("valuesFiles")))
         elif kind == "Stage" and api.startswith("kargo.akuity.io"):
             _kargo_stage(found, meta, spec)
     for env, deps, ns in flux_deps:
@@ -298,6 +327,11 @@ def _map(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    """A field that should be a list; anything else in a hand-written object counts as empty."""
+    return value if isinstance(value, list) else []
+
+
 def _is_argo(d: dict[str, Any]) -> bool:
     return str(d.get("apiVersion", "")).startswith("argoproj.io/")
 
@@ -315,12 +349,12 @@ def _kargo_stage(found: Found, meta: dict[str, Any], spec: dict[str, Any]) -> No
     env = env_of(name) or name
     sources: list[str] = []
     direct = False
-    for req in spec.get("requestedFreight") or []:
-        src = (req or {}).get("sources") or {}
+    for req in _list(spec.get("requestedFreight")):
+        src = _map(_map(req).get("sources"))
         direct = direct or bool(src.get("direct"))
-        sources += [str(s) for s in src.get("stages") or []]
-    subs = spec.get("subscriptions") or {}  # Kargo before v0.6
-    sources += [str((u or {}).get("name")) for u in subs.get("upstreamStages") or [] if (u or {}).get("name")]
+        sources += [str(s) for s in _list(src.get("stages"))]
+    subs = _map(spec.get("subscriptions"))  # Kargo before v0.6
+    sources += [str(_map(u)["name"]) for u in _list(subs.get("upstreamStages")) if _map(u).get("name")]
     direct = direct or bool(subs.get("warehouse"))
     if len(set(sources)) == 1:
         src_env = env_of(sources[0]) or sources[0]
@@ -333,41 +367,57 @@ def _kargo_stage(found: Found, meta: dict[str, Any], spec: dict[str, Any]) -> No
 
 
 def _expand_appset(snap: Snapshot, d: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
-    """The Applications an ApplicationSet's list and Git-directory generators make, each with
-    whether it came from a list (whose order people write on purpose)."""
+    """The Applications an ApplicationSet's list, Git-directory and matrix generators make, each
+    with whether a list took part (people write a list's order on purpose; a Git scan is sorted)."""
     spec = d["spec"]
     template = spec.get("template")
     if not isinstance(template, dict):
         return []
-    params: list[tuple[dict[str, str], bool]] = []
-    for gen in spec.get("generators") or []:
-        if not isinstance(gen, dict):
-            continue
-        lst = gen.get("list")
-        if isinstance(lst, dict):
-            for el in lst.get("elements") or []:
-                if isinstance(el, dict):
-                    params.append(
-                        ({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))}, True)
-                    )
-        g = gen.get("git")
-        if isinstance(g, dict):
-            pats = [x for x in g.get("directories") or [] if isinstance(x, dict) and x.get("path")]
-            keep = [norm(str(x["path"])) for x in pats if not x.get("exclude")]
-            drop = [norm(str(x["path"])) for x in pats if x.get("exclude")]
-            dirs = sorted({_parent(p) for p in snap.blobs})
-            for dd in dirs:
-                if any(fnmatch.fnmatch(dd, k) for k in keep) and not any(fnmatch.fnmatch(dd, x) for x in drop):
-                    base = dd.rpartition("/")[2]
-                    found = {
-                        "path": dd,
-                        "path.path": dd,
-                        "path.basename": base,
-                        "path.basenameNormalized": re.sub(r"[^a-z0-9-]", "-", base.lower()),
-                    }
-                    found |= {f"path[{i}]": part for i, part in enumerate(dd.split("/"))}
-                    params.append((found, False))
+    params = [p for gen in _list(spec.get("generators")) for p in _gen_params(snap, gen, 0)]
     return [(_fill(template, p), listed) for p, listed in params]
+
+
+def _gen_params(snap: Snapshot, gen: Any, depth: int) -> list[tuple[dict[str, str], bool]]:
+    if not isinstance(gen, dict) or depth > 2:
+        return []
+    out: list[tuple[dict[str, str], bool]] = []
+    lst = gen.get("list")
+    if isinstance(lst, dict):
+        for el in _list(lst.get("elements")):
+            if isinstance(el, dict):
+                out.append(({str(k): str(v) for k, v in el.items() if not isinstance(v, (dict, list))}, True))
+    g = gen.get("git")
+    if isinstance(g, dict):
+        pats = [x for x in _list(g.get("directories")) if isinstance(x, dict) and x.get("path")]
+        keep = [norm(str(x["path"])) for x in pats if not x.get("exclude")]
+        drop = [norm(str(x["path"])) for x in pats if x.get("exclude")]
+        for dd in _all_dirs(snap):
+            if any(fnmatch.fnmatch(dd, k) for k in keep) and not any(fnmatch.fnmatch(dd, x) for x in drop):
+                base = dd.rpartition("/")[2]
+                found = {
+                    "path": dd,
+                    "path.path": dd,
+                    "path.basename": base,
+                    "path.basenameNormalized": re.sub(r"[^a-z0-9-]", "-", base.lower()),
+                }
+                found |= {f"path[{i}]": part for i, part in enumerate(dd.split("/"))}
+                out.append((found, False))
+    matrix = gen.get("matrix")
+    if isinstance(matrix, dict):
+        parts = [_gen_params(snap, child, depth + 1) for child in _list(matrix.get("generators"))[:2]]
+        if len(parts) == 2:
+            out += [(a | b, la or lb) for a, la in parts[0] for b, lb in parts[1]]
+    return out
+
+
+def _all_dirs(snap: Snapshot) -> list[str]:
+    dirs: set[str] = set()
+    for p in snap.blobs:
+        d = _parent(p)
+        while d and d not in dirs:
+            dirs.add(d)
+            d = _parent(d)
+    return sorted(dirs)
 
 
 def _fill(value: Any, params: dict[str, str]) -> Any:
@@ -386,26 +436,33 @@ def _argo_application(
     """Add the roots one Argo CD Application deploys to its env; returns the env (None if unknown)."""
     spec = _map(app.get("spec"))
     meta = _map(app.get("metadata"))
-    sources = [s for s in (spec.get("sources") or [spec.get("source")]) if isinstance(s, dict)]
+    sources = [s for s in (_list(spec.get("sources")) or [spec.get("source")]) if isinstance(s, dict)]
     refs = {str(s["ref"]) for s in sources if s.get("ref")}
     roots: list[tuple[str, ValuesChart | None]] = []
     for s in sources:
         path = norm(str(s["path"])) if isinstance(s.get("path"), str) else None
         helm = _map(s.get("helm"))
-        value_files = [str(v) for v in helm.get("valueFiles") or []]
+        value_files = [str(v) for v in _list(helm.get("valueFiles"))]
         if s.get("ref") and path is None and not s.get("chart"):
             continue  # only a `$ref` for another source's values files
         chart_dir = path if path is not None and snap.exists(join(path, "Chart.yaml")) else ""
         chart_name = _chart_name(snap, chart_dir) if chart_dir else str(s.get("chart") or "")
         if value_files and chart_name:
+            files: list[str] = []
             for vf in value_files:
                 if vf.startswith("$"):
                     ref, _, rest = vf[1:].partition("/")
                     f = norm(rest) if ref in refs else ""
                 else:
                     f = join(path, vf) if path is not None else ""
-                if f and snap.exists(f):
-                    roots.append((f, ValuesChart(f, chart_dir, chart_name)))
+                if f and snap.exists(f) and f not in files:
+                    files.append(f)
+            if files:
+                # The last file wins over the ones before it: that is the one to edit.
+                defaults = join(chart_dir, "values.yaml") if chart_dir else ""
+                layers = tuple(f for f in files[:-1] if f != defaults)
+                tie = ValuesChart(files[-1], chart_dir, chart_name, layers, _helm_overrides(helm))
+                roots.append((files[-1], tie))
         elif path is not None and snap.is_dir(path) and not chart_dir:
             if path in app_dirs or any(a.startswith(path + "/") for a in app_dirs if path):
                 continue  # the app-of-apps folder itself: Applications, not workloads
@@ -422,16 +479,34 @@ def _argo_application(
         str(dest.get("name") or ""),
     )
     if env is None:
-        found.notes.append(
-            f"Argo CD Application {meta.get('name')} ({file}) deploys {', '.join(r for r, _ in roots)} "
-            "but names no environment opsbot knows; pin it."
-        )
+        found.unplaced.append(f"{meta.get('name')} ({', '.join(r for r, _ in roots)})")
         return None
     for root, vc in roots:
         found.add(env, "argo cd Application", root)
-        if vc is not None and vc.chart != str(PurePosixPath(root).parent):
+        if vc is not None and (vc.chart != _parent(root) or vc.layers or vc.overrides):
             found.charts.setdefault(env, {})[root] = vc
     return env
+
+
+def _helm_overrides(helm: dict[str, Any]) -> tuple[str, ...]:
+    """Dotted keys an Application's `helm.parameters`, `helm.values` and `valuesObject` set."""
+    keys = [str(_map(p).get("name")) for p in _list(helm.get("parameters")) if _map(p).get("name")]
+    inline: list[Any] = [helm.get("valuesObject")]
+    if isinstance(helm.get("values"), str):
+        with contextlib.suppress(yaml.YAMLError):
+            inline.append(yaml.safe_load(helm["values"]))
+    for obj in inline:
+        keys += _leaves(obj, "")
+    return tuple(dict.fromkeys(keys))
+
+
+def _leaves(obj: Any, prefix: str) -> list[str]:
+    if not isinstance(obj, dict):
+        return [prefix] if prefix else []
+    out: list[str] = []
+    for k, v in obj.items():
+        out += _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
 
 
 def _chart_name(snap: Snapshot, chart_dir: str) -> str:

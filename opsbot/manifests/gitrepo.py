@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -126,14 +125,15 @@ class DocCache:
         return found
 
     def load(self, shas: Iterable[str]) -> set[str]:
-        """Fetch many blobs' rows in one query; returns the ids still not cached."""
+        """Fetch many blobs' rows in one query; returns those of `shas` that are still not cached."""
+        asked = set(shas)
         with self._lock:
-            wanted = [s for s in set(shas) if s not in self.data and s not in self._missing]
+            wanted = [s for s in asked if s not in self.data and s not in self._missing]
         found = self.db.get_docs(wanted)
         with self._lock:
             self.data.update(found)
             self._missing.update(s for s in wanted if s not in found)
-            return {s for s in wanted if s not in found}
+            return {s for s in asked if s not in self.data}
 
     def put(self, sha: str, docs: list[Any]) -> None:
         with self._lock:
@@ -148,42 +148,168 @@ class DocCache:
         self.db.put_docs(pending.items())
 
 
-@dataclass
-class Snapshot:
-    """The repo's files at one commit: paths, and their texts on demand (cached)."""
+_BLOB_MODES = (b"100644", b"100755", b"100664")
 
-    repo: str
-    ref: str
-    sha: str
-    blobs: dict[str, str]  # path -> blob sha
-    reader: BlobReader
-    cache: DocCache = field(default_factory=lambda: DocCache(None))
-    #: Symlinks in the tree: never read as files, and no write may go through one (see paths.py).
-    links: frozenset[str] = field(default_factory=frozenset)
-    _texts: dict[str, str] = field(default_factory=dict)
-    _oversize: dict[str, int] = field(default_factory=dict)  # path -> size, never read
-    _dirs: set[str] | None = None
+
+class Snapshot:
+    """The repo's files at one commit: paths, and their texts on demand (cached).
+
+    Why lazy: listing a 60,000-file tree costs more than a warm command's whole plan. Point questions
+    (does this path exist, is it a dir, its blob id) walk only the trees on the way, one `cat-file`
+    round trip per new dir; the full path -> blob map (`blobs`) is listed only for the questions that
+    really concern the whole tree (discovery, a cold index). Symlinks and submodules are not files.
+    """
+
+    def __init__(
+        self,
+        repo: str,
+        ref: str,
+        sha: str,
+        blobs: dict[str, str] | None,
+        reader: BlobReader,
+        cache: DocCache | None = None,
+        links: frozenset[str] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.ref = ref
+        self.sha = sha
+        self.reader = reader
+        self.cache = cache if cache is not None else DocCache(None)
+        self._blobs = blobs
+        self._links = links
+        self._texts: dict[str, str] = {}
+        self._oversize: dict[str, int] = {}  # path -> size, never read
+        self._dirs: set[str] | None = None
+        # dir -> {name: (mode, object id)}; None for "no such dir"
+        self._trees: dict[str, dict[str, tuple[bytes, str]] | None] = {}
+        self._has_blob: dict[str, bool] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def blobs(self) -> dict[str, str]:
+        """Every regular file at this commit: path -> blob id (listed on first use)."""
+        if self._blobs is None:
+            self._list()
+        assert self._blobs is not None
+        return self._blobs
+
+    @property
+    def links(self) -> Collection[str]:
+        """Symlinks in the tree: never read as files, and no write may go through one (see paths.py).
+
+        Membership (`path in snap.links`, what paths.check_no_links asks) walks trees like `blob`;
+        only iterating lists the whole tree.
+        """
+        return self._links if self._links is not None else _Links(self)
+
+    def _list(self) -> None:
+        listing = git(self.repo, "ls-tree", "-r", "-z", "--full-tree", self.sha)
+        blobs: dict[str, str] = {}
+        links: set[str] = set()
+        for entry in listing.split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, kind, obj = meta.split()
+            if kind == "blob" and mode != "120000":
+                blobs[path] = obj
+            elif mode == "120000":
+                links.add(path)
+        self._blobs = blobs
+        self._links = frozenset(links)
+
+    def is_link(self, path: str) -> bool:
+        if self._links is not None:
+            return path in self._links
+        parent, _, name = path.rpartition("/")
+        if not name:
+            return False
+        entries = self._tree(parent)
+        entry = entries.get(name) if entries is not None else None
+        return entry is not None and entry[0] == b"120000"
+
+    def _tree(self, directory: str) -> dict[str, tuple[bytes, str]] | None:
+        with self._lock:
+            if directory in self._trees:
+                return self._trees[directory]
+            if not directory:
+                obj = f"{self.sha}^{{tree}}"
+            else:
+                parent, _, name = directory.rpartition("/")
+                up = self._tree(parent)
+                entry = up.get(name) if up is not None else None
+                if entry is None or entry[0] != b"40000":
+                    self._trees[directory] = None
+                    return None
+                obj = entry[1]
+            raw = self.reader.read_many([obj])[0]
+            assert isinstance(raw, bytes)  # no size limit asked: never a skipped size
+            entries: dict[str, tuple[bytes, str]] = {}
+            width = len(self.sha) // 2
+            i = 0
+            while i < len(raw):
+                space = raw.index(b" ", i)
+                nul = raw.index(b"\0", space)
+                mode = raw[i:space]
+                entries[raw[space + 1 : nul].decode("utf-8", errors="surrogateescape")] = (
+                    mode,
+                    raw[nul + 1 : nul + 1 + width].hex(),
+                )
+                i = nul + 1 + width
+            self._trees[directory] = entries
+            return entries
+
+    def blob(self, path: str) -> str | None:
+        """The blob id of the regular file at `path`, or None."""
+        if self._blobs is not None:
+            return self._blobs.get(path)
+        parent, _, name = path.rpartition("/")
+        if not name:
+            return None
+        entries = self._tree(parent)
+        entry = entries.get(name) if entries is not None else None
+        return entry[1] if entry is not None and entry[0] in _BLOB_MODES else None
 
     def exists(self, path: str) -> bool:
-        return path in self.blobs
+        return self.blob(path) is not None
 
     def is_dir(self, path: str) -> bool:
-        if self._dirs is None:
-            dirs: set[str] = {""}
-            for p in self.blobs:
-                parent = PurePosixPath(p).parent
-                while str(parent) not in dirs:
-                    dirs.add(str(parent))
-                    parent = parent.parent
-            dirs.discard(".")
-            dirs.add("")
-            self._dirs = dirs
-        return norm(path) in self._dirs
+        if self._blobs is not None:
+            if self._dirs is None:
+                dirs: set[str] = {""}
+                for p in self._blobs:
+                    parent = PurePosixPath(p).parent
+                    while str(parent) not in dirs:
+                        dirs.add(str(parent))
+                        parent = parent.parent
+                dirs.discard(".")
+                dirs.add("")
+                self._dirs = dirs
+            return norm(path) in self._dirs
+        return self._holds_blob(norm(path))
+
+    def _holds_blob(self, directory: str) -> bool:
+        """A dir counts only if some regular file lies below it (as with the full listing)."""
+        if not directory:
+            return True
+        with self._lock:
+            if directory not in self._has_blob:
+                entries = self._tree(directory)
+                found = entries is not None and (
+                    any(mode in _BLOB_MODES for mode, _ in entries.values())
+                    or any(
+                        self._holds_blob(f"{directory}/{name}")
+                        for name, (mode, _) in entries.items()
+                        if mode == b"40000"
+                    )
+                )
+                self._has_blob[directory] = found
+            return self._has_blob[directory]
 
     def read(self, path: str) -> str:
         """The file's text; UnsafeYAML (a refusal naming the file) above safeyaml.MAX_FILE_BYTES."""
         if path not in self._texts:
-            if path not in self.blobs:
+            if self.blob(path) is None:
                 raise KeyError(path)
             if path not in self._oversize:
                 self.prefetch([path])
@@ -193,7 +319,9 @@ class Snapshot:
 
     def docs(self, path: str) -> list[Any]:
         """Every YAML document of `path` (PyYAML's YAML 1.1, as Kubernetes reads it); [] if unparsable."""
-        sha = self.blobs[path]
+        sha = self.blob(path)
+        if sha is None:
+            raise KeyError(path)
         cached = self.cache.get(sha)
         if cached is not None:
             return cached
@@ -205,10 +333,14 @@ class Snapshot:
         return docs
 
     def prefetch(self, paths: Iterable[str]) -> None:
-        wanted = [p for p in paths if p not in self._texts and p not in self._oversize and p in self.blobs]
+        wanted = {
+            p: sha
+            for p in paths
+            if p not in self._texts and p not in self._oversize and (sha := self.blob(p)) is not None
+        }
         if not wanted:
             return
-        datas = self.reader.read_many([self.blobs[p] for p in wanted], safeyaml.MAX_FILE_BYTES)
+        datas = self.reader.read_many(list(wanted.values()), safeyaml.MAX_FILE_BYTES)
         for p, d in zip(wanted, datas, strict=True):
             if isinstance(d, int):
                 self._oversize[p] = d
@@ -227,6 +359,14 @@ class Snapshot:
         d = norm(directory)
         prefix = d + "/" if d else ""
         files, dirs = set(), set()
+        if self._blobs is None:
+            entries = self._tree(d) or {}
+            for name, (mode, _) in entries.items():
+                if mode in _BLOB_MODES:
+                    files.add(prefix + name)
+                elif mode == b"40000" and self._holds_blob(prefix + name):
+                    dirs.add(prefix + name)
+            return sorted(files), sorted(dirs)
         for p in self.blobs:
             if p.startswith(prefix):
                 rest = p[len(prefix) :]
@@ -236,6 +376,27 @@ class Snapshot:
                 else:
                     files.add(p)
         return sorted(files), sorted(dirs)
+
+
+class _Links(Collection[str]):
+    """A snapshot's symlinks, answered per path from the trees (see Snapshot.links)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self.snap.is_link(path)
+
+    def _all(self) -> frozenset[str]:
+        self.snap._list()
+        assert self.snap._links is not None
+        return self.snap._links
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def norm(path: str) -> str:
@@ -307,19 +468,7 @@ class GitRepo:
         with self._lock:
             snap = self._snapshots.get(sha)
             if snap is None:
-                listing = git(self.path, "ls-tree", "-r", "-z", "--full-tree", sha)
-                blobs: dict[str, str] = {}
-                links: set[str] = set()
-                for entry in listing.split("\0"):
-                    if not entry:
-                        continue
-                    meta, path = entry.split("\t", 1)
-                    mode, kind, obj = meta.split()
-                    if kind == "blob" and mode != "120000":
-                        blobs[path] = obj
-                    elif mode == "120000":
-                        links.add(path)
-                snap = Snapshot(self.path, ref, sha, blobs, self.reader, self.cache, links=frozenset(links))
+                snap = Snapshot(self.path, ref, sha, None, self.reader, self.cache)
                 if len(self._snapshots) > 16:
                     self._snapshots.pop(next(iter(self._snapshots)))
                 self._snapshots[sha] = snap

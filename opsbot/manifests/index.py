@@ -21,11 +21,24 @@ import yaml
 
 from opsbot.errors import CommandError
 from opsbot.manifests import paths
-from opsbot.manifests.codec import CodecError, decode, encode
+from opsbot.manifests.cachedb import FactsWriter
 from opsbot.manifests.config import CONFIG_FILE, EnvConfig, RepoConfig, is_kustomize_dir, load_config
-from opsbot.manifests.gitrepo import GitRepo, Snapshot, join
+from opsbot.manifests.fleet import (
+    FORMAT,
+    FleetRows,
+    Hit,
+    Overlay,
+    StoredFleet,
+    _rootapps,
+    ancestors,
+    app_key,
+    closure_from_json,
+    hits_from_json,
+    node_to_json,
+)
+from opsbot.manifests.gitrepo import GitError, GitRepo, Snapshot, git, join, norm
 from opsbot.manifests.images import parse_image
-from opsbot.manifests.kustomize import BuildError, Graph, Kustomization, build
+from opsbot.manifests.kustomize import BuildError, Graph, build
 
 
 class UnknownApp(CommandError):
@@ -87,20 +100,37 @@ class Target:
                         out.append((str(ref["name"]), values))
         return out
 
+    def values_layers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(where, values) that Flux merges under a HelmRelease's `spec.values`, in order: the
+        chart's `valuesFiles` from this repo (a GitRepository source), then `valuesFrom` ConfigMaps."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        chart = dig(self.rendered.get("spec") or {}, "chart.spec")
+        source = chart.get("sourceRef") if isinstance(chart, dict) else None
+        if isinstance(chart, dict) and isinstance(source, dict) and source.get("kind") == "GitRepository":
+            files = chart.get("valuesFiles") or ([chart["valuesFile"]] if chart.get("valuesFile") else [])
+            for f in files if isinstance(files, list) else []:
+                path = norm(str(f))
+                docs = self.snap.docs(path) if path and self.snap.exists(path) else []
+                if docs and isinstance(docs[0], dict):
+                    out.append((path, docs[0]))
+        out += [(f"ConfigMap {name}", values) for name, values in self.values_from()]
+        return out
+
     def helm_values(self, release: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The values a HelmRelease hands its chart: `valuesFrom` ConfigMaps, then `spec.values` (of
+        """The values a HelmRelease hands its chart: its values layers, then `spec.values` (of
         `release` when given: the same HelmRelease after an edit)."""
         merged: dict[str, Any] = {}
-        for _, values in self.values_from():
+        for _, values in self.values_layers():
             merged = _deep_merge(merged, values)
         own = ((release or self.rendered).get("spec") or {}).get("values")
         return _deep_merge(merged, own if isinstance(own, dict) else {})
 
-    def values_from_setting(self, dotted: str) -> str | None:
-        """The `valuesFrom` ConfigMap that sets `dotted` when `spec.values` does not, else None."""
+    def value_home(self, dotted: str) -> str | None:
+        """Where `dotted` comes from when `spec.values` does not set it (a values file or
+        "ConfigMap NAME"), else None."""
         if dig((self.rendered.get("spec") or {}).get("values") or {}, dotted) is not None:
             return None
-        hits = [name for name, values in self.values_from() if dig(values, dotted) is not None]
+        hits = [where for where, values in self.values_layers() if dig(values, dotted) is not None]
         return hits[-1] if hits else None
 
     def hpas(self) -> list[dict[str, Any]]:
@@ -127,7 +157,13 @@ class Target:
 
 
 class Index:
-    """Everything opsbot knows about one base commit (and the env branches it refers to)."""
+    """Everything opsbot knows about one base commit (and the env branches it refers to).
+
+    Lookups by app and by file go through the commit's fleet index (`fleet`): built once per commit
+    (from an earlier commit's rows where possible) and stored, so later commands and processes read
+    only their app's rows. `index_fleet=False` (history walks over many old commits) builds none and
+    scans as before, using stored rows only when some earlier command left them.
+    """
 
     def __init__(
         self,
@@ -135,63 +171,262 @@ class Index:
         ref: str,
         env_refs: dict[str, str] | None = None,
         config: RepoConfig | None = None,
+        *,
+        index_fleet: bool = True,
     ) -> None:
         """`config` reads an old commit with today's config and layout (history, rollback): the
-        `.opsbot.yaml` of that commit may be missing or describe a layout that no longer exists."""
+        `.opsbot.yaml` of that commit may be missing or describe a layout that no longer exists.
+        Such an Index neither reads nor writes the commit's fleet rows (they follow its own config)."""
         self.repo = repo
         self.base_ref = ref
         #: per-env commit overrides for branch-per-env history (rollback reads older env branch tips)
         self.env_refs = env_refs or {}
         self.snap = repo.snapshot(ref)
         self._graphs: dict[str, Graph] = {}
-        self._saved_nodes = -1
+        self._stored = StoredFleet(repo.db, self.snap.sha)
         #: an injected config is today's, not this commit's: it must never be cached under this commit
         self._borrowed_config = config is not None
-        saved = self._load_state()
-        self.config: RepoConfig = config if config is not None else (saved or load_config(self.snap))
+        self._index_fleet = index_fleet and config is None
+        stored_config = None
+        if config is None and self._stored.load_meta():
+            stored_config = self._stored.config()
+        if stored_config is not None and index_fleet:
+            repo.db.touch_commit(self.snap.sha, time.time())  # pruning keeps what is in use
+        #: None: not decided yet; True: the stored rows answer lookups; False: scan
+        self._fleet_ready: bool | None = True if stored_config is not None else None
+        if config is not None:
+            self._fleet_ready = False
+        #: where the fleet rows came from: stored | update | full | "" (none yet)
+        self.fleet_source = "stored" if stored_config is not None else ""
+        self.config: RepoConfig = config if config is not None else (stored_config or load_config(self.snap))
         self._renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.RLock()
 
     # ---------------------------------------------------------------------------------- persistence
-    def _load_state(self) -> RepoConfig | None:
-        """A warm process re-uses the config and kustomize graph an earlier one built for this commit.
-
-        The rows come from opsbot's SQLite cache (JSON, never code); a row that does not decode into
-        exactly the shapes below makes the whole state count as absent.
-        """
-        db = self.repo.db
-        sha = self.snap.sha
-        if not db.has_commit(sha):
-            return None
-        try:
-            config = decode(RepoConfig, db.get_facts(sha, "config", [""])[""])
-            nodes = {d: _node_from_json(d, v) for d, v in db.get_facts(sha, "node").items()}
-            closures = {r: _closure_from_json(v) for r, v in db.get_facts(sha, "closure").items()}
-        except (KeyError, CodecError):
-            return None
-        graph = Graph(self.snap)
-        graph.nodes, graph._closures, graph._prefetched = nodes, closures, True
-        self._graphs[sha] = graph
-        self._saved_nodes = len(nodes)
-        return config if isinstance(config, RepoConfig) else None
-
     def persist(self) -> None:
+        """Store what this process computed (kustomize nodes and closures, parsed files) for the next."""
         graph = self._graphs.get(self.snap.sha)
-        if self._borrowed_config or graph is None or len(graph.nodes) <= self._saved_nodes:
-            self.repo.cache.save()
-            return
-        db = self.repo.db
-        sha = self.snap.sha
-        try:
-            config = encode(self.config)
-        except CodecError:
-            return
-        db.put_facts(sha, "config", [("", config)])
-        db.put_facts(sha, "node", [(d, _node_to_json(n)) for d, n in graph.nodes.items()])
-        db.put_facts(sha, "closure", [(r, [dirs, files]) for r, (dirs, files) in graph._closures.items()])
-        db.mark_commit(sha, time.time())
-        self._saved_nodes = len(graph.nodes)
+        if graph is not None:
+            with self._lock:
+                nodes = [graph.nodes[d] for d in graph.fresh_nodes if d in graph.nodes]
+                closures = {r: graph._closures[r] for r in graph.fresh_closures if r in graph._closures}
+                graph.fresh_nodes.clear()
+                graph.fresh_closures.clear()
+            self._stored.store_nodes(nodes)
+            self._stored.store_closures(closures)
         self.repo.cache.save()
+
+    def fleet(self) -> StoredFleet | None:
+        """The commit's stored fleet index, built now if this Index may build one; None to scan."""
+        with self._lock:
+            if self._fleet_ready is None:
+                self._fleet_ready = self._index_fleet and self._build_fleet()
+            return self._stored if self._fleet_ready else None
+
+    def _build_fleet(self) -> bool:
+        return self._update_fleet() or self._full_fleet()
+
+    #: above this many changed paths, indexing the commit afresh is simpler than an update
+    MAX_UPDATE_PATHS = 400
+
+    def _update_fleet(self) -> bool:
+        """Index this commit from the most recently used indexed one: `git diff-tree` names the
+        changed paths, the inverted rows name the kustomize dirs and roots those can concern, only
+        those are recomputed, and every other row is copied."""
+        db, snap = self.repo.db, self.snap
+        prev_sha = next((c for c in db.recent_commits(1) if c != snap.sha), None)
+        if prev_sha is None:
+            return False
+        prev = StoredFleet(db, prev_sha)
+        if not prev.load_meta() or prev.config() != self.config:
+            return False
+        try:
+            out = git(
+                self.repo.path, "diff-tree", "-r", "--no-renames", "--name-only", "-z", prev_sha, snap.sha
+            )
+        except GitError:
+            return False
+        changed = sorted({p for p in out.split("\0") if p})
+        if len(changed) > self.MAX_UPDATE_PATHS:
+            return False
+        on_snap = [e for e in self.config.envs.values() if self._on_snap(e)]
+        if sorted(e.name for e in on_snap) != sorted(prev.envs):
+            return False  # an env that was broken (or moved branch): index afresh
+
+        keys = sorted({a for p in changed for a in ancestors(p)})
+        bad_nodes = {d for dirs in prev.facts("refby", keys).values() for d in dirs}
+        incl = prev.facts("incl", sorted(set(keys) | bad_nodes))
+        bad_roots = {r for roots in incl.values() for r in roots}
+        bad_roots |= {r for roots in prev.facts("readers", changed).values() for r in roots}
+        chart_dirs = {str(PurePosixPath(p).parent) for p in changed if PurePosixPath(p).name == "Chart.yaml"}
+        for env in on_snap:  # a Helm root's app is named by its Chart.yaml, which no build reads
+            bad_roots |= {r for r in env.paths if r.endswith((".yaml", ".yml")) and _chart_dir(env, r) in chart_dirs}
+
+        graph = Graph(snap, Overlay(prev, changed, bad_nodes, bad_roots))
+        with self._lock:
+            self._graphs[snap.sha] = graph
+        old_closures = {r: closure_from_json(v) for r, v in prev.facts("closure", sorted(bad_roots)).items()}
+        new_apps: dict[str, list[Hit]] = {}
+        new_reads: dict[str, list[str]] = {}
+        for env in on_snap:
+            for root in env.paths:
+                if root in bad_roots:
+                    kind = self.root_kind(snap, root)
+                    names, reads = self._root_rows(env, snap, root, kind)
+                    for name, hit in names:
+                        new_apps.setdefault(app_key(env.name, name), []).append(hit)
+                    new_reads[root] = reads
+        rootapps = prev.facts("rootapps", sorted(bad_roots))
+        app_keys = sorted({k for ks in rootapps.values() for k in ks} | set(new_apps))
+        apps: dict[str, list[Hit]] = {}
+        for key, raw in prev.facts("app", app_keys).items():
+            hits = hits_from_json(raw)
+            if hits is None:
+                return False
+            kept = [h for h in hits if h[0] not in bad_roots]
+            if kept:
+                apps[key] = kept
+        for key, hits in new_apps.items():
+            apps.setdefault(key, []).extend(hits)
+        old_files = {f for c in old_closures.values() if c for f in c[1]} | {
+            r for r in bad_roots if r.endswith((".yaml", ".yml"))
+        }
+        touched = sorted(old_files | {f for fs in new_reads.values() for f in fs})
+        readers: dict[str, list[str]] = {}
+        prev_readers = prev.facts("readers", touched)
+        for f in touched:
+            users = [r for r in prev_readers.get(f, []) if r not in bad_roots]
+            users += [r for r, fs in new_reads.items() if f in fs and r not in users]
+            readers[f] = users
+        new_closures = {r: graph.closure(r) for r in new_reads if self.root_kind(snap, r) != "helm"}
+        dirs_touched = sorted(
+            {d for c in old_closures.values() if c for d in c[0]}
+            | {d for c in new_closures.values() for d in c[0]}
+        )
+        prev_incl = prev.facts("incl", dirs_touched)
+        new_incl = {}
+        for d in dirs_touched:
+            users = [r for r in prev_incl.get(d, []) if r not in bad_roots]
+            users += [r for r, c in new_closures.items() if d in c[0] and r not in users]
+            new_incl[d] = users
+        fresh = {d: graph.nodes[d] for d in graph.fresh_nodes if d in graph.nodes}
+        dropped = {d for d in set(fresh) | bad_nodes}
+        old_refs = {d: n.refs for d in dropped if (n := prev.node(d)) is not None}
+        targets = sorted(
+            {t for refs in old_refs.values() for t in refs} | {t for n in fresh.values() for t in n.refs}
+        )
+        prev_refby = prev.facts("refby", targets)
+        refby = {}
+        for t in targets:
+            users = [d for d in prev_refby.get(t, []) if d not in dropped]
+            users += [d for d, n in fresh.items() if t in n.refs and d not in users]
+            refby[t] = users
+        cfg = prev.facts("config", [""])[""]
+        meta = {"envs": sorted(prev.envs), "format": FORMAT}
+
+        def fill(w: FactsWriter) -> None:
+            w.put("config", [("", cfg)])
+            w.copy_from(prev_sha, "node", dropped | {d for d in keys})
+            w.put("node", [(d, node_to_json(n)) for d, n in fresh.items()], exact=False)
+            w.copy_from(prev_sha, "closure", bad_roots)
+            w.put("closure", [(r, [d, f]) for r, (d, f) in new_closures.items()])
+            w.copy_from(prev_sha, "app", app_keys)
+            w.put("app", [(k, [list(h) for h in v]) for k, v in apps.items()])
+            w.copy_from(prev_sha, "rootapps", bad_roots)
+            w.put("rootapps", _rootapps(new_apps).items())
+            w.copy_from(prev_sha, "readers", touched)
+            w.put("readers", [(f, u) for f, u in readers.items() if u])
+            w.copy_from(prev_sha, "incl", dirs_touched)
+            w.put("incl", [(d, u) for d, u in new_incl.items() if u])
+            w.copy_from(prev_sha, "refby", targets)
+            w.put("refby", [(t, u) for t, u in refby.items() if u])
+            w.put("meta", [("", meta)])
+
+        if not db.write_commit(snap.sha, fill, time.time()):
+            return False
+        graph.fresh_nodes.clear()
+        graph.fresh_closures.clear()
+        self._stored.envs = frozenset(prev.envs)
+        self.fleet_source = "update"
+        return True
+
+    def _on_snap(self, env: EnvConfig) -> bool:
+        try:
+            return self.env_snapshot(env).sha == self.snap.sha
+        except CommandError:
+            return False
+
+    def _full_fleet(self) -> bool:
+        snap = self.snap
+        graph = self.graph(snap)
+        graph.prefetch_kustomizations()
+        per_env: list[tuple[EnvConfig, list[tuple[str, str]]]] = []
+        for env in self.config.envs.values():
+            try:
+                if self.env_snapshot(env).sha != snap.sha:
+                    continue  # another branch: its lookups scan that branch's snapshot
+                kinds = [(root, self.root_kind(snap, root)) for root in env.paths]
+                for root, kind in kinds:
+                    if kind != "helm":
+                        graph.closure(root)
+                per_env.append((env, kinds))
+            except CommandError:
+                continue  # a broken env: its lookups scan and report the problem as before
+        snap.prefetch(
+            f
+            for _, kinds in per_env
+            for root, kind in kinds
+            if kind != "helm"
+            for f in graph.closure(root)[1]
+        )
+        apps: dict[str, list[Hit]] = {}
+        readers: dict[str, list[str]] = {}
+        for env, kinds in per_env:
+            for root, kind in kinds:
+                names, reads = self._root_rows(env, snap, root, kind)
+                for name, hit in names:
+                    apps.setdefault(app_key(env.name, name), []).append(hit)
+                for f in reads:
+                    users = readers.setdefault(f, [])
+                    if root not in users:
+                        users.append(root)
+        rows = FleetRows(
+            [env.name for env, _ in per_env], dict(graph.nodes), dict(graph._closures), apps, readers
+        )
+        if not self._stored.store_full(self.config, rows, time.time()):
+            return False
+        graph.fresh_nodes.clear()
+        graph.fresh_closures.clear()
+        self.repo.cache.save()
+        self.fleet_source = "full"
+        return True
+
+    def _root_rows(
+        self, env: EnvConfig, snap: Snapshot, root: str, kind: str
+    ) -> tuple[list[tuple[str, Hit]], list[str]]:
+        """(workload name, hit) for every workload document the root defines, and the files it reads."""
+        if kind == "helm":
+            return [(self.helm_chart(env, snap, root)[1], (root, None, 0))], [root]
+        graph = self.graph(snap)
+        _, files = graph.closure(root)
+        patches = graph.patch_files(root)
+        out: list[tuple[str, Hit]] = []
+        for f in files:
+            if f in patches or not f.endswith((".yaml", ".yml", ".json")):
+                continue
+            text = snap.read(f)
+            if not any(k in text for k in WORKLOAD_KINDS):
+                continue
+            for i, d in enumerate(self.docs(snap, f)):
+                if (
+                    isinstance(d, dict)
+                    and d.get("kind") in WORKLOAD_KINDS
+                    and isinstance(d.get("metadata"), dict)
+                ):
+                    name = d["metadata"].get("name")
+                    if isinstance(name, str) and name in text:
+                        out.append((name, (root, f, i)))
+        return out, files
 
     # ---------------------------------------------------------------------------------- lookups
     def env(self, name: str) -> EnvConfig:
@@ -221,7 +456,11 @@ class Index:
     def graph(self, snap: Snapshot) -> Graph:
         with self._lock:
             if snap.sha not in self._graphs:
-                self._graphs[snap.sha] = Graph(snap)
+                graph = Graph(snap, self._stored if snap.sha == self.snap.sha else None)
+                # Without this commit's rows (a cold or history-walking Index), reading every
+                # kustomization in one pipe round trip beats one round trip per node.
+                graph._prefetched = self._fleet_ready is True and snap.sha == self.snap.sha
+                self._graphs[snap.sha] = graph
             return self._graphs[snap.sha]
 
     def docs(self, snap: Snapshot, path: str) -> list[Any]:
@@ -267,19 +506,27 @@ class Index:
     def other_envs_reading(self, env: EnvConfig, path: str) -> list[str]:
         """Names of other envs (on the same branch) whose roots read `path`."""
         snap = self.env_snapshot(env)
-        users = []
-        for other in self.config.envs.values():
-            if other.name == env.name or self.env_snapshot(other).sha != snap.sha:
-                continue
-            if path in self.env_files(other):
-                users.append(other.name)
-        return users
+        others = [
+            o
+            for o in self.config.envs.values()
+            if o.name != env.name and self.env_snapshot(o).sha == snap.sha
+        ]
+        fleet = self.fleet() if snap.sha == self.snap.sha else None
+        if fleet is not None and all(o.name in fleet.envs for o in others):
+            roots = fleet.readers(path)
+            if roots is not None:
+                return [o.name for o in others if any(r in roots for r in o.paths)]
+        return [o.name for o in others if path in self.env_files(o)]
 
     # ---------------------------------------------------------------------------------- apps
     def find(self, app: str, env_name: str) -> Target:
         env = self.env(env_name)
         snap = self.env_snapshot(env)
         workload = self.config.workload_name(app)
+        fleet = self.fleet() if snap.sha == self.snap.sha else None
+        found = fleet.app_hits(env.name, workload) if fleet is not None and env.name in fleet.envs else None
+        if found is not None:
+            return self._one(app, env, self._find_indexed(app, workload, env, snap, found))
         hits: list[Target] = []
         graph = self.graph(snap)
         snap.prefetch(
@@ -293,6 +540,31 @@ class Index:
                     hits.append(t)
             else:
                 hits.extend(self._find_in_dir(app, workload, env, snap, root, kind))
+        return self._one(app, env, hits)
+
+    def _find_indexed(
+        self, app: str, workload: str, env: EnvConfig, snap: Snapshot, found: list[Hit]
+    ) -> list[Target]:
+        """The scan of `find`, over only the roots and files the fleet index names for the workload."""
+        by_root: dict[str, list[str]] = {}
+        for root, file, _ in found:
+            files = by_root.setdefault(root, [])
+            if file is not None and file not in files:
+                files.append(file)
+        hits: list[Target] = []
+        for root in env.paths:
+            if root not in by_root:
+                continue
+            kind = self.root_kind(snap, root)
+            if kind == "helm":
+                t = self._find_helm(app, workload, env, snap, root)
+                if t:
+                    hits.append(t)
+            else:
+                hits.extend(self._find_in_dir(app, workload, env, snap, root, kind, only=by_root[root]))
+        return hits
+
+    def _one(self, app: str, env: EnvConfig, hits: list[Target]) -> Target:
         if not hits:
             raise UnknownApp(self._unknown_app_message(app, env))
         if len(hits) > 1:
@@ -321,12 +593,21 @@ class Index:
         return out
 
     def _find_in_dir(
-        self, app: str, name: str, env: EnvConfig, snap: Snapshot, root: str, kind: str
+        self,
+        app: str,
+        name: str,
+        env: EnvConfig,
+        snap: Snapshot,
+        root: str,
+        kind: str,
+        only: list[str] | None = None,
     ) -> list[Target]:
         graph = self.graph(snap)
         _, files = graph.closure(root)
         patches = graph.patch_files(root)
-        sources = self._candidates(snap, [f for f in files if f not in patches], name)
+        sources = self._candidates(
+            snap, [f for f in (files if only is None else only) if f not in patches], name
+        )
         targets = []
         for src in sources:
             chain = graph.chain_to(root, src.file)
@@ -404,19 +685,27 @@ class Index:
                 name = str(meta[0]["name"])
         return chart_dir, name
 
+    def helm_layers(self, env: EnvConfig, snap: Snapshot, values_file: str) -> list[str]:
+        """The values files Helm merges under `values_file`: the chart's defaults, then the files an
+        Argo CD Application lists before it."""
+        chart_dir = self.helm_chart(env, snap, values_file)[0]
+        vc = env.chart_of(values_file)
+        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
+        out = [default_file] if default_file and default_file != values_file else []
+        out += list(vc.layers) if vc else []
+        return [f for f in out if snap.exists(f)]
+
     def _find_helm(
         self, app: str, name: str, env: EnvConfig, snap: Snapshot, values_file: str
     ) -> Target | None:
-        chart_dir, chart_name = self.helm_chart(env, snap, values_file)
-        if chart_name != name:
+        if self.helm_chart(env, snap, values_file)[1] != name:
             return None
         docs = self.docs(snap, values_file)
         values = docs[0] if docs and isinstance(docs[0], dict) else {}
-        default_file = join(chart_dir, "values.yaml") if chart_dir else ""
         defaults: dict[str, Any] = {}
-        if default_file and default_file != values_file and snap.exists(default_file):
-            d = self.docs(snap, default_file)
-            defaults = d[0] if d and isinstance(d[0], dict) else {}
+        for layer in self.helm_layers(env, snap, values_file):
+            d = self.docs(snap, layer)
+            defaults = _deep_merge(defaults, d[0] if d and isinstance(d[0], dict) else {})
         return Target(
             app,
             env,
@@ -482,26 +771,10 @@ class Index:
         return {a: c.workload for a, c in sorted(self.config.apps.items()) if c.workload in known and a != c.workload}
 
 
-def _node_to_json(node: Kustomization) -> dict[str, Any]:
-    return {
-        "file": node.file,
-        "data": node.data,
-        "children": node.children,
-        "files": node.files,
-        "patches": node.patches,
-    }
-
-
-def _node_from_json(directory: str, v: Any) -> Kustomization:
-    node = decode(Kustomization, {"dir": directory, **v} if isinstance(v, dict) else v)
-    if not isinstance(node, Kustomization):
-        raise CodecError("not a kustomization")
-    return node
-
-
-def _closure_from_json(v: Any) -> tuple[list[str], list[str]]:
-    dirs, files = decode(tuple[list[str], list[str]], v)
-    return dirs, files
+def _chart_dir(env: EnvConfig, values_file: str) -> str:
+    """Where the chart of a Helm values root lives (as `Index.helm_chart` finds it), without reading."""
+    vc = env.chart_of(values_file)
+    return vc.chart if vc else str(PurePosixPath(values_file).parent)
 
 
 def _match_rendered(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:

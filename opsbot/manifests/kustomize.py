@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -61,29 +61,46 @@ class Kustomization:
     children: list[str] = field(default_factory=list)  # kustomize dirs it includes
     files: list[str] = field(default_factory=list)  # files it reads (resources, patches, generators)
     patches: list[str] = field(default_factory=list)  # the subset of files that are patches
+    refs: list[str] = field(default_factory=list)  # every local path it names, existing or not
+
+
+class StoredGraph(Protocol):
+    """Rows an earlier process stored for this snapshot (see `fleet`); None where it has none."""
+
+    def node(self, directory: str) -> Kustomization | None: ...
+
+    def closure(self, root: str) -> tuple[list[str], list[str]] | None: ...
 
 
 class Graph:
-    """Kustomizations reachable from env roots; parsed once per snapshot."""
+    """Kustomizations reachable from env roots; parsed once per snapshot.
 
-    def __init__(self, snap: Snapshot) -> None:
+    With `stored`, a node or closure is read from the cache rows before it is computed, so a warm
+    command touches the rows of its own app only; what it computes anew is listed in `fresh_*` for
+    the caller to store.
+    """
+
+    def __init__(self, snap: Snapshot, stored: StoredGraph | None = None) -> None:
         self.snap = snap
+        self.stored = stored
         self.nodes: dict[str, Kustomization] = {}
         self._closures: dict[str, tuple[list[str], list[str]]] = {}
-        self._prefetched = False
+        self._prefetched = stored is not None
+        self.fresh_nodes: set[str] = set()
+        self.fresh_closures: set[str] = set()
 
     def node(self, directory: str) -> Kustomization:
         directory = norm(directory)
         if directory in self.nodes:
             return self.nodes[directory]
+        if self.stored is not None:
+            found = self.stored.node(directory)
+            if found is not None:
+                self.nodes[directory] = found
+                return found
+        self.fresh_nodes.add(directory)
         if not self._prefetched:
-            # One pipe round-trip for every uncached kustomization file beats thousands of small ones.
-            self._prefetched = True
-            self.snap.prefetch(
-                p
-                for p, sha in self.snap.blobs.items()
-                if PurePosixPath(p).name in KUSTOMIZATION_FILES and self.snap.cache.get(sha) is None
-            )
+            self.prefetch_kustomizations()
         kfile = kustomization_file(self.snap, directory)
         if kfile:
             docs = self.snap.docs(kfile)
@@ -96,10 +113,21 @@ class Graph:
         self.nodes[directory] = node
         return node
 
+    def prefetch_kustomizations(self) -> None:
+        """One pipe round-trip for every uncached kustomization file beats thousands of small ones."""
+        self._prefetched = True
+        kfiles = {
+            p: sha for p, sha in self.snap.blobs.items() if PurePosixPath(p).name in KUSTOMIZATION_FILES
+        }
+        uncached = self.snap.cache.load(kfiles.values())
+        self.snap.prefetch(p for p, sha in kfiles.items() if sha in uncached)
+
     def _ref(self, node: Kustomization, rel: str, *, patch: bool = False) -> None:
         if "://" in rel or rel.lower().startswith(_REMOTE_PREFIXES):
             return  # remote bases are refused at build time unless allowed (see remote_refs)
         target = paths.ref_path(node.dir, rel, node.file or node.dir or ".")
+        if target not in node.refs:
+            node.refs.append(target)
         if patch:
             node.patches.append(target)
         if self.snap.is_dir(target):
@@ -131,7 +159,11 @@ class Graph:
         """(kustomize dirs, files) that building `root` reads, root first; cached per root."""
         key = norm(root)
         if key not in self._closures:
-            self._closures[key] = self._closure(key)
+            found = self.stored.closure(key) if self.stored is not None else None
+            if found is None:
+                found = self._closure(key)
+                self.fresh_closures.add(key)
+            self._closures[key] = found
         return self._closures[key]
 
     def _closure(self, root: str) -> tuple[list[str], list[str]]:
@@ -370,7 +402,6 @@ def build(
         return [d for d in load_all(proc.stdout) if isinstance(d, dict)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
 
 
 def build_files(files: Mapping[str, str], root: str) -> Check:

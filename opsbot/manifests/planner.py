@@ -284,17 +284,17 @@ class Planner:
         graph = self.index.graph(t.snap)
         files = [t.root] if t.layout == "helm" else graph.closure(t.root)[1]
         if t.layout == "helm":
-            chart_dir = self.index.helm_chart(t.env, t.snap, t.root)[0]
-            if chart_dir:
-                files.append(f"{chart_dir}/values.yaml")
+            files += self.index.helm_layers(t.env, t.snap, t.root)
         commits = self.repo.log(t.snap.sha, files, limit=30)
         for sha in commits[1:] if commits and commits[0] == t.snap.sha else commits:
             # Today's config and layout, never the old commit's `.opsbot.yaml` or re-discovery: the
             # question is what today's env ran back then.
             if t.env.branch:
-                idx = Index(self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config)
+                idx = Index(
+                    self.repo, self.index.base_ref, env_refs={t.env.name: sha}, config=self.config, index_fleet=False
+                )
             else:
-                idx = Index(self.repo, sha, config=self.config)
+                idx = Index(self.repo, sha, config=self.config, index_fleet=False)
             try:
                 old = idx.find(t.app, t.env.name)
             except OpsbotError:  # the app or its files were not there yet, or did not parse then
@@ -305,16 +305,39 @@ class Planner:
         return None
 
     def _not_generated(self, t: Target, key: str) -> None:
-        """Refuse to shadow a value that a HelmRelease takes from a generated ConfigMap.
+        """Refuse an edit that would not take effect, or would shadow the value's real home.
 
-        Writing `spec.values` would win over it (Flux merges `valuesFrom` first), leaving two
-        different values in the repo; editing the values file renames the generated ConfigMap, which
-        the render proof cannot yet tell from an unrelated change. So say where the value lives."""
+        An Argo CD Application's helm.parameters and inline values win over every values file, so
+        a values-file edit of such a key changes nothing in the cluster. A HelmRelease that takes a
+        value from a generated ConfigMap: writing `spec.values` would win over it (Flux merges
+        `valuesFrom` first), leaving two different values in the repo; editing the values file
+        renames the generated ConfigMap, which the render proof cannot yet tell from an unrelated
+        change. Either way, say where the value lives."""
+        vc = t.env.chart_of(t.root) if t.layout == "helm" else None
+        hit = next(
+            (k for k in (vc.overrides if vc else ()) if k == key or k.startswith(key + ".") or key.startswith(k + ".")),
+            None,
+        )
+        if hit is not None:
+            raise CommandError(
+                f"The Argo CD Application of {t.app} in {t.env.name} sets {hit} itself (helm parameters or "
+                f"inline values), which wins over {t.root}; an edit there would change nothing. Change it in "
+                "the Application, or drop it there so the values file decides."
+            )
         if not t.is_helmrelease:
             return
-        cm = t.values_from_setting(key)
-        if cm is None:
+        home = t.value_home(key)
+        if home is None:
             return
+        if not home.startswith("ConfigMap "):
+            # Flux rebuilds a chart from Git only when its version changes, unless
+            # reconcileStrategy is Revision: an edit of this file may not reach the cluster.
+            raise CommandError(
+                f"{t.app} in {t.env.name} takes {key} from {home} (the chart's valuesFiles); writing spec.values "
+                f"would shadow it. Change {key} in {home} (with reconcileStrategy: Revision so Flux picks it up), "
+                "or move it into the HelmRelease's spec.values so opsbot can change it."
+            )
+        cm = home.removeprefix("ConfigMap ")
         files = self.index.generated_from(t, cm)
         where = f" from {', '.join(files)}" if files else ""
         raise CommandError(
@@ -338,6 +361,7 @@ class Planner:
         keys = self.config.helm_keys(t.app)
         if t.layout == "helm":
             if want.tag and want.tag != have.tag:
+                self._not_generated(t, keys.tag)
                 es.render_field = ("image tag", want.tag)
                 E.set_helm_value(es, t, keys.tag, want.tag)
                 fields.append(FieldChange(t.app, env, "image tag", have.tag, want.tag, t.root))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -29,19 +31,20 @@ def check_yaml(edits: Iterable[FileEdit]) -> Check:
 
 def check_schema(objects: Iterable[dict[str, Any]], version: str, label: str = "") -> Check:
     """Built-in kinds against the offline Kubernetes schema (strict); CRDs are named, not failed."""
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError
+    from jsonschema import ValidationError
 
     checked, skipped = 0, []
     for obj in objects:
         if is_custom(obj):
             continue  # validated against its CRD (opsbot.manifests.crds)
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-            checked += 1
-        except SchemaNotFoundError:
+        validator = _validator(version, str(obj.get("apiVersion")), str(obj.get("kind")))
+        if validator is None:
             skipped.append(str(obj.get("kind")))
-        except kubernetes_validate.ValidationError as exc:
+            continue
+        try:
+            validator.validate(obj)
+            checked += 1
+        except ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
             name = (obj.get("metadata") or {}).get("name", "?")
             return Check(f"schema (k8s {version})", False, f"{obj.get('kind')} {name}: {path}: {exc.message}")
@@ -49,6 +52,49 @@ def check_schema(objects: Iterable[dict[str, Any]], version: str, label: str = "
     if skipped:
         detail += f"; no schema for {', '.join(sorted(set(skipped)))} (custom resource)"
     return Check(f"schema (k8s {version})", True, detail)
+
+
+# Schemas load lazily and stay cached per process: only the kinds a change touches are read, and a
+# running bot reads each (and the 1.8 MB definitions file) once, not once per object per plan.
+# The lookup rules are kubernetes_validate.validate's own (schema dir of the newest version not
+# newer than the one asked for, strict variant, `<kind>-<group>-<version>.json`).
+
+
+@lru_cache(maxsize=8)
+def _schema_dir(version: str) -> str:
+    from kubernetes_validate.utils import VersionNotSupportedError, all_versions, major_minor
+
+    wanted = version[1:] if version.startswith("v") else version
+    versions = all_versions()
+    if major_minor(wanted) > versions[-1]:
+        raise VersionNotSupportedError(version=major_minor(wanted))
+    found = [v for v in versions if major_minor(v) <= major_minor(wanted)][-1]
+    return f"kubernetes-json-schema/v{found}-local-strict"
+
+
+@lru_cache(maxsize=4)
+def _definitions(schema_dir: str, version: str) -> Any:
+    from kubernetes_validate.utils import schema_contents
+    from referencing import Resource
+
+    return Resource.from_contents(schema_contents(f"{schema_dir}/_definitions.json", version))
+
+
+@lru_cache(maxsize=256)
+def _validator(version: str, api_version: str, kind: str) -> Any:
+    """A compiled validator for the kind, or None when the offline schema has none (custom resource)."""
+    from jsonschema.validators import Draft202012Validator
+    from kubernetes_validate.utils import schema_contents
+    from referencing import Registry, Resource
+
+    schema_dir = _schema_dir(version)
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = schema_contents(f"{schema_dir}/{kind.lower()}-{group_version}.json", version)
+    except FileNotFoundError:
+        return None
+    registry = _definitions(schema_dir, version) @ (Resource.from_contents(schema) @ Registry())
+    return Draft202012Validator(schema, registry=registry)
 
 
 def is_custom(obj: dict[str, Any]) -> bool:

@@ -26,10 +26,10 @@ import pytest
 from opsbot.app import Opsbot
 from opsbot.chat import texts
 from opsbot.core.model import RequestState
+from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.agent_routes import FLUX_PATH
 from opsbot.intake.deploys import AgentIntake, DeployProcessor, IntakeItem, event_record, inbox_key
-from opsbot.intake.watch import CLUSTERS, event_from_object
-from opsbot.intake.watching import DeployWatch
+from opsbot.intake.watching import CLUSTERS, DeployWatch
 from opsbot.metrics import Metrics
 from opsbot.server import Server
 from opsbot.settings import load_settings

@@ -36,8 +36,9 @@ from opsbot.chat import texts
 from opsbot.core.model import RequestState
 from opsbot.intake.agent_routes import FLUX_PATH, agent_webhook_routes
 from opsbot.intake.deploys import AgentIntake, DeployProcessor
-from opsbot.intake.watch import KUSTOMIZATIONS, LeaseElector
-from opsbot.intake.watching import DeployWatch, parse_watch
+from opsbot.intake.watching import KUSTOMIZATIONS, DeployWatch
+from opsbot.kube.client import parse_watch
+from opsbot.kube.lease import LeaseElector
 from opsbot.server import Server
 from opsbot.settings import Settings, load_settings
 from tests.doubles.kube import KUSTOMIZATION, KubeDouble

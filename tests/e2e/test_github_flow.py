@@ -548,7 +548,7 @@ def test_persistent_5xx_gives_up_after_bounded_retries_and_closes_the_request(
     w, clock = in_process
     w.double.inject("502", count=1000, method="POST", path=r"/pulls$")
     code, out, err = _main(capsys, "run", "scale frontend 5 in production", "--json")
-    assert code == 1 and out == ""
+    assert code == 2 and json.loads(out)["kind"] == "refused"  # --json errors are objects too
     assert "The PR could not be opened: GitHub refused opening the pull request" in err
     assert "GitHub answered 502 (5 attempts); try again later." in err
     assert len(w.double.api_calls("POST", r"/pulls$")) == 5

@@ -232,3 +232,232 @@ def test_applicationset_git_directory_generator(tmp_path: Path) -> None:
     assert all("argo cd Application" in e.found_by for e in config.envs.values())
     # no order in the repo any more: the usual order of names
     assert config.chains() == [["integration", "perf", "uat", "production"]]
+
+
+def test_malformed_gitops_objects_are_passed_over_not_crashed_on(tmp_path: Path) -> None:
+    """Hand-written objects with the wrong shapes: discovery keeps what the folders say."""
+    path = make_repo("testing-chain", tmp_path / "r", history=False)
+    weird = """apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: api-qa}
+spec:
+  sources: 7
+  source: {path: [overlays/qa], helm: {valueFiles: values-qa.yaml}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: api}
+spec:
+  generators: {list: {elements: [{env: qa}]}}
+  template: {spec: {source: {path: "overlays/{{env}}"}}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: api2}
+spec:
+  generators: [{list: {elements: qa}}, {git: {directories: overlays/*}}, 3]
+  template: []
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: uat}
+spec:
+  requestedFreight: [nope, {sources: [qa]}, {sources: {stages: testing}}]
+  subscriptions: {upstreamStages: [1, {name: 2}]}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: production}
+spec:
+  requestedFreight: [{sources: {stages: [elsewhere]}}]
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: qa}
+spec: {path: 5, dependsOn: nope}
+"""
+    commit_files(path, "Odd objects", {"argocd/odd.yaml": weird})
+    config = Index(GitRepo(str(path)), "main").config
+    # `elsewhere` is no env: production still promotes from the env before it
+    assert config.chains() == [["testing", "qa", "uat", "production"]]
+
+
+def test_applications_that_name_no_env_are_listed_in_one_note(tmp_path: Path) -> None:
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    app = """apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: cert-manager, namespace: argocd}
+spec:
+  source: {repoURL: https://github.com/acme/deploy.git, path: infra/cert-manager}
+  destination: {server: https://kubernetes.default.svc, namespace: cert-manager}
+"""
+    commit_files(
+        path,
+        "cert-manager",
+        {
+            "argocd/apps/cert-manager.yaml": app,
+            "infra/cert-manager/kustomization.yaml": "resources: []\n",
+        },
+    )
+    config = Index(GitRepo(str(path)), "main").config
+    assert list(config.envs) == ["dev", "staging", "prod"]
+    assert config.notes == (
+        "Argo CD Applications that name no environment opsbot knows: cert-manager (infra/cert-manager); "
+        "add their paths to an environment in .opsbot.yaml if opsbot should change them.",
+    )
+
+
+def test_applicationset_matrix_of_git_directories_and_an_env_list(tmp_path: Path) -> None:
+    """apps/* × [integration, uat, perf, production]: the list's order holds for every app."""
+    path = make_repo("kargo-appset", tmp_path / "r", history=False)
+    shutil.rmtree(path / "kargo")
+    appset = """apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: everything, namespace: argocd}
+spec:
+  goTemplate: true
+  generators:
+    - matrix:
+        generators:
+          - git:
+              repoURL: https://github.com/acme/checkout-deploy.git
+              revision: HEAD
+              directories:
+                - path: envs/*
+          - list:
+              elements:
+                - {stage: integration}
+                - {stage: uat}
+                - {stage: perf}
+                - {stage: production}
+  template:
+    metadata: {name: "checkout-{{.stage}}"}
+    spec:
+      source: {repoURL: https://github.com/acme/checkout-deploy.git, path: "envs/{{.stage}}"}
+      destination: {server: https://kubernetes.default.svc, namespace: "checkout-{{.stage}}"}
+"""
+    commit_files(path, "Matrix ApplicationSet", {"argocd/checkout.yaml": appset})
+    config = Index(GitRepo(str(path)), "main").config
+    assert config.chains() == [["integration", "uat", "perf", "production"]]
+
+
+def test_flux_kustomizations_of_other_repositories_are_not_env_roots(tmp_path: Path) -> None:
+    """A tenant's Kustomization reads its own GitRepository: `./staging` there is not `staging/` here."""
+    path = make_repo("flux-env-roots", tmp_path / "r", history=False)
+    tenant = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: dev-team, namespace: apps}
+spec:
+  interval: 5m
+  path: ./production
+  sourceRef: {kind: GitRepository, name: dev-team}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: dev-everything, namespace: apps}
+spec:
+  interval: 5m
+  path: ./
+  sourceRef: {kind: GitRepository, name: flux-system}
+"""
+    commit_files(path, "Tenant sync", {"tenants/dev-team.yaml": tenant})
+    config = Index(GitRepo(str(path)), "main").config
+    assert {n: (e.paths, e.found_by) for n, e in config.envs.items()} == {
+        "staging": (("staging",), "<env>/ folders"),
+        "production": (("production",), "<env>/ folders"),
+    }
+
+
+def _prod_app(path: Path, helm_block: str) -> None:
+    app = (path / "argocd" / "apps" / "guestbook-prod.yaml").read_text()
+    old = "      helm:\n        valueFiles:\n          - $values/values/guestbook/values-prod.yaml\n"
+    assert old in app
+    commit_files(
+        path,
+        "prod Application changes",
+        {"argocd/apps/guestbook-prod.yaml": app.replace(old, helm_block)},
+    )
+
+
+def test_argo_value_files_layer_and_the_last_one_is_edited(tmp_path: Path) -> None:
+    """valueFiles [common, prod]: prod wins, so prod is the env's file; common is merged under it."""
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    (path / "values" / "common.yaml").write_text("service:\n  port: 8080\nreplicaCount: 9\n")
+    _prod_app(
+        path,
+        "      helm:\n        valueFiles:\n          - $values/values/common.yaml\n"
+        "          - $values/values/guestbook/values-prod.yaml\n",
+    )
+    index = Index(GitRepo(str(path)), "main")
+    assert index.config.envs["prod"].paths == ("values/guestbook/values-prod.yaml",)
+    assert index.config.envs["prod"].charts[0].layers == ("values/common.yaml",)
+    t = index.find("guestbook", "prod")
+    assert (t.rendered["service"]["port"], t.rendered["replicaCount"]) == (8080, 3)
+    change = plan(index.repo, "scale guestbook 4 in prod")
+    assert change.files == ["values/guestbook/values-prod.yaml"]
+    assert [(f.old, f.new) for f in change.fields] == [("3", "4")]
+
+
+def test_a_value_the_argo_application_sets_itself_is_not_edited_in_a_file(tmp_path: Path) -> None:
+    """helm.parameters win over every values file: an edit there would change nothing."""
+    path = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    _prod_app(
+        path,
+        "      helm:\n        valueFiles:\n          - $values/values/guestbook/values-prod.yaml\n"
+        "        parameters:\n          - name: image.tag\n            value: 1.4.1\n"
+        "        valuesObject:\n          replicaCount: 3\n",
+    )
+    index = Index(GitRepo(str(path)), "main")
+    assert index.config.envs["prod"].charts[0].overrides == ("image.tag", "replicaCount")
+    with pytest.raises(CommandError, match=r"sets image\.tag itself .* wins over values/guestbook/values-prod\.yaml"):
+        plan(index.repo, "deploy guestbook 1.4.9 to prod")
+    with pytest.raises(CommandError, match="sets replicaCount itself"):
+        plan(index.repo, "scale guestbook 5 in prod")
+    again = parse_config(render_config(index.config))  # init keeps what it found
+    assert again.envs["prod"].charts == index.config.envs["prod"].charts
+
+
+def test_helmrelease_values_files_of_a_chart_in_this_repo_are_read_and_not_shadowed(tmp_path: Path) -> None:
+    """chart from GitRepository flux-system with valuesFiles: those files are under spec.values."""
+    from opsbot.manifests.index import current_replicas
+
+    path = make_repo("flux-env-roots", tmp_path / "r", history=False)
+    release = (path / "base" / "podinfo" / "release.yaml").read_text()
+    old = "      chart: podinfo\n"
+    assert old in release
+    release = release.replace(
+        old, "      chart: ./charts/podinfo\n      valuesFiles:\n        - ./charts/podinfo/values-prod.yaml\n"
+    ).replace("        kind: HelmRepository\n        name: podinfo\n", "        kind: GitRepository\n        name: flux-system\n")
+    patch = (path / "production" / "podinfo-patch.yaml").read_text().replace("    replicaCount: 3\n", "    image:\n      tag: 6.4.1\n")
+    release = release.replace("    replicaCount: 1\n", "")
+    commit_files(
+        path,
+        "podinfo chart from this repo",
+        {
+            "base/podinfo/release.yaml": release,
+            "production/podinfo-patch.yaml": patch,
+            "charts/podinfo/Chart.yaml": "apiVersion: v2\nname: podinfo\nversion: 6.4.1\n",
+            "charts/podinfo/templates/deployment.yaml": (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n"
+                "spec:\n  replicas: {{ .Values.replicaCount }}\n"
+            ),
+            "charts/podinfo/values-prod.yaml": "replicaCount: 4\n",
+        },
+    )
+    index = Index(GitRepo(str(path)), "main")
+    assert list(index.config.envs) == ["staging", "production"]  # values-prod.yaml is the release's, not an env
+    t = index.find("podinfo", "production")
+    assert current_replicas(t, "replicaCount") == 4
+    with pytest.raises(CommandError, match=r"takes replicaCount from charts/podinfo/values-prod\.yaml"):
+        plan(index.repo, "scale podinfo 5 in production")
+
+
+def test_init_asks_one_approval_for_every_production_name() -> None:
+    from opsbot.manifests.config import EnvConfig, RepoConfig
+
+    names = ["dev", "uat", "prd", "live", "prod-eu", "production"]
+    cfg = RepoConfig(envs={n: EnvConfig(n, (f"envs/{n}",)) for n in names})
+    parsed = parse_config(render_config(cfg))
+    assert {n: e.approvals for n, e in parsed.envs.items()} == {
+        "dev": 0, "uat": 0, "prd": 1, "live": 1, "prod-eu": 1, "production": 1
+    }

@@ -103,6 +103,8 @@ def test_history_of_an_unknown_app_says_unknown_app(tmp_path: Path) -> None:
         assert nope.text() == 'Unknown app "frontnd". Did you mean "frontend"? Apps: api, cache, frontend, worker.'
         in_env = bot.handle("history nope in staging", Actor("reader"))
         assert isinstance(in_env, Failure) and in_env.text().startswith('Unknown app "nope" in staging.')
+        status = bot.handle("status frontnd", Actor("reader"))
+        assert isinstance(status, Failure) and status.text() == nope.text()
     finally:
         bot.close()
 
@@ -181,3 +183,11 @@ def test_check_reports_a_configured_path_that_does_not_exist(
     code, out = check(repo, capsys)
     assert code == 1
     assert "  ❌ overlay/uat: .opsbot.yaml: path overlay/uat does not exist in the repo." in out
+
+
+def test_check_names_the_chart_of_each_values_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo("argo-helm-values", tmp_path / "r", history=False)
+    code, out = check(repo, capsys)
+    assert code == 0, out
+    assert "  ✅ values-staging.yaml: Helm values of chart guestbook (charts/guestbook)" in out
+    assert "promotion: dev → staging → prod" in out

@@ -17,11 +17,11 @@ CASES = [
     ("fleet", "frontend", "production", ["production: ghcr.io/acme/frontend:1.4.2 · 3 replicas"]),
     ("fleet", "api", None, ["staging: ghcr.io/acme/api:2.3.0, ghcr.io/acme/envoy:1.29.1 · autoscaled 2-6",
                             "production: ghcr.io/acme/api:2.3.0, ghcr.io/acme/envoy:1.29.1 · autoscaled 3-10"]),
-    ("per-app-overlays", "ledger", "production", ["production: ghcr.io/acme/ledger:0.9.4 · 1 replicas"]),
-    ("helm-values", "podinfo", None, ["dev: 6.5.0 · 1 replicas", "production: 6.5.0 · 3 replicas"]),
+    ("per-app-overlays", "ledger", "production", ["production: ghcr.io/acme/ledger:0.9.4 · 1 replica"]),
+    ("helm-values", "podinfo", None, ["dev: 6.5.0 · 1 replica", "production: 6.5.0 · 3 replicas"]),
     ("flux-helmrelease", "podinfo", "production", ["production: chart 6.4.0, image 6.5.0 · 2 replicas"]),
     ("plain", "queue", "staging", ["staging: ghcr.io/acme/queue:0.4.2 · autoscaled 1-3"]),
-    ("branch-per-env", "shop", None, ["dev: ghcr.io/acme/shop:2.2.0-rc.1 · 1 replicas",
+    ("branch-per-env", "shop", None, ["dev: ghcr.io/acme/shop:2.2.0-rc.1 · 1 replica",
                                       "production: ghcr.io/acme/shop:2.0.3 · 4 replicas"]),
 ]
 

@@ -18,7 +18,7 @@ import yaml
 from opsbot.app import Opsbot
 from opsbot.core.model import Actor
 from opsbot.core.results import Info
-from opsbot.intake.live import KubeLiveReader
+from opsbot.kube.live import KubeLiveReader
 from opsbot.settings import load_settings
 from tests.doubles.kube import DEPLOYMENT, STATEFULSET, KubeDouble, RunningKube
 from tests.plugins.kube import KUBE_TOKEN, kube_client
@@ -74,7 +74,7 @@ def write_kubeconfig(path: Path, server: str, token: str = KUBE_TOKEN) -> Path:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """The fleet with production and staging reconciled on cluster prod-eu, dev on no cluster."""
-    return fleet_with_config(tmp_path / "fleet", production={"agent": AGENT}, staging={"agent": AGENT})
+    return fleet_with_config(tmp_path / "fleet", production={"agent": AGENT}, staging={"agent": dict(AGENT)})
 
 
 @pytest.fixture

@@ -22,18 +22,11 @@ from kubernetes.client.exceptions import ApiException
 
 from opsbot.core.model import DeployEvent, Outcome
 from opsbot.errors import PermanentError
-from opsbot.intake.watch import (
-    APPLICATIONS,
-    HELMRELEASES,
-    KUSTOMIZATIONS,
-    Backoff,
-    LeaseElector,
-    ResourceWatcher,
-    WatchAuthError,
-    event_from_object,
-    live_status,
-    run_watchers,
-)
+from opsbot.intake.agent_events import event_from_object
+from opsbot.intake.watching import APPLICATIONS, HELMRELEASES, KUSTOMIZATIONS
+from opsbot.kube.lease import LeaseElector
+from opsbot.kube.live import live_status
+from opsbot.kube.watcher import Backoff, ResourceWatcher, WatchAuthError, run_watchers
 from tests.doubles.kube import APPLICATION, DEPLOYMENT, HELMRELEASE, KUSTOMIZATION, LEASE, KubeDouble
 from tests.plugins.kube import KUBE_TOKEN, KubeClock
 
@@ -211,6 +204,7 @@ def make_watcher(kube_api: client.ApiClient) -> Callable[..., tuple[ResourceWatc
         kwargs.setdefault("backoff", RecordingBackoff())
         kwargs.setdefault("clock", lambda: NOW)
         kwargs.setdefault("stop_poll_seconds", 0.05)
+        kwargs.setdefault("translate", event_from_object)
         return ResourceWatcher(kwargs.pop("api", kube_api), resource, events, **kwargs), events
 
     return make
@@ -487,7 +481,8 @@ def test_a_failing_callback_does_not_stop_the_watch(
 
     kube_double.apply(KUSTOMIZATION, kustomization("boom"))
     watcher = ResourceWatcher(
-        kube_api, KUSTOMIZATIONS, flaky, backoff=RecordingBackoff(), stop_poll_seconds=0.05
+        kube_api, KUSTOMIZATIONS, flaky, translate=event_from_object, backoff=RecordingBackoff(),
+        stop_poll_seconds=0.05,
     )
     with running(watcher):
         assert seen.get(timeout=GUARD).name == "boom"

@@ -142,7 +142,7 @@ CASES = [
     Case("escape-in-app-name", ["check"], refused=False, expect=("ev\\x1b[31mil",),
          files={"apps/frontend/evil.yaml": EVIL_DEPLOYMENT,
                 "apps/frontend/kustomization.yaml": FRONTEND.replace("resources:\n", "resources:\n- evil.yaml\n")}),
-    Case("control-char-command", ["plan", "scale frontend\x1b[2J 3 in staging"], expect=("control characters",)),
+    Case("control-char-command", ["plan", "scale frontend\x1b[2J 3 in staging"], expect=("control or invisible character (U+001B)",)),
     # 7. config errors reach the user; issue 11 item 2: nothing discovered
     Case("unknown-config-key", ["run", SCALE], expect=("aprovals",),
          files=_cfg("aprovals: 1\nenvironments:\n  staging: {path: overlays/staging}\n")),

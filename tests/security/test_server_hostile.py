@@ -471,7 +471,7 @@ def test_fuzzed_signed_slack_shapes_never_crash(rig: Rig, no_tracebacks: Any, ob
 
 def test_the_signature_window_is_five_minutes_either_way() -> None:
     """The window itself, with an injected clock (the HTTP tests stay an hour away from its edge)."""
-    from opsbot.chat.slack import verify_slack_signature
+    from opsbot.chat.slack.checks import verify_slack_signature
 
     body = b"command=%2Fops&text=status"
     now = 1_800_000_000.0

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,21 @@ from hypothesis import strategies as st
 
 from opsbot.core.model import DeployEvent, Outcome
 from opsbot.errors import OpsbotError
-from opsbot.intake.agents import (
-    AgentEvent,
+from opsbot.intake.agent_events import (
+    ARGO_HEALTH,
+    ARGO_PHASES,
     FluxRevision,
     PayloadError,
-    UnsupportedEvent,
     argocd_outcome,
+    event_from_object,
     flux_outcome,
+    parse_flux_revision,
+)
+from opsbot.intake.agents import (
+    AgentEvent,
+    UnsupportedEvent,
     parse_argocd_event,
     parse_flux_event,
-    parse_flux_revision,
     verify_bearer,
     verify_flux_signature,
 )
@@ -690,3 +696,48 @@ def test_fuzz_revision_parser(raw: Any) -> None:
 def test_fuzz_signature_checks_never_raise(secret: str, body: bytes, header: str | None) -> None:
     assert verify_flux_signature(secret, body, header) in (True, False)
     assert verify_bearer(secret, header) in (True, False)
+
+
+# ------------------------------------------------------------------------ one table for both roads
+
+
+@dataclass(frozen=True)
+class _Resource:
+    kind: str
+
+
+@pytest.mark.parametrize("phase", sorted(ARGO_PHASES | {""}))
+@pytest.mark.parametrize("health", sorted(ARGO_HEALTH | {""}))
+def test_argo_cd_webhook_and_watch_give_one_verdict(phase: str, health: str) -> None:
+    """The same Application state read from the notification body and from the object's status
+    gives the same outcome, reason and message: both roads go through `agent_events`."""
+    if not phase and not health:
+        return  # an object that says nothing yet is no event on the watch road
+    body = {"app": "shop", "namespace": "argocd", "phase": phase, "healthStatus": health,
+            "message": "synced", "healthMessage": "pod crashloops", "revision": SHA_OK}
+    obj = {
+        "metadata": {"name": "shop", "namespace": "argocd"},
+        "status": {
+            "operationState": {"phase": phase, "message": "synced", "syncResult": {"revision": SHA_OK}},
+            "health": {"status": health, "message": "pod crashloops"},
+        },
+    }
+    hook = parse_argocd_event(body, received_at=RECEIVED)
+    watched = event_from_object(_Resource("Application"), obj, now=RECEIVED)
+    assert watched is not None
+    assert (watched.outcome, watched.reason, watched.message, watched.revision) == (
+        hook.outcome, hook.reason, hook.message, hook.revision,
+    )
+
+
+@pytest.mark.parametrize("reason", ["ReconciliationFailed", "HealthCheckFailed", "Progressing", "SomethingNew"])
+def test_a_flux_ready_false_reads_as_an_error_event_would(reason: str) -> None:
+    """A Ready=False condition is judged by the same reason table as an `error` webhook event."""
+    obj = {
+        "metadata": {"name": "apps", "namespace": "flux-system", "generation": 1},
+        "status": {"observedGeneration": 1, "lastAttemptedRevision": f"main@sha1:{SHA_OK}",
+                   "conditions": [{"type": "Ready", "status": "False", "reason": reason, "message": "m"}]},
+    }
+    watched = event_from_object(_Resource("Kustomization"), obj, now=RECEIVED)
+    assert watched is not None and watched.outcome is flux_outcome(reason, "error")
+    assert watched.revision == SHA_OK

@@ -1,5 +1,6 @@
 """The layer rule of DESIGN §6, checked on the source: core, manifests and commands import no Slack,
-GitHub, aiohttp or Kubernetes client module, and only their adapters import those libraries."""
+GitHub, aiohttp or Kubernetes client module, and only their adapters import those libraries
+(the finer rules between adapters are import-linter contracts in pyproject.toml, run by .ci/run)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,25 @@ FORBIDDEN_IN_CORE = (
     "opsbot.intake",
     "opsbot.forge.github",
     "opsbot.server",
-    # the live side of `status` comes through the LiveReader port (opsbot.intake.live)
+    # the live side of `status` comes through the LiveReader port (implemented in opsbot.kube.live)
+    "opsbot.kube",
     "kubernetes",
 )
 ADAPTERS = {
-    "slack_bolt": {"opsbot/chat/slack.py"},
-    "slack_sdk": {"opsbot/chat/slack.py"},
+    # the Bolt app in the transport; the Web API client in the poster (the transport holds one too)
+    "slack_bolt": {"opsbot/chat/slack/transport.py"},
+    "slack_sdk": {"opsbot/chat/slack/poster.py", "opsbot/chat/slack/transport.py"},
     "github": {"opsbot/forge/github.py"},
     # Helm's engine runs only in its worker process, behind opsbot.manifests.helm (one door to replace)
     "helm_python": {"opsbot/manifests/helm_worker.py"},
+    # the Kubernetes client: watches, Lease election and live reads all live in one package
+    "kubernetes": {"opsbot/kube/"},
 }
+
+
+def _allowed(rel: str, allowed: set[str]) -> bool:
+    """A file is allowed by its path, or by a package directory (an entry ending in `/`)."""
+    return any(rel == a or (a.endswith("/") and rel.startswith(a)) for a in allowed)
 
 
 def imports(path: Path) -> set[str]:
@@ -53,13 +63,13 @@ def test_core_manifests_and_commands_stay_free_of_adapters() -> None:
     assert offenders == []
 
 
-def test_slack_github_and_helm_libraries_are_imported_only_in_their_adapter() -> None:
+def test_slack_github_helm_and_kubernetes_libraries_are_imported_only_in_their_adapter() -> None:
     offenders = []
     for py in sorted((ROOT / "opsbot").rglob("*.py")) + sorted((ROOT / "commands").rglob("*.py")):
         rel = str(py.relative_to(ROOT))
         for mod in imports(py):
             for lib, allowed in ADAPTERS.items():
-                if _matches(mod, lib) and rel not in allowed:
+                if _matches(mod, lib) and not _allowed(rel, allowed):
                     offenders.append(f"{rel} imports {mod}")
     assert offenders == []
 
@@ -76,6 +86,13 @@ def test_the_checker_sees_a_violation() -> None:
     assert "aiohttp" not in imports(bad)
     tree_mods = {m for m in imports(ROOT / "opsbot" / "forge" / "github.py")}
     assert any(_matches(m, "github") for m in tree_mods)
+
+
+def test_the_kubernetes_rule_is_not_fooled_by_kubernetes_validate() -> None:
+    """`kubernetes_validate` (the offline schemas of the gate) is not the cluster client."""
+    assert not _matches("kubernetes_validate", "kubernetes")
+    assert _allowed("opsbot/kube/watcher.py", ADAPTERS["kubernetes"])
+    assert not _allowed("opsbot/intake/watching.py", ADAPTERS["kubernetes"])
 
 
 #: Store methods that change request state (the request row, its approvals, its thread claim).

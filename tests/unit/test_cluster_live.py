@@ -10,8 +10,9 @@ import pytest
 
 from opsbot.core.model import DeployEvent, Outcome
 from opsbot.errors import ConfigError
+from opsbot.intake.agent_events import event_from_object
 from opsbot.intake.deploys import CLUSTERS_ENV, build_env_map
-from opsbot.intake.watch import CLUSTERS, DEFAULT_RESOURCES, event_from_object
+from opsbot.intake.watching import CLUSTERS, DEFAULT_RESOURCES
 from opsbot.manifests.config import AgentRef, parse_config
 from opsbot.manifests.gitrepo import GitRepo
 from tests.plugins.slack import fleet_with_config
