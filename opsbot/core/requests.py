@@ -187,6 +187,10 @@ class RequestLifecycle:
         differs from what the PR holds, the PR is updated to it first.
         """
         current = self._await_pr(existing)
+        if current is not None and current.state == RequestState.SUPERSEDED and current.pr_number is not None:
+            # this ask duplicated one that was open when it came in; a newer, different ask replaced
+            # that one since. The answer is that request, as it is: a newer ask must not be undone.
+            return Proposal(current, self.forge.get_pr(current.pr_number), True)
         if current is None or not current.state.is_open:
             return None
         if current.pr_number is None:
