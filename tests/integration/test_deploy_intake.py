@@ -39,9 +39,9 @@ from opsbot.intake.deploys import (
     event_from_record,
     event_record,
     inbox_key,
-    post_keys,
 )
 from opsbot.manifests.gitrepo import GitRepo
+from opsbot.notify.deploy_posts import post_keys
 from opsbot.notify.outbox import OutboxWorker
 from opsbot.settings import Settings, load_settings
 from tests.plugins.slack import fleet_with_config
