@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -186,6 +187,10 @@ def github_env(work: Path, repo: Path, stack: contextlib.ExitStack) -> dict[str,
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="opsbot-bench-ack-"))
+    finished: list[bool] = []
+    # registered first, so it runs last (after the GitHub double stops): the 20k fleet is ~200 MB
+    stack.callback(lambda: shutil.rmtree(work, ignore_errors=True) if finished
+                   else print(f"kept {work} (serve.log) for a look", file=sys.stderr))
     if args.fleet_apps:
         repo = work / "fleet"
         generate(repo, args.fleet_apps)
@@ -261,6 +266,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         print(f"/ops -> PR link max ({args.forge:<6})                {pr_max / 1000:7.2f} s    < 1.5 s   "
               f"{pr_max / 1500:6.2f}")
         print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        finished.append(True)
         return 0
     finally:
         floor.terminate()
