@@ -79,7 +79,7 @@ async def serve(args: argparse.Namespace) -> None:
     from opsbot.core.model import Actor
     from opsbot.intake.agent_routes import agent_webhook_routes
     from opsbot.intake.deploys import AgentIntake, DeployProcessor
-    from opsbot.intake.notifier import OutboxWorker
+    from opsbot.notify.outbox import OutboxWorker
     from opsbot.settings import load_settings
     from tests.doubles.slack import BOT_TOKEN
     from tests.plugins.slack import fleet_with_config

@@ -6,7 +6,7 @@ from commands._shared import no_extras, one_word
 from opsbot.core.context import Context
 from opsbot.core.model import Intent, Request, intent_request
 from opsbot.core.parser import Args
-from opsbot.core.requests import Requests
+from opsbot.core.requests import RequestLifecycle
 from opsbot.errors import CommandError
 
 
@@ -16,7 +16,7 @@ def parse_request_ref(args: Args, usage: str) -> str:
     return ref.lstrip("#")
 
 
-def load(intent: Intent, ctx: Context) -> tuple[Requests, Request]:
+def load(intent: Intent, ctx: Context) -> tuple[RequestLifecycle, Request]:
     if ctx.requests is None:
         raise CommandError("This needs the request store; use `opsbot run`, the console or Slack.")
     return ctx.requests, ctx.requests.get(intent_request(intent) or "")

@@ -23,8 +23,9 @@ def run(intent: Intent, ctx: Context) -> Result:
         raise CommandError(
             f"Approvals for this team are GitHub reviews: approve PR #{req.pr_number} on GitHub ({req.pr_url})."
         )
-    req, message = requests.approve(req, ctx.actor)
-    return RequestUpdate(intent, request=req, event="approved", message=message)
+    done = requests.approve(req, ctx.actor)
+    return RequestUpdate(intent, request=done.request, event="approved", message=done.message,
+                         events=done.events)
 
 
 COMMAND = Command("approve", USAGE, "approve a proposed change", parse, run, kind="request")

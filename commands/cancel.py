@@ -18,8 +18,9 @@ def parse(args: Args) -> Intent:
 
 def run(intent: Intent, ctx: Context) -> Result:
     requests, req = load(intent, ctx)
-    req, message = requests.cancel(req, ctx.actor)
-    return RequestUpdate(intent, request=req, event="closed", message=message)
+    done = requests.cancel(req, ctx.actor)
+    return RequestUpdate(intent, request=done.request, event="closed", message=done.message,
+                         events=done.events)
 
 
 COMMAND = Command(

@@ -1,5 +1,5 @@
-"""`merge <request> [override because <reason>]`: merge its PR once enough approvals are in and no
-policy holds it back (windows, freezes, gates); re-planned if the base moved. An override needs the
+"""`merge <request> [override because <reason>]`: merge exactly the approved head of its PR once
+enough approvals are in and no policy holds it back (windows, freezes, gates). An override needs the
 `override` role and a reason, and is audited and posted."""
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ def run(intent: Intent, ctx: Context) -> Result:
     if ctx.policies is not None and req.state.is_open:
         override = intent.reason if isinstance(intent, MergeOverride) else None
         clearance = ctx.policies.check_merge(req, ctx.actor, override)
-    req, message = requests.merge(req, ctx.actor, ctx.planner)
+    done = requests.merge(req, ctx.actor, ctx.planner)
+    req, message = done.request, done.message
     if ctx.policies is not None and clearance is not None and req.state is RequestState.MERGED:
         message = "\n".join([message, *ctx.policies.merged(req, ctx.actor, clearance)])
-    return RequestUpdate(intent, request=req, event="merged", message=message)
+    return RequestUpdate(intent, request=req, event="merged", message=message, events=done.events)
 
 
 COMMAND = Command("merge", USAGE, "merge an approved change", parse, run, kind="request")

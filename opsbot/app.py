@@ -13,8 +13,9 @@ from opsbot.core.context import Context
 from opsbot.core.dispatcher import Dispatcher
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
-from opsbot.core.requests import Notify, Requests
+from opsbot.core.requests import Notify, RequestLifecycle
 from opsbot.core.results import Result
+from opsbot.holds import hold_first_command
 from opsbot.manifests.config import RepoConfig
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
@@ -72,12 +73,13 @@ class Opsbot:
         self._notify_hooks: list[Notify] = [self.metrics.observe_transition]
         if notify:
             self._notify_hooks.append(notify)
-        self.requests = Requests(
+        self.requests = RequestLifecycle(
             self.store,
             self.forge,
             notify=self._notify,
             parse=lambda t: REGISTRY.parse(t)[1],
             users=settings.users,
+            planner_for=self.planner_for,
         )
         self.live = live if live is not None else _live_reader(settings)
         self.dispatcher = Dispatcher(
@@ -164,6 +166,7 @@ class Opsbot:
 
                 log.warning("mirror refresh failed: %s", type(exc).__name__)
                 return Failure(None, message=f"Could not refresh the manifest repo mirror: {exc}")
+        hold_first_command()
         return self.dispatcher.handle(text, actor, thread, apply=apply)
 
     def propose_as_opsbot(self, command: str) -> Request:
@@ -214,7 +217,7 @@ def make_policies(bot: Opsbot, group_members: GroupMembers | None) -> Policies:
         channel = settings.channel_for_env(env)
         if channel:  # imported here: the CLI without a deploy channel never loads the chat side
             from opsbot.chat.blocks import policy_notice
-            from opsbot.intake.notifier import queue_channel_post
+            from opsbot.notify.outbox import queue_channel_post
 
             queue_channel_post(bot.store, key, channel, policy_notice(text))
 

@@ -31,6 +31,18 @@ class ValidationFailed(CommandError):
     """The validation gate refused the change; no PR was opened."""
 
 
+class HeadChanged(CommandError):
+    """The PR's branch is not at the commit that was approved: nothing merged (GitHub's 409)."""
+
+    def __init__(self, message: str, *, head_sha: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.head_sha = head_sha
+
+
+class MergeConflict(CommandError):
+    """The PR no longer merges cleanly into its base: it must be re-planned, never merged textually."""
+
+
 class ConfigError(OpsbotError):
     """Settings or `.opsbot.yaml` are wrong; raised at start or at load with the exact key."""
 

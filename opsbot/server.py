@@ -100,7 +100,8 @@ GITHUB_REPLAY_SECONDS = 60.0
 
 
 async def _replay_github(hooks: Any, stop: asyncio.Event) -> None:
-    """Deliveries whose handling failed (e.g. the database blipped) are applied again, bounded by `stop`."""
+    """Deliveries whose handling failed (e.g. the database blipped) are applied again, and open PRs
+    follow a base that moved without telling us; every minute, bounded by `stop`."""
     await asyncio.to_thread(hooks.replay)
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
@@ -111,6 +112,8 @@ async def _replay_github(hooks: Any, stop: asyncio.Event) -> None:
             await asyncio.to_thread(hooks.replay, GITHUB_REPLAY_SECONDS)
         except Exception:
             log.exception("replaying pending GitHub deliveries failed")
+        # the periodic check: a base moved without a webhook (the local forge, a lost delivery)
+        hooks.refresher.kick()
 
 
 POLICY_TICK_SECONDS = 60.0
@@ -188,6 +191,12 @@ class Server:
                 plan_workers=self.settings.plan_workers,
             )
         )
+        repair = getattr(getattr(self.bot, "requests", None), "repair", None)
+        if callable(repair):  # a PR opened just before a crash is recorded, never opened twice
+            try:
+                await asyncio.to_thread(repair)
+            except Exception:
+                log.exception("repairing requests left open by a crash failed")
         if self.settings.slack_bot_token:
             factory = self.transport_factory
             if factory is None:

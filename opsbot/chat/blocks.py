@@ -336,6 +336,9 @@ def root_update(previous_blocks: Sequence[Block], request: Request, status_line:
 _REPLIES: dict[str, Callable[..., str]] = {
     "approved": texts.approved,
     "merged": texts.merged,
+    "pushed": texts.pushed,
+    "rebased": texts.rebased,
+    "updated": texts.updated,
     "deployed": texts.deployed,
     "failed": texts.failed,
     "superseded": texts.superseded,

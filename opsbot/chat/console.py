@@ -20,7 +20,7 @@ from opsbot.chat.texts import plain
 from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.results import Failure, Info, NoChange, Proposed, RequestUpdate, Result
 from opsbot.core.wording import count
-from opsbot.intake.notifier import OutboxWorker, save_root
+from opsbot.notify.outbox import OutboxWorker, save_root
 
 #: Diff lines the console shows of a proposal; the rest is counted ("… (N more lines)").
 DIFF_LINES = 20

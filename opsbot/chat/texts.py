@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 # --------------------------------------------------------------------------------------------- basics
 
@@ -266,6 +267,46 @@ def approved(by: str, count: int = 1, needed: int = 1) -> str:
 
 def merged(by: str, sha: str) -> str:
     return f"🔀 Merged by {who(by)} as {escape(short_sha(sha))}"
+
+
+def pushed(by: str, sha: str, needed: int = 1) -> str:
+    """Someone else's commit landed on the PR branch: what was reviewed is not what would merge."""
+    again = "approval is needed again before it can merge" if needed > 0 else "merge it again once you have read it"
+    return f"⚠️ {who(by)} pushed {escape(short_sha(sha))} to the PR branch; approvals are cleared and {again}."
+
+
+def _effect_words(effect: Any) -> str:
+    items = [list(e) for e in effect or [] if isinstance(e, list | tuple) and len(e) == 5]
+    if not items:
+        return "no field changes"
+    words = [change_words(str(app), str(name), str(old) if old != "" else None, str(new))
+             for app, _env, name, old, new in items[:5]]
+    if len(items) > 5:
+        words.append(f"and {len(items) - 5} more")
+    return ", ".join(words)
+
+
+def rebased(base: str, after: str, sha: str = "", same: bool = True, old: Any = (), new: Any = ()) -> str:
+    """opsbot moved the PR onto the new base; whether the approvals stand is the point of the message."""
+    head = f"🔁 Rebased on {escape(base)} after {escape(clip(after, 100))}"
+    if same:
+        return f"{head}; the change is the same ({_effect_words(new)}), so approvals stand."
+    return (f"{head}; the change is now {_effect_words(new)} (was {_effect_words(old)}), "
+            "so approval is needed again.")
+
+
+def updated(base: str = "", after: str = "", sha: str = "", same: bool = True, old: Any = (), new: Any = ()) -> str:
+    """The same intent asked again planned differently (another config, a moved base): the PR follows."""
+    head = "✏️ Updated the PR to what was just asked again"
+    if same:
+        return f"{head}; the change is the same ({_effect_words(new)}), so approvals stand."
+    return (f"{head}; the change is now {_effect_words(new)} (was {_effect_words(old)}), "
+            "so approval is needed again.")
+
+
+def pushed_status(by: str, sha: str) -> str:
+    """The root's status line after a push by someone else (plain text)."""
+    return f"needs approval again: {by or 'someone'} pushed {short_sha(sha)}"
 
 
 #: How agents are named in sentences.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from opsbot.core.model import Actor, Thread
 from opsbot.core.ports import Forge, LiveReader, Store
-from opsbot.core.requests import Requests
+from opsbot.core.requests import RequestLifecycle
 from opsbot.manifests.gitrepo import GitRepo
 from opsbot.manifests.planner import Planner, PlanOptions
 from opsbot.settings import Settings
@@ -25,7 +25,7 @@ class Context:
     command_text: str = ""
     forge: Forge | None = None
     store: Store | None = None
-    requests: Requests | None = None
+    requests: RequestLifecycle | None = None
     thread: Thread | None = None
     #: True for `run` (open a PR), False for `plan` (compute and validate only)
     apply: bool = False

@@ -236,7 +236,10 @@ TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     RequestState.PROPOSED: frozenset(
         {RequestState.APPROVED, RequestState.MERGED, RequestState.CLOSED, RequestState.SUPERSEDED}
     ),
-    RequestState.APPROVED: frozenset({RequestState.MERGED, RequestState.CLOSED, RequestState.SUPERSEDED}),
+    # approved -> proposed: the approvals were cleared (a push by someone else, a different effect)
+    RequestState.APPROVED: frozenset(
+        {RequestState.PROPOSED, RequestState.MERGED, RequestState.CLOSED, RequestState.SUPERSEDED}
+    ),
     RequestState.MERGED: frozenset({RequestState.DEPLOYED, RequestState.FAILED}),
     RequestState.FAILED: frozenset({RequestState.DEPLOYED}),
     RequestState.DEPLOYED: frozenset(),
@@ -298,6 +301,26 @@ class Request:
     merged_at: datetime | None = None
     deployed_at: datetime | None = None
 
+    @property
+    def effect(self) -> Effect:
+        return effect_of(self.fields)
+
+
+#: What a change does once rendered: (app, env, field, old, new) per moved value, sorted. The file an
+#: edit lands in is not part of it: a rebase may move the edit, and the reviewer approved the values.
+Effect = tuple[tuple[str, str, str, str, str], ...]
+
+
+def effect_of(fields: Any) -> Effect:
+    """The effect of stored field dicts or `FieldChange`s; equal effects mean the same rendered change."""
+    out: set[tuple[str, str, str, str, str]] = set()
+    for f in fields:
+        get = f.get if isinstance(f, dict) else (lambda k, d=None, f=f: getattr(f, k, d))
+        old = get("old", None)
+        out.add((str(get("app", "")), str(get("env", "")), str(get("field", "")),
+                 "" if old is None else str(old), str(get("new", ""))))
+    return tuple(sorted(out))
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -311,10 +334,14 @@ class Transition:
 
 @dataclass(frozen=True)
 class Approval:
+    """One reviewer's yes, valid only for the PR head and the effect it was given on (DESIGN §2)."""
+
     request_id: str
     approver: str
     source: str  # chat | github
     at: datetime
+    head_sha: str = ""
+    effect: Effect = ()
 
 
 # --------------------------------------------------------------------------------------------- forge
@@ -331,6 +358,7 @@ class PullRequest:
     title: str = ""
     merge_sha: str = ""
     created: bool = True  # False when an identical open PR was returned instead of a new one
+    head_author: str = ""  # who made the head commit, when the forge knows and it is not opsbot's
 
 
 # --------------------------------------------------------------------------------------------- agents

@@ -41,8 +41,9 @@ class Forge(Protocol):
 
     def get_pr(self, number: int) -> PullRequest: ...
 
-    def merge_pr(self, number: int, message: str) -> PullRequest:
-        """Merge, or raise CommandError saying what blocks it (reviews, checks, conflicts)."""
+    def merge_pr(self, number: int, message: str, expected_head: str = "") -> PullRequest:
+        """Merge exactly `expected_head` (when given), or raise CommandError saying what blocks it:
+        HeadChanged when the branch moved, MergeConflict when it no longer merges into its base."""
         ...
 
     def close_pr(self, number: int, comment: str = "") -> PullRequest: ...
@@ -101,6 +102,14 @@ class InboxItem:
     received_at: datetime
 
 
+class OpenRequestExists(Exception):
+    """The intent already has an open request (maybe another replica's, still opening its PR)."""
+
+    def __init__(self, existing: Request) -> None:
+        super().__init__(f"{existing.intent_key} already has open request {existing.id}")
+        self.existing = existing
+
+
 class Store(Protocol):
     """Requests with their audit trail, approvals, and the inbox/outbox that make intake durable.
 
@@ -109,7 +118,10 @@ class Store(Protocol):
 
     # requests ---------------------------------------------------------------------------------
     def create_request(self, new: NewRequest) -> Request:
-        """Insert a proposed request and its first transition; the id is generated here."""
+        """Insert a proposed request and its first transition; the id is generated here.
+
+        Raises OpenRequestExists when the intent already has an open (proposed/approved) request.
+        """
         ...
 
     def get_request(self, request_id: str) -> Request | None: ...
@@ -155,8 +167,24 @@ class Store(Protocol):
     def transitions(self, request_id: str) -> list[Transition]: ...
 
     # approvals --------------------------------------------------------------------------------
-    def add_approval(self, request_id: str, approver: str, source: str) -> bool:
-        """False when this approver already approved this request."""
+    def claim_thread(self, request_id: str, owner: str) -> bool:
+        """True for exactly one caller per request (across replicas): it posts the thread root."""
+        ...
+
+    def release_thread(self, request_id: str, owner: str) -> None:
+        """Undo `owner`'s claim (its root could not be posted), so a later ask may post one."""
+        ...
+
+    def add_approval(
+        self, request_id: str, approver: str, source: str, head_sha: str = "", effect: Sequence[Sequence[str]] = ()
+    ) -> bool:
+        """False when this approver already approved this request. `head_sha`/`effect`: what was reviewed."""
+        ...
+
+    def clear_approvals(self, request_id: str) -> int: ...
+
+    def rebind_approvals(self, request_id: str, head_sha: str, effect: Sequence[Sequence[str]]) -> int:
+        """Move approvals to a new head opsbot made with the same effect (a rebase that changed nothing)."""
         ...
 
     def approvals(self, request_id: str) -> list[Approval]: ...

@@ -116,6 +116,8 @@ class RequestUpdate(Result):
     event: str = ""  # approved | merged | closed | merge-blocked | approval-recorded
     message: str = ""
     visibility: str = "thread"
+    #: the transitions this command fired (empty when nothing moved): chat keeps a repeat quiet
+    events: tuple[str, ...] = ()
 
     def text(self) -> str:
         return self.message

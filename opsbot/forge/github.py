@@ -45,7 +45,7 @@ from github.PullRequest import PullRequest as GhPullRequest
 from github.Repository import Repository
 
 from opsbot.core.model import Change, PullRequest
-from opsbot.errors import CommandError, ConfigError, PermanentError
+from opsbot.errors import CommandError, ConfigError, HeadChanged, MergeConflict, PermanentError
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
 from opsbot.settings import Settings
@@ -655,7 +655,8 @@ class GitHubForge:
             self._force_branch(current.branch, sha)
             return replace(current, head_sha=sha, base_branch=change.base_branch, created=False)
 
-    def merge_pr(self, number: int, message: str) -> PullRequest:
+    def merge_pr(self, number: int, message: str, expected_head: str = "") -> PullRequest:
+        """PUT /pulls/{n}/merge with the head that was approved as `sha`: GitHub merges that or nothing."""
         with self._refusals(f"merging PR #{number}"):
             gh_pr = self._call(f"reading PR #{number}", lambda: _completed(self._repo.get_pull(number)))
             current = self._model(gh_pr)
@@ -665,7 +666,14 @@ class GitHubForge:
                 raise CommandError(
                     f"PR #{number} is closed; it cannot be merged.", hint="Reopen it or ask again."
                 )
+            if expected_head and current.head_sha != expected_head:
+                raise HeadChanged(
+                    f"PR #{number} changed: its branch is at {current.head_sha[:7]}, "
+                    f"not the approved {expected_head[:7]}.",
+                    head_sha=current.head_sha,
+                )
             title, _, rest = message.partition("\n")
+            sha = expected_head or current.head_sha
             try:
                 status = self._call(
                     f"merging PR #{number}",
@@ -673,7 +681,7 @@ class GitHubForge:
                         commit_title=title.strip() or current.title,
                         commit_message=rest.strip(),
                         merge_method=self.merge_method,
-                        sha=current.head_sha,
+                        sha=sha,
                     ),
                 )
             except GithubException as exc:
@@ -808,17 +816,18 @@ def _message(exc: GithubException) -> str:
 
 
 def _merge_refusal(number: int, exc: GithubException, pr: PullRequest) -> CommandError:
-    """Name what blocks the merge, in GitHub's words plus what to do about it."""
+    """Name what blocks the merge, in GitHub's words plus what to do about it (typed where opsbot acts on it)."""
     reason = _message(exc) or f"GitHub answered {exc.status}"
     lower = reason.lower()
+    what = f"GitHub refused to merge PR #{number}: {reason}"
     if exc.status == 409:
-        hint = "The PR changed since it was shown; review it again, then merge."
-    elif "approving review" in lower or "review" in lower:
+        return HeadChanged(what, hint="The PR changed since it was approved; review it again, then merge.")
+    if "not mergeable" in lower or "conflict" in lower:
+        return MergeConflict(what, hint=f"It conflicts with {pr.base_branch}; it must be re-planned on the current base.")
+    if "approving review" in lower or "review" in lower:
         hint = "It needs approving reviews on GitHub first."
     elif "status check" in lower:
         hint = "Wait for the required checks to pass."
-    elif "not mergeable" in lower or "conflict" in lower:
-        hint = f"It conflicts with {pr.base_branch}; ask again so opsbot re-plans it on the current base."
     elif "not allowed" in lower:
         hint = "Set OPSBOT_MERGE_METHOD to a method the repository allows."
     else:

@@ -14,12 +14,13 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from opsbot.core.model import Change, PullRequest
 from opsbot.core.ports import STATUS_STATES
-from opsbot.errors import CommandError
+from opsbot.errors import CommandError, HeadChanged, MergeConflict
 from opsbot.manifests.gitrepo import GitError, git
 
 
@@ -82,10 +83,24 @@ class LocalForge:
         pr = self._row("number = ?", number)
         if pr is None:
             raise CommandError(f"No PR #{number} in the local forge. `opsbot prs` lists them.")
-        return pr
+        return self._live(pr)
+
+    def _live(self, pr: PullRequest) -> PullRequest:
+        """An open PR's head is its branch as it is now: anyone may have pushed to it since."""
+        if pr.state != "open":
+            return pr
+        try:
+            head = git(self.path, "rev-parse", "--verify", "-q", f"refs/heads/{pr.branch}^{{commit}}").strip()
+        except GitError:
+            return pr
+        if not head or head == pr.head_sha:
+            return pr
+        author = git(self.path, "log", "-1", "--format=%an", head).strip()
+        return replace(pr, head_sha=head, head_author=author)
 
     def find_open_pr(self, branch: str) -> PullRequest | None:
-        return self._row("branch = ? AND state = 'open'", branch)
+        pr = self._row("branch = ? AND state = 'open'", branch)
+        return None if pr is None else self._live(pr)
 
     def list_prs(self, state: str = "open") -> list[PullRequest]:
         rows = self._db.execute(
@@ -182,8 +197,9 @@ class LocalForge:
                 self._db.execute("UPDATE prs SET state = 'closed' WHERE number = ?", (number,))
             return self.get_pr(number)
 
-    def merge_pr(self, number: int, message: str) -> PullRequest:
-        """A real merge commit on the base branch (two parents), or a clear refusal on conflict."""
+    def merge_pr(self, number: int, message: str, expected_head: str = "") -> PullRequest:
+        """A real merge commit on the base branch (two parents) of exactly `expected_head` when given;
+        a typed refusal (HeadChanged, MergeConflict) otherwise."""
         with self._lock:
             pr = self.get_pr(number)
             if pr.state == "merged":
@@ -192,12 +208,17 @@ class LocalForge:
                 raise CommandError(f"PR #{number} is {pr.state}; it cannot be merged.")
             base_sha = git(self.path, "rev-parse", f"refs/heads/{pr.base_branch}").strip()
             head = git(self.path, "rev-parse", f"refs/heads/{pr.branch}").strip()
+            if expected_head and head != expected_head:
+                raise HeadChanged(
+                    f"PR #{number} changed: its branch is at {head[:7]}, not the approved {expected_head[:7]}.",
+                    head_sha=head,
+                )
             try:
                 tree = git(self.path, "merge-tree", "--write-tree", "--no-messages", base_sha, head).split()[
                     0
                 ]
             except GitError:
-                raise CommandError(
+                raise MergeConflict(
                     f"PR #{number} has a conflict with {pr.base_branch}: the base moved and changed the same lines."
                 ) from None
             merge = git(

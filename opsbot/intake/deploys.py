@@ -77,17 +77,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from opsbot.chat import blocks, texts
 from opsbot.core.model import DeployEvent, Outcome, Request, RequestState, utcnow
 from opsbot.core.ports import InboxItem, Store
 from opsbot.errors import ConfigError, OpsbotError
 from opsbot.intake.agents import AgentEvent, PayloadError
-from opsbot.intake.notifier import ROOT_UPDATE, THREAD_REPLY, queue_channel_post
 from opsbot.manifests.config import AgentRef, RepoConfig, load_config
 from opsbot.manifests.gitrepo import GitRepo, Snapshot, norm
 from opsbot.manifests.yamledit import load_all
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
+from opsbot.notify import deploy_posts
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -559,6 +558,11 @@ class DeployBot(Protocol):
 
     def on_transition(self, hook: Callable[[Request, str, dict[str, Any]], None]) -> None: ...
 
+    @property
+    def requests(self) -> Any:
+        """The request lifecycle (opsbot.core.requests): the only writer of request state."""
+        ...
+
 
 @dataclass(frozen=True)
 class IntakeItem:
@@ -577,16 +581,6 @@ class Settled:
     request_id: str
     state: RequestState
     queued: tuple[str, ...]
-
-
-def post_keys(request_id: str, state: RequestState | str) -> tuple[str, str, str]:
-    """Outbox keys of the posts of one deploy outcome: reply, root update, channel line."""
-    base = f"deploy:{request_id}:{state}"
-    return f"{base}:reply", f"{base}:root", f"{base}:channel"
-
-
-def warning_key(request_id: str) -> str:
-    return f"deploy:{request_id}:warning:reply"
 
 
 class DeployProcessor:
@@ -680,17 +674,12 @@ class DeployProcessor:
             if request.state is target:  # replay: moved by this very event before a crash
                 moved: Request | None = request
             else:
-                moved = self.store.transition(
-                    request.id,
-                    target,
-                    _actor(event),
-                    _detail(event, key),
-                    **({"deployed_at": event.at} if target is RequestState.DEPLOYED else {}),
+                # the lifecycle writes the state and publishes the event (metrics observe merge -> live)
+                moved = self.bot.requests.settle(
+                    request.id, target, _actor(event), _detail(event, key),
+                    at=event.at if target is RequestState.DEPLOYED else None,
+                    since_merge=_since_merge(request, event),
                 )
-                if moved is not None and target is RequestState.DEPLOYED:
-                    since = _since_merge(moved, event)
-                    if since is not None:
-                        self.metrics.record_merge_to_deployed(since)
             self._forget_waiting(request.env)
             if moved is None:
                 continue
@@ -716,74 +705,19 @@ class DeployProcessor:
         return found
 
     def _queue_posts(self, request: Request, target: RequestState, event: AgentEvent) -> list[str]:
+        channel = self.settings.channel_for_env(request.env)
+        facts: dict[str, Any] = {
+            "agent": agent_of(event), "agent_kind": event.kind, "agent_name": event.name, "sha": event.revision,
+            "reason": event.reason, "message": event.message, "since_merge": _since_merge(request, event),
+        }  # fmt: skip
         if request.verb == CREATE_CLUSTER:
-            return self._queue_cluster_posts(request, target, event)
-        reply_key, root_key, channel_key = post_keys(request.id, target)
-        since = _since_merge(request, event)
-        env = request.env
-        agent = agent_of(event)
-        if target is RequestState.DEPLOYED:
-            reply = blocks.thread_reply(
-                "deployed", env=env, agent=agent, agent_kind=event.kind, agent_name=event.name,
-                sha=event.revision, since_merge=since,
+            ready = bool(self.store.kv_get(_ready_posted_key(request.id)))
+            return deploy_posts.queue_cluster_applied(
+                self.store, channel, request, target, ready_already=ready, cluster=event.cluster, **facts
             )
-            reason = ""
-        else:
-            reply = blocks.thread_reply("failed", env=env, reason=event.reason, message=event.message)
-            reason = _one_line(f"{event.reason}: {event.message}" if event.message else event.reason)
-        queued: list[str] = []
-        if self.store.outbox_add(reply_key, THREAD_REPLY,
-                                 {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
-            queued.append(reply_key)
-        root: dict[str, Any] = {"request": request.id}
-        if reason:
-            root["reason"] = reason[:300]
-        if self.store.outbox_add(root_key, ROOT_UPDATE, root):
-            queued.append(root_key)
-        channel = self.settings.channel_for_env(env)
-        if channel:
-            approvers = [a.approver for a in self.store.approvals(request.id)]
-            line = blocks.deploy_channel_line(
-                request, outcome=target, approvers=approvers, since_merge=since, reason=reason
-            )
-            if queue_channel_post(self.store, channel_key, channel, line):
-                queued.append(channel_key)
-        return queued
+        return deploy_posts.queue_outcome(self.store, channel, request, target, **facts)
 
     # ------------------------------------------------------------------ created clusters
-
-    def _queue_cluster_posts(self, request: Request, target: RequestState, event: AgentEvent) -> list[str]:
-        """Step one of `create cluster`: the management cluster's agent applied (or failed to)."""
-        reply_key, root_key, channel_key = post_keys(request.id, target)
-        since = _since_merge(request, event)
-        root: dict[str, Any] = {"request": request.id}
-        queued: list[str] = []
-        if target is RequestState.DEPLOYED:
-            reply = blocks.thread_reply(
-                "cluster_applied", name=request.app, agent=agent_of(event), agent_kind=event.kind,
-                agent_name=event.name, sha=event.revision, on=event.cluster, since_merge=since,
-            )
-            ready = self.store.kv_get(_ready_posted_key(request.id))
-            root["status"] = texts.cluster_ready_status(request.app) if ready else texts.CLUSTER_APPLIED_STATUS
-        else:
-            where = event.cluster or texts.MANAGEMENT_CLUSTER
-            reply = blocks.thread_reply("failed", env=where, reason=event.reason, message=event.message)
-            reason = _one_line(f"{event.reason}: {event.message}" if event.message else event.reason)
-            root["reason"] = reason[:300]
-            channel = self.settings.channel_for_env(request.env)
-            if channel:
-                approvers = [a.approver for a in self.store.approvals(request.id)]
-                line = blocks.deploy_channel_line(
-                    request, outcome=target, approvers=approvers, since_merge=since, reason=reason, env=where
-                )
-                if queue_channel_post(self.store, channel_key, channel, line):
-                    queued.append(channel_key)
-        if self.store.outbox_add(reply_key, THREAD_REPLY,
-                                 {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
-            queued.insert(0, reply_key)
-        if self.store.outbox_add(root_key, ROOT_UPDATE, root):
-            queued.append(root_key)
-        return queued
 
     def _cluster_event(
         self, event: AgentEvent, item: IntakeItem | None, *, only: Sequence[Request] | None = None
@@ -815,14 +749,11 @@ class DeployProcessor:
                 # (no `clusters.agent` pinned, or its event lost): the request is deployed now.
                 key = item.key if item is not None else "recheck"
                 on = f" on {event.cluster}" if event.cluster else ""
-                moved = self.store.transition(
+                moved = self.bot.requests.settle(
                     request.id, RequestState.DEPLOYED, f"capi:cluster/{event.name}",
-                    f"cluster Ready{on}; event {key}", deployed_at=event.at,
+                    f"cluster Ready{on}; event {key}", at=event.at, since_merge=_since_merge(request, event),
                 )
                 if moved is not None:
-                    since = _since_merge(moved, event)
-                    if since is not None:
-                        self.metrics.record_merge_to_deployed(since)
                     request = moved
                 self._forget_waiting(request.env)
             queued = self._queue_cluster_ready(request, event)
@@ -834,25 +765,12 @@ class DeployProcessor:
         return settled
 
     def _queue_cluster_ready(self, request: Request, event: AgentEvent) -> list[str]:
-        base = f"cluster:{request.id}:ready"
-        since = _since_merge(request, event)
         self.store.kv_set(_ready_posted_key(request.id), event.at.astimezone(UTC).isoformat())
         self._warned.add(request.id)  # live: the "no deploy event" warning has nothing left to say
-        reply = blocks.thread_reply("cluster_ready", name=request.app, since_merge=since)
-        queued: list[str] = []
-        if self.store.outbox_add(f"{base}:reply", THREAD_REPLY,
-                                 {"request": request.id, "text": reply["text"], "blocks": reply["blocks"]}):
-            queued.append(f"{base}:reply")
-        root = {"request": request.id, "status": texts.cluster_ready_status(request.app)}
-        if self.store.outbox_add(f"{base}:root", ROOT_UPDATE, root):
-            queued.append(f"{base}:root")
-        channel = self.settings.channel_for_env(request.env)
-        if channel:
-            approvers = [a.approver for a in self.store.approvals(request.id)]
-            line = blocks.cluster_ready_channel_line(request, approvers=approvers, since_merge=since)
-            if queue_channel_post(self.store, f"{base}:channel", channel, line):
-                queued.append(f"{base}:channel")
-        return queued
+        return deploy_posts.queue_cluster_ready(
+            self.store, self.settings.channel_for_env(request.env), request,
+            since_merge=_since_merge(request, event),
+        )  # fmt: skip
 
     def _remember_ready(self, event: AgentEvent, item: IntakeItem) -> None:
         """Keep the latest Ready of each cluster name, for a create-cluster merge known only later."""
@@ -991,17 +909,15 @@ class DeployProcessor:
             if self.store.kv_get(f"deploy:seen:{request.id}"):
                 continue
             binding = env_map.binding_for(request.env)
-            rendered = blocks.thread_reply(
-                "warning",
-                env=request.env or texts.cluster_label(request.app),
+            key = deploy_posts.queue_quiet_warning(
+                self.store,
+                request,
                 minutes=max(1, self.settings.deploy_timeout_seconds // 60),
                 agent=binding.agent if binding else "",
                 agent_kind=binding.kind if binding else "",
                 agent_name=binding.name if binding else "",
             )
-            key = warning_key(request.id)
-            payload = {"request": request.id, "text": rendered["text"], "blocks": rendered["blocks"]}
-            if self.store.outbox_add(key, THREAD_REPLY, payload):
+            if key:
                 queued.append(key)
         if queued:
             self.wake()
@@ -1076,10 +992,6 @@ def _since_merge(request: Request, event: DeployEvent) -> float | None:
     if request.merged_at is None:
         return None
     return max((event.at - request.merged_at).total_seconds(), 0.0)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _cluster_key(name: str) -> str:

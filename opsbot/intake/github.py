@@ -52,6 +52,18 @@ class PrClosed:
 
 
 @dataclass(frozen=True)
+class PrSynchronized:
+    """New commits on an open PR's branch (`pull_request` `synchronize`), pushed by `pusher`."""
+
+    number: int
+    branch: str
+    before: str
+    after: str
+    pusher: str
+    repository: str = ""
+
+
+@dataclass(frozen=True)
 class ReviewApproved:
     number: int
     reviewer: str
@@ -69,7 +81,7 @@ class Push:
     repository: str = ""
 
 
-GitHubEvent = PrOpened | PrMerged | PrClosed | ReviewApproved | Push
+GitHubEvent = PrOpened | PrMerged | PrClosed | PrSynchronized | ReviewApproved | Push
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -144,6 +156,18 @@ def parse_event(event: str, payload: dict[str, Any]) -> GitHubEvent | None:
                 )
             return PrClosed(
                 number=number, branch=branch, closed_by=_login(payload.get("sender")), repository=repository
+            )
+        if action == "synchronize":
+            after = _str(payload.get("after")) or _str(head.get("sha"))
+            if not after:
+                return None
+            return PrSynchronized(
+                number=number,
+                branch=branch,
+                before=_str(payload.get("before")),
+                after=after,
+                pusher=_login(payload.get("sender")),
+                repository=repository,
             )
         return None
     if event == "pull_request_review":

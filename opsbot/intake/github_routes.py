@@ -21,21 +21,25 @@ Why it is built this way:
 What each event does:
 
 =========================================  ==================================================
-`pull_request` closed, merged              `Requests.forge_merged` with `merge_commit_sha` (also
+`pull_request` closed, merged              `RequestLifecycle.forge_merged` with `merge_commit_sha` (also
                                            for PRs merged by hand on GitHub); a merged PR that
                                            opsbot did not open is announced in the deploy
                                            channel (a `channel_post` outbox item)
-`pull_request` closed, not merged          `Requests.forge_closed`
-`pull_request_review` submitted, approved  `Requests.forge_approved`, only with
+`pull_request` closed, not merged          `RequestLifecycle.forge_closed`
+`pull_request` synchronize                 `RequestLifecycle.forge_pushed`: a head opsbot did not record
+                                           clears the approvals (told in the thread)
+`pull_request_review` submitted, approved  `RequestLifecycle.forge_approved` for the review's
+                                           `commit_id` (counts only if it is the head), only with
                                            `approvals_mode: github` (four-eyes applies)
-`push`                                     mirror refresh in the background
+`push`                                     mirror refresh, then open PRs follow their moved
+                                           base (`RequestLifecycle.follow_bases`), in the background
 `ping`                                     200
 anything else                              204, not stored
 =========================================  ==================================================
 
 `channel_post` payload queued here: `{"channel": settings.deploy_channel, "text": ..., "blocks":
 None}` under the key `github:merged-elsewhere:<owner/name>#<number>`; the outbox worker
-(`opsbot.intake.notifier`) posts it. Without a deploy channel nothing is queued.
+(`opsbot.notify.outbox`) posts it. Without a deploy channel nothing is queued.
 """
 
 from __future__ import annotations
@@ -53,12 +57,13 @@ from aiohttp import web
 
 from opsbot.core.model import utcnow
 from opsbot.core.ports import Store
-from opsbot.core.requests import Requests
+from opsbot.core.requests import RequestLifecycle
 from opsbot.intake.github import (
     GitHubEvent,
     PrClosed,
     PrMerged,
     PrOpened,
+    PrSynchronized,
     Push,
     ReviewApproved,
     parse_event,
@@ -67,13 +72,13 @@ from opsbot.intake.github import (
 from opsbot.intake.http import read_capped
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
+from opsbot.notify.outbox import CHANNEL_POST, queue
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/github"
 SOURCE = "github"
-CHANNEL_POST = "channel_post"
 #: How many pending inbox items are searched for the one just added (to mark it done). A backlog
 #: beyond this only means the item stays pending and is replayed later, which is harmless.
 PENDING_SCAN = 1000
@@ -98,7 +103,7 @@ class Bot(Protocol):
     def store(self) -> Store: ...
 
     @property
-    def requests(self) -> Requests: ...
+    def requests(self) -> RequestLifecycle: ...
 
     @property
     def forge(self) -> _Forge: ...
@@ -163,13 +168,21 @@ class GitHubWebhooks:
         self.max_body = settings.max_body_bytes if max_body is None else max_body
         #: `opsbot_webhook_events{source="github"}`: the bot's own registry when it has one
         self.metrics: Metrics = getattr(bot, "metrics", None) or DEFAULT_METRICS
-        self.refresher = Coalescer(bot.forge.refresh, "mirror refresh after a push")
+        self.refresher = Coalescer(self._refresh_and_follow, "mirror refresh and re-planning after a push")
         self._warned_unconfigured = False
         self._replayed = False
         self._replay_lock = asyncio.Lock()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(PATH, self.handle)]
+
+    def _refresh_and_follow(self) -> None:
+        """Fetch the mirror, then re-plan the open PRs whose base moved (in the background: GitHub
+        gives a delivery 10 s, and re-planning a dozen PRs may take longer)."""
+        self.bot.forge.refresh()
+        follow = getattr(self.bot.requests, "follow_bases", None)
+        if callable(follow):
+            follow()
 
     # ------------------------------------------------------------------------------ HTTP
 
@@ -223,6 +236,8 @@ class GitHubWebhooks:
             result: dict[str, Any] = {"result": "refresh-scheduled"}
         else:
             result = await asyncio.to_thread(self._apply, parsed)
+            if isinstance(parsed, PrMerged):
+                self.refresher.kick()  # the base moved: open PRs on it follow, in the background
         await asyncio.to_thread(self._done, delivery)
         return "accepted", _reply(200, ok=True, **result)
 
@@ -234,7 +249,7 @@ class GitHubWebhooks:
             return False
         if isinstance(event, ReviewApproved):
             return self.settings.approvals_mode == "github"
-        return isinstance(event, PrMerged | PrClosed | Push)
+        return isinstance(event, PrMerged | PrClosed | PrSynchronized | Push)
 
     # ------------------------------------------------------------------------------ actions
 
@@ -246,14 +261,19 @@ class GitHubWebhooks:
             if known is None:
                 queued = self._announce_foreign_merge(event)
                 return {"result": "merged-elsewhere", "announced": queued}
-            moved = requests.forge_merged(event.number, event.merge_sha, event.merged_by or "github")
+            moved = requests.forge_merged(
+                event.number, event.merge_sha, event.merged_by or "github", follow=False
+            )
             return {"result": "merged" if moved else "unchanged", "request": known.id}
         if isinstance(event, PrClosed):
             moved = requests.forge_closed(event.number, event.closed_by or "github")
             return {"result": "closed" if moved else "unchanged"}
         if isinstance(event, ReviewApproved):
-            moved = requests.forge_approved(event.number, event.reviewer)
+            moved = requests.forge_approved(event.number, event.reviewer, event.commit_sha)
             return {"result": "approval-recorded" if moved else "unchanged"}
+        if isinstance(event, PrSynchronized):
+            moved = requests.forge_pushed(event.number, event.after, event.pusher)
+            return {"result": "approvals-cleared" if moved else "unchanged"}
         # a push needs no replay: the mirror is fetched before planning whenever it is stale
         return {"result": "ignored"}
 
@@ -273,7 +293,7 @@ class GitHubWebhooks:
         repo = event.repository or self.settings.github_repository
         key = f"github:merged-elsewhere:{repo}#{event.number}"
         payload = {"channel": channel, "text": text, "blocks": None}
-        return self.bot.store.outbox_add(key, CHANNEL_POST, payload)
+        return queue(self.bot.store, key, CHANNEL_POST, payload)
 
     def _done(self, delivery: str) -> None:
         for item in self.bot.store.inbox_pending(limit=PENDING_SCAN):

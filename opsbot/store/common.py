@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from opsbot.core.model import TRANSITIONS, Approval, Request, RequestState, Transition, utcnow
-from opsbot.core.ports import InboxItem, NewRequest, OutboxItem
+from opsbot.core.ports import InboxItem, NewRequest, OpenRequestExists, OutboxItem
 from opsbot.errors import ConfigError
 from opsbot.policy.model import NewAudit
 from opsbot.store.migrations import Migration
@@ -203,8 +203,14 @@ def transition_from_row(row: Mapping[str, Any]) -> Transition:
 def approval_from_row(row: Mapping[str, Any]) -> Approval:
     at = from_db_time(row["at"])
     assert at is not None
+    effect = tuple(tuple(str(v) for v in item) for item in (row.get("effect") or []))
     return Approval(
-        request_id=format_id(int(row["request_id"])), approver=row["approver"], source=row["source"], at=at
+        request_id=format_id(int(row["request_id"])),
+        approver=row["approver"],
+        source=row["source"],
+        at=at,
+        head_sha=row.get("head_sha") or "",
+        effect=effect,  # type: ignore[arg-type]
     )
 
 
@@ -257,6 +263,9 @@ class Tx(Protocol):
         """Execute; the number of rows changed."""
         ...
 
+
+#: Open states as SQL: must read exactly like the predicate of the requests_one_open_intent index.
+_OPEN_PREDICATE = "state IN ('proposed', 'approved')"
 
 _REQUEST_INSERT_COLUMNS = (
     "intent_key", "command", "verb", "app", "env", "requester", "state", "forge", "branch",
@@ -348,29 +357,64 @@ class SqlStore(PolicySql, ABC):
 
     # requests ----------------------------------------------------------------------------------
     def create_request(self, new: NewRequest) -> Request:
+        """Insert a proposed request, unless its intent already has an open one (OpenRequestExists).
+
+        Why in the store: with several replicas the only place two of them meet is the database, so
+        "one open request per intent" is a partial unique index, not a lock in one process.
+        """
         fields = check_fields({"fields": list(new.fields)})["fields"]
-        now = self._ts(utcnow())
-        values = (
-            new.intent_key, new.command, new.verb, new.app, new.env, new.requester,
-            RequestState.PROPOSED.value, new.forge, new.branch, new.base_branch, new.base_sha, new.title,
-            new.summary, self._json(fields), int(new.approvals_needed), new.channel or "",
-            new.thread_ts or "", now, now,
-        )  # fmt: skip
         placeholders = ", ".join("?" for _ in _REQUEST_INSERT_COLUMNS)
+        for _attempt in range(5):
+            now = self._ts(utcnow())
+            values = (
+                new.intent_key, new.command, new.verb, new.app, new.env, new.requester,
+                RequestState.PROPOSED.value, new.forge, new.branch, new.base_branch, new.base_sha, new.title,
+                new.summary, self._json(fields), int(new.approvals_needed), new.channel or "",
+                new.thread_ts or "", now, now,
+            )  # fmt: skip
+            with self._tx(write=True) as tx:
+                row = tx.one(
+                    f"INSERT INTO requests ({', '.join(_REQUEST_INSERT_COLUMNS)}) "
+                    f"VALUES ({placeholders}) "
+                    f"ON CONFLICT (intent_key) WHERE {_OPEN_PREDICATE} DO NOTHING RETURNING *",
+                    values,
+                )
+                if row is None:
+                    existing = tx.one(
+                        f"SELECT * FROM requests WHERE intent_key = ? AND {_OPEN_PREDICATE}",
+                        (new.intent_key,),
+                    )
+                    if existing is None:
+                        continue  # it closed between our insert and our look: try again
+                    raise OpenRequestExists(request_from_row(existing))
+                tx.run(
+                    "INSERT INTO transitions (request_id, from_state, to_state, actor, detail, at) "
+                    "VALUES (?, NULL, ?, ?, ?, ?)",
+                    (row["id"], RequestState.PROPOSED.value, new.requester, "", now),
+                )
+                self._audit_in(tx, _audit_of(row, RequestState.PROPOSED.value, new.requester, new.command))
+            return request_from_row(row)
+        raise RuntimeError(f"could not create a request for {new.intent_key!r}: it kept changing under us")
+
+    def claim_thread(self, request_id: str, owner: str) -> bool:
+        """True for exactly one caller per request: the one that may post its thread root."""
+        number = parse_id(request_id)
+        if number is None or not owner:
+            return False
         with self._tx(write=True) as tx:
-            row = tx.one(
-                f"INSERT INTO requests ({', '.join(_REQUEST_INSERT_COLUMNS)}) "
-                f"VALUES ({placeholders}) RETURNING *",
-                values,
+            won = tx.run(
+                "UPDATE requests SET thread_claim = ? WHERE id = ? AND thread_claim = '' AND thread_ts = ''",
+                (owner, number),
             )
-            assert row is not None
-            tx.run(
-                "INSERT INTO transitions (request_id, from_state, to_state, actor, detail, at) "
-                "VALUES (?, NULL, ?, ?, ?, ?)",
-                (row["id"], RequestState.PROPOSED.value, new.requester, "", now),
-            )
-            self._audit_in(tx, _audit_of(row, RequestState.PROPOSED.value, new.requester, new.command))
-        return request_from_row(row)
+        return won == 1
+
+    def release_thread(self, request_id: str, owner: str) -> None:
+        """Give up a claim whose root could not be posted, so the next ask may post it."""
+        number = parse_id(request_id)
+        if number is None:
+            return
+        with self._tx(write=True) as tx:
+            tx.run("UPDATE requests SET thread_claim = '' WHERE id = ? AND thread_claim = ?", (number, owner))
 
     def get_request(self, request_id: str) -> Request | None:
         number = parse_id(request_id)
@@ -499,22 +543,45 @@ class SqlStore(PolicySql, ABC):
         return [transition_from_row(r) for r in rows]
 
     # approvals ---------------------------------------------------------------------------------
-    def add_approval(self, request_id: str, approver: str, source: str) -> bool:
+    def add_approval(
+        self, request_id: str, approver: str, source: str, head_sha: str = "", effect: Sequence[Sequence[str]] = ()
+    ) -> bool:
         number = parse_id(request_id)
         if number is None:
             raise KeyError(f"no request {request_id!r}")
+        effect_json = [list(item) for item in effect]
         with self._tx(write=True) as tx:
             req = tx.one("SELECT * FROM requests WHERE id = ?", (number,))
             if req is None:
                 raise KeyError(f"no request {request_id!r}")
             added = tx.run(
-                "INSERT INTO approvals (request_id, approver, source, at) VALUES (?, ?, ?, ?) "
+                "INSERT INTO approvals (request_id, approver, source, at, head_sha, effect) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (request_id, approver) DO NOTHING",
-                (number, approver, source, self._ts(utcnow())),
+                (number, approver, source, self._ts(utcnow()), head_sha, self._json(effect_json)),
             )
             if added == 1:
                 self._audit_in(tx, _audit_of(req, "approval", approver, f"approved in {source}"))
         return added == 1
+
+    def rebind_approvals(self, request_id: str, head_sha: str, effect: Sequence[Sequence[str]]) -> int:
+        """opsbot re-planned the request with the same effect: its approvals now hold for the new head."""
+        number = parse_id(request_id)
+        if number is None:
+            return 0
+        with self._tx(write=True) as tx:
+            return tx.run(
+                "UPDATE approvals SET head_sha = ?, effect = ? WHERE request_id = ?",
+                (head_sha, self._json([list(item) for item in effect]), number),
+            )
+
+    def clear_approvals(self, request_id: str) -> int:
+        """Forget every approval of a request; how many there were."""
+        number = parse_id(request_id)
+        if number is None:
+            return 0
+        with self._tx(write=True) as tx:
+            return tx.run("DELETE FROM approvals WHERE request_id = ?", (number,))
 
     def approvals(self, request_id: str) -> list[Approval]:
         number = parse_id(request_id)

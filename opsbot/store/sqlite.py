@@ -29,7 +29,7 @@ BUSY_TIMEOUT_MS = 30_000
 #: STRICT tables arrived in 3.37 (RETURNING, which we also need, in 3.35).
 MIN_SQLITE = (3, 37, 0)
 
-_JSON_OUT = frozenset({"fields", "payload", "result"})
+_JSON_OUT = frozenset({"fields", "payload", "result", "effect"})
 
 
 class _SqliteTx:

@@ -526,6 +526,21 @@ class GitHubDouble:
     def _emit_push(self, branch: str, before: str, after: str, pusher: str) -> None:
         login = pusher.removesuffix("[bot]")
         self._emit("push", lambda base: self.push_payload(base, branch, before, after, login))
+        if before == ZERO_SHA or after == ZERO_SHA:
+            return
+        # GitHub: a push to the head branch of an open PR is `pull_request` `synchronize`, sent by
+        # the pusher, with the old and new head.
+        for pr in self.pulls.values():
+            if pr.state == "open" and pr.head == branch:
+                number = pr.number
+                self._emit(
+                    "pull_request",
+                    lambda base, n=number: {
+                        **self.pull_request_payload(base, n, "synchronize", pusher),
+                        "before": before,
+                        "after": after,
+                    },
+                )
 
     def pending_events(self) -> list[str]:
         with self.lock:
@@ -1487,7 +1502,9 @@ class GitHubDouble:
             "GIT_CONFIG_NOSYSTEM": "1",
             "HOME": str(self.root),
         }
-        if request.headers.get("Content-Encoding"):
+        # aiohttp has already inflated a gzip body (git gzips big negotiations, e.g. a fetch with
+        # many branches): handing http-backend the header too would make it inflate plain bytes.
+        if request.headers.get("Content-Encoding") and raw[:2] == b"\x1f\x8b":
             env["HTTP_CONTENT_ENCODING"] = request.headers["Content-Encoding"]
         if request.headers.get("Git-Protocol"):
             env["GIT_PROTOCOL"] = request.headers["Git-Protocol"]

@@ -39,10 +39,10 @@ from opsbot.intake.deploys import (
     event_from_record,
     event_record,
     inbox_key,
-    post_keys,
 )
-from opsbot.intake.notifier import OutboxWorker
 from opsbot.manifests.gitrepo import GitRepo
+from opsbot.notify.deploy_posts import post_keys
+from opsbot.notify.outbox import OutboxWorker
 from opsbot.settings import Settings, load_settings
 from tests.plugins.slack import fleet_with_config
 from tests.repos import make_repo

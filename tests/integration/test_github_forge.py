@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from opsbot.errors import CommandError, PermanentError
+from opsbot.errors import CommandError, HeadChanged, PermanentError
 from opsbot.settings import Secret, Settings
 from tests.doubles.github import GitHubDouble, RunningDouble
 from tests.plugins.github import SEED_FILES, TOKEN, FakeClock, make_change
@@ -233,9 +233,25 @@ def test_merge_of_a_pr_whose_head_moved_is_refused_with_409(
 
     github_double.commit_files(pr.branch, {"README.md": "pushed by hand\n"})
     monkeypatch.setattr(github_double, "pull_json", stale_head)
-    with pytest.raises(CommandError, match="Head branch was modified") as refused:
+    with pytest.raises(HeadChanged, match="Head branch was modified") as refused:
         github_forge.merge_pr(pr.number, "merge")
     assert "review it again" in str(refused.value)
+
+
+def test_merge_sends_the_approved_head_and_refuses_another(github_forge: Any, github_double: GitHubDouble) -> None:
+    """What was approved is what merges: the approved head goes to GitHub as `sha`, or nothing is sent."""
+    pr = _open(github_forge, github_double)
+    approved = pr.head_sha
+    pushed = github_double.commit_files(pr.branch, {"README.md": "pushed by hand\n"}, author="dave")
+    with pytest.raises(HeadChanged, match=f"at {pushed[:7]}, not the approved {approved[:7]}") as refused:
+        github_forge.merge_pr(pr.number, "merge", expected_head=approved)
+    assert refused.value.head_sha == pushed
+    assert github_double.api_calls("PUT", r"/merge$") == []
+    merged = github_forge.merge_pr(pr.number, "merge", expected_head=pushed)
+    assert merged.state == "merged"
+    (call,) = github_double.api_calls("PUT", r"/merge$")
+    assert call.json["sha"] == pushed
+    assert github_double.repo.read_commit(merged.merge_sha)["parents"][1] == pushed
 
 
 def test_closed_pr_cannot_be_merged_or_updated(github_forge: Any, github_double: GitHubDouble) -> None:

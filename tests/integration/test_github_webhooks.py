@@ -31,6 +31,12 @@ from tests.doubles.github import GitHubDouble, RunningDouble
 from tests.plugins.github import TOKEN, WEBHOOK_SECRET, ServedApp, serve_app_in_thread
 
 MAX_BODY = 256 * 1024
+CONFIG_WITH_APPROVALS = """\
+environments:
+  dev: {path: overlays/dev}
+  staging: {path: overlays/staging, promote_from: dev}
+  production: {path: overlays/production, promote_from: staging, approvals: 1}
+"""
 SCALE = "scale frontend 5 in production"
 
 
@@ -243,7 +249,7 @@ async def test_unknown_events_and_actions_are_204_and_not_stored(
         ("issues", {"action": "opened", "issue": {"number": number}}),
         ("check_run", {"action": "completed"}),
         ("pull_request", hook.pr(number, "opened")),  # opsbot opened it; nothing to learn
-        ("pull_request", hook.pr(number, "synchronize")),
+        ("pull_request", hook.pr(number, "edited")),
         ("pull_request", other_repo),  # same number, another repository of the organisation
         ("installation", {"action": "created"}),
         ("", {}),
@@ -391,6 +397,44 @@ async def test_an_approving_review_is_recorded_once_and_never_the_requesters(
     assert [(a.approver, a.source) for a in bot.store.approvals(rid)] == [("bob", "github")]
     req = bot.store.get_request(rid)
     assert req and req.state == RequestState.APPROVED  # production needs no more than one here
+
+
+async def test_a_push_by_someone_else_clears_the_approval_and_a_review_counts_for_its_commit(
+    bot: Opsbot, settings: Settings, aiohttp_client: Any, fleet_double: GitHubDouble
+) -> None:
+    fleet_double.commit_files("main", {".opsbot.yaml": CONFIG_WITH_APPROVALS}, message="production needs 1")
+    await asyncio.to_thread(bot.forge.refresh)  # type: ignore[attr-defined]
+    rid, number = await asyncio.to_thread(propose, bot, SCALE, "alice")
+    _, hook = await make_hook(bot, settings, aiohttp_client, fleet_double)
+    fleet_double.add_review(number, "bob")
+    reviewed = hook.review(number)
+    assert (await hook.send("pull_request_review", reviewed))[1]["result"] == "approval-recorded"
+    approved = bot.store.get_request(rid)
+    assert approved and (approved.state, approved.approvals_needed) == (RequestState.APPROVED, 1)
+
+    # dave pushes to the PR branch; GitHub says `synchronize`, sent by dave
+    (pull,) = fleet_double.open_pulls()
+    before = fleet_double.branch_sha(pull.head)
+    after = fleet_double.commit_files(pull.head, {"README.md": "dave was here\n"}, author="dave")
+    sync = {**fleet_double.pull_request_payload(fleet_double.public_api_url or "", number, "synchronize", "dave"),
+            "before": before, "after": after}
+    assert (await hook.send("pull_request", sync))[1]["result"] == "approvals-cleared"
+    assert (await hook.send("pull_request", sync))[1]["result"] == "unchanged"  # a redelivery
+    req = bot.store.get_request(rid)
+    assert req and (req.state, req.head_sha) == (RequestState.PROPOSED, after)
+    assert bot.store.approvals(rid) == []
+    last = bot.store.transitions(rid)[-1]
+    assert (last.from_state, last.to_state, last.actor) == (RequestState.APPROVED, RequestState.PROPOSED, "dave")
+
+    refused: Any = await asyncio.to_thread(bot.handle, f"merge {rid}", Actor("bob", "bob", "cli"))
+    assert "needs 1 approval(s) before it can merge and has 0" in refused.text()
+    # bob's review was for the old commit: redelivered, it does not count for the new head
+    assert (await hook.send("pull_request_review", reviewed))[1]["result"] == "unchanged"
+    fleet_double.add_review(number, "bob", body="read dave's commit too")
+    assert (await hook.send("pull_request_review", hook.review(number)))[1]["result"] == "approval-recorded"
+    merged: Any = await asyncio.to_thread(bot.handle, f"merge {rid}", Actor("bob", "bob", "cli"))
+    assert merged.request.state == RequestState.MERGED, merged.text()
+    assert fleet_double.repo.read_commit(merged.request.merge_sha)["parents"][1] == after
 
 
 async def test_reviews_are_ignored_when_approvals_are_given_in_chat(
@@ -662,12 +706,20 @@ async def test_mounted_in_the_bot_server_app_it_works_the_same(
 
 
 async def test_the_server_replays_failed_deliveries_periodically(monkeypatch: Any) -> None:
-    """`opsbot serve` applies pending deliveries at start and again every GITHUB_REPLAY_SECONDS."""
+    """`opsbot serve` applies pending deliveries at start and again every GITHUB_REPLAY_SECONDS, and
+    each time checks whether open PRs must follow a base that moved (the periodic check)."""
     from opsbot import server as srv
 
     calls: list[float] = []
+    kicks: list[int] = []
+
+    class Refresher:
+        def kick(self) -> None:
+            kicks.append(len(calls))
 
     class Hooks:
+        refresher = Refresher()
+
         def replay(self, older_than: float = 0.0) -> int:
             calls.append(older_than)
             return 0
@@ -682,3 +734,4 @@ async def test_the_server_replays_failed_deliveries_periodically(monkeypatch: An
     stop.set()
     await asyncio.wait_for(task, 5)
     assert calls[0] == 0.0 and all(c == 0.01 for c in calls[1:])
+    assert kicks and kicks[0] == 2  # after each periodic replay, not before the first

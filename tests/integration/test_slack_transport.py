@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,13 +25,8 @@ from opsbot.app import Opsbot
 from opsbot.chat.slack import RateLimiter, SlackPoster, SlackTransport, UserGroups, permalink
 from opsbot.core.model import Actor, RequestState, Thread, utcnow
 from opsbot.errors import PermanentError, TemporaryError
-from opsbot.intake.notifier import (
-    CLAIM_SECONDS,
-    OutboxWorker,
-    queue_channel_post,
-    queue_request_event,
-    save_root,
-)
+from opsbot.notify.messages import queue_request_event
+from opsbot.notify.outbox import CLAIM_SECONDS, OutboxWorker, queue_channel_post, save_root
 from opsbot.server import make_app
 from opsbot.settings import RbacSettings, Role, load_settings
 from tests.doubles.slack import (
@@ -264,6 +260,41 @@ async def test_request_root_approve_by_another_then_merge(slack_chat: ChatFactor
     # one root, two replies, two root updates: nothing else was posted
     assert [c.method for c in chat.double.calls if c.ok and c.method.startswith("chat.")] == [
         "chat.postMessage", "chat.postMessage", "chat.update", "chat.postMessage", "chat.update"]
+
+
+async def test_a_push_after_approval_is_told_in_the_thread_and_needs_a_new_approval(
+    slack_chat: ChatFactory,
+) -> None:
+    chat = await slack_chat()
+    await chat.ops(SCALE)
+    root = chat.only_root()
+    await chat.click(root, "approve", user="U0BOB")
+    repo = Path(chat.bot.settings.repo)
+    branch = chat.bot.forge.get_pr(1).branch
+    # dave pushes to the PR branch by hand: a plain commit on the branch of the local forge
+    git = ["git", "-C", str(repo), "-c", "user.name=dave", "-c", "user.email=dave@example.com"]
+    tree = subprocess.run([*git, "rev-parse", f"{branch}^{{tree}}"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    pushed = subprocess.run([*git, "commit-tree", tree, "-p", branch, "-m", "tweak"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    subprocess.run([*git, "update-ref", f"refs/heads/{branch}", pushed], check=True)
+
+    said = await chat.click(root, "merge", user="U0BOB")
+    assert said.ephemeral == (f"⚠️ R1 was not merged: PR #1 changed after it was approved ({pushed[:7]} was pushed "
+                              "to its branch). It needs approval again.")
+    assert chat.bot.forge.get_pr(1).state == "open"
+    assert chat.thread(root) == [
+        "✅ Approved by <@U0BOB>",
+        f"⚠️ dave pushed {pushed[:7]} to the PR branch; approvals are cleared and approval is needed again "
+        "before it can merge.",
+    ]
+    assert chat.status(root) == f"needs approval again: dave pushed {pushed[:7]}"
+
+    await chat.click(root, "approve", user="U0BOB")
+    assert chat.status(root) == "approved, ready to merge"
+    await chat.click(root, "merge", user="U0BOB")
+    merged = chat.store.get_request("R1")
+    assert merged.state == RequestState.MERGED and chat.thread(root)[-1].startswith("🔀 Merged by <@U0BOB>")
 
 
 async def test_merge_before_enough_approvals_is_refused(slack_chat: ChatFactory) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from opsbot.core.model import TRANSITIONS, RequestState
-from opsbot.core.ports import NewRequest, Store
+from opsbot.core.ports import NewRequest, OpenRequestExists, Store
 from opsbot.errors import ConfigError
 from opsbot.store import open_store
 from opsbot.store.migrations.postgres import MIGRATIONS as PG_MIGRATIONS
@@ -751,3 +751,103 @@ def test_outbox_claims_let_one_worker_post_each_item(store: Store) -> None:
     store.outbox_done(b[0].id, {"ts": "1"})
     taken = store.outbox_claim(later, "replica-b", 30)
     assert {x.key for x in taken} == {x.key for x in a} | {b[1].key}
+
+
+# --------------------------------------------------------------------------------------------- uniqueness
+
+
+def test_one_open_request_per_intent_whichever_replica_asks(store_url: str) -> None:
+    """Four store objects (four replicas) insert the same intent at once: one wins, three are told who."""
+    open_store(store_url).close()  # migrate once, outside the race
+    stores = [open_store(store_url) for _ in range(4)]
+
+    def create(i: int) -> str:
+        try:
+            return "created " + stores[i].create_request(new_request(1)).id
+        except OpenRequestExists as taken:
+            return "exists " + taken.existing.id
+
+    try:
+        outcomes = sorted(race(4, create))
+        # (PostgreSQL may hand the winner a later number: a losing insert still draws one)
+        winner = outcomes[0].removeprefix("created ")
+        assert outcomes == [f"created {winner}"] + [f"exists {winner}"] * 3
+        # a closed request frees the intent; approved still holds it
+        stores[0].transition(winner, S.APPROVED, "U_BOB")
+        with pytest.raises(OpenRequestExists):
+            stores[1].create_request(new_request(1))
+        stores[0].transition(winner, S.CLOSED, "U_ALICE")
+        again = stores[2].create_request(new_request(1))
+        other = stores[3].create_request(new_request(2))  # another intent is another request
+        assert len({winner, again.id, other.id}) == 3
+        assert [r.id for r in stores[0].list_requests(states=[S.PROPOSED])] == [other.id, again.id]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_one_thread_root_claim_per_request(store_url: str) -> None:
+    open_store(store_url).close()
+    stores = [open_store(store_url) for _ in range(4)]
+    try:
+        rid = stores[0].create_request(new_request(1, thread_ts="")).id
+        won = race(4, lambda i: stores[i].claim_thread(rid, f"replica-{i}"))
+        assert sorted(won) == [False, False, False, True]
+        assert stores[0].claim_thread(rid, "replica-9") is False
+        # a request made inside a thread already has its place: nobody posts another root
+        threaded = stores[0].create_request(new_request(2, thread_ts="1700000000.000200")).id
+        assert stores[1].claim_thread(threaded, "replica-1") is False
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_schema_3_supersedes_duplicates_left_by_older_versions(store_url: str) -> None:
+    """Databases written before the rule may hold two open requests for one intent: the newest stays."""
+    if store_url.startswith("sqlite"):
+        from opsbot.store.sqlite import SqliteStore
+
+        class OldSqlite(SqliteStore):
+            migrations = SQLITE_MIGRATIONS[:2]
+
+        old: Any = OldSqlite(store_url[len("sqlite://") :])
+    else:
+        from opsbot.store.postgres import PostgresStore
+
+        class OldPostgres(PostgresStore):
+            migrations = PG_MIGRATIONS[:2]
+
+        old = OldPostgres(store_url)
+    try:
+        assert old.schema_version() == 2
+    finally:
+        old.close()
+    for n, state in ((1, "approved"), (2, "proposed")):  # as the old code wrote them, racing itself
+        raw_exec(
+            store_url,
+            "INSERT INTO requests (id, intent_key, command, verb, requester, state, created_at, updated_at) "
+            f"VALUES ({n}, 'key1', 'scale web 1 in production', 'scale', 'U_ALICE', '{state}', "
+            "'2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:00.000000+00:00')",
+        )
+    first, second = "R1", "R2"
+    s = open_store(store_url)
+    try:
+        older, newer = s.get_request(first), s.get_request(second)
+        assert older is not None and newer is not None
+        assert (older.state, newer.state) == (S.SUPERSEDED, S.PROPOSED)
+        last = s.transitions(first)[-1]
+        assert (last.from_state, last.to_state, last.actor) == (S.APPROVED, S.SUPERSEDED, "opsbot")
+        assert s.find_open_request("key1") == newer
+    finally:
+        s.close()
+
+
+def test_approvals_remember_head_and_effect_and_clear(store: Store) -> None:
+    req = store.create_request(new_request(1))
+    effect = [("web", "production", "replicas", "1", "3")]
+    assert store.add_approval(req.id, "U_BOB", "chat", head_sha="h" * 40, effect=effect)
+    (approval,) = store.approvals(req.id)
+    assert (approval.head_sha, approval.effect) == ("h" * 40, (("web", "production", "replicas", "1", "3"),))
+    assert store.clear_approvals(req.id) == 1
+    assert store.approvals(req.id) == []
+    assert store.add_approval(req.id, "U_BOB", "chat", head_sha="i" * 40)  # may approve again after a clear

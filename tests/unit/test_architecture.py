@@ -93,3 +93,57 @@ def test_the_kubernetes_rule_is_not_fooled_by_kubernetes_validate() -> None:
     assert not _matches("kubernetes_validate", "kubernetes")
     assert _allowed("opsbot/kube/watcher.py", ADAPTERS["kubernetes"])
     assert not _allowed("opsbot/intake/watching.py", ADAPTERS["kubernetes"])
+
+
+#: Store methods that change request state (the request row, its approvals, its thread claim).
+REQUEST_STATE_WRITES = frozenset({
+    "create_request", "update_request", "transition", "add_approval", "clear_approvals", "rebind_approvals",
+    "claim_thread", "release_thread",
+})
+#: Store methods that write the outbox.
+OUTBOX_WRITES = frozenset({"outbox_add"})
+LIFECYCLE = "opsbot/core/requests.py"
+STORES = "opsbot/store/"
+
+
+def _calls(path: Path, names: frozenset[str]) -> list[str]:
+    """`x.name(...)` calls of the given method names in one file (any receiver: store, self.store...)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno} calls .{node.func.attr}()"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names
+    ]
+
+
+def _sources() -> list[Path]:
+    return sorted((ROOT / "opsbot").rglob("*.py")) + sorted((ROOT / "commands").rglob("*.py"))
+
+
+def test_only_the_request_lifecycle_writes_request_state() -> None:
+    """One writer (DESIGN §2): every transition, approval and thread goes through core/requests.py,
+    so every one is audited and published as an event (metrics and the console see them all)."""
+    offenders = []
+    for py in _sources():
+        rel = py.relative_to(ROOT).as_posix()
+        if rel == LIFECYCLE or rel.startswith(STORES):
+            continue
+        offenders += _calls(py, REQUEST_STATE_WRITES)
+    assert offenders == []
+
+
+def test_only_the_notify_package_writes_the_outbox() -> None:
+    offenders = []
+    for py in _sources():
+        rel = py.relative_to(ROOT).as_posix()
+        if rel.startswith(("opsbot/notify/", STORES)):
+            continue
+        offenders += _calls(py, OUTBOX_WRITES)
+    assert offenders == []
+
+
+def test_the_scans_see_a_writer_where_there_is_one() -> None:
+    """The scan itself is checked: a module that writes gets named (no vacuous pass)."""
+    bad = ROOT / "opsbot" / "core" / "requests.py"
+    assert _calls(bad, REQUEST_STATE_WRITES), "the lifecycle must show up as a writer"
+    assert _calls(ROOT / "opsbot" / "notify" / "outbox.py", OUTBOX_WRITES)

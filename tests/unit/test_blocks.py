@@ -556,3 +556,36 @@ def test_any_text_renders_within_limits_and_escaped(
     ):
         assert_within_limits(rendered)
         assert_no_control_sequences(all_text(rendered))
+
+
+def test_rebased_reply_says_whether_approvals_stand_and_shows_old_and_new() -> None:
+    old = [["frontend", "production", "image frontend", "ghcr.io/acme/frontend:1.4.2", "ghcr.io/acme/frontend:1.5.0"]]
+    new = [["frontend", "production", "image frontend", "ghcr.io/acme/frontend:1.6.0", "ghcr.io/acme/frontend:1.5.0"]]
+    same = blocks.thread_reply("rebased", base="main", after="#41 merged", sha="a" * 40, same=True, old=old, new=old)
+    assert same["text"] == (
+        "🔁 Rebased on main after #41 merged; the change is the same (frontend image frontend "
+        "ghcr.io/acme/frontend:1.4.2 → ghcr.io/acme/frontend:1.5.0), so approvals stand."
+    )
+    changed = blocks.thread_reply("rebased", base="main", after="#41 merged", sha="b" * 40, same=False, old=old,
+                                  new=new)
+    assert changed["text"] == (
+        "🔁 Rebased on main after #41 merged; the change is now frontend image frontend "
+        "ghcr.io/acme/frontend:1.6.0 → ghcr.io/acme/frontend:1.5.0 (was frontend image frontend "
+        "ghcr.io/acme/frontend:1.4.2 → ghcr.io/acme/frontend:1.5.0), so approval is needed again."
+    )
+
+
+def test_pushed_reply_names_the_pusher_and_the_commit() -> None:
+    assert blocks.thread_reply("pushed", by="U0DAVE", sha="c" * 40, needed=1)["text"] == (
+        "⚠️ <@U0DAVE> pushed ccccccc to the PR branch; approvals are cleared and approval is needed again "
+        "before it can merge."
+    )
+
+
+def test_updated_reply_says_whether_approvals_stand() -> None:
+    old = [["frontend", "production", "replicas", "3", "5"]]
+    new = [["frontend", "production", "replicas", "4", "5"]]
+    assert blocks.thread_reply("updated", same=False, old=old, new=new)["text"] == (
+        "✏️ Updated the PR to what was just asked again; the change is now frontend replicas 4 → 5 "
+        "(was frontend replicas 3 → 5), so approval is needed again."
+    )

@@ -15,6 +15,7 @@ from opsbot.intake.github import (
     PrClosed,
     PrMerged,
     PrOpened,
+    PrSynchronized,
     Push,
     ReviewApproved,
     parse_event,
@@ -119,6 +120,25 @@ def test_review_that_is_not_an_approval_is_ignored() -> None:
     assert parse_event("pull_request_review", payload) is None
 
 
+def test_pull_request_actions_opsbot_does_not_act_on_are_none() -> None:
+    payload = load("pull_request.synchronize.json")
+    for action in ("edited", "labeled", "review_requested", "converted_to_draft"):
+        assert parse_event("pull_request", {**payload, "action": action}) is None
+
+
+def test_synchronize_names_the_new_head_and_who_pushed() -> None:
+    payload = load("pull_request.synchronize.json")
+    event = parse_event("pull_request", payload)
+    head = payload["pull_request"]["head"]["sha"]
+    assert event == PrSynchronized(number=1, branch="opsbot/scale-web-production-3f2a9c1d0e", before="",
+                                   after=head, pusher="opsbot[bot]", repository="acme/fleet")
+    # GitHub's own payload carries before/after at the top: those win over the PR object
+    payload.update(before="a" * 40, after="b" * 40, sender={"login": "dave"})
+    event = parse_event("pull_request", payload)
+    assert isinstance(event, PrSynchronized) and (event.before, event.after, event.pusher) == (
+        "a" * 40, "b" * 40, "dave")
+
+
 def test_push() -> None:
     payload = load("push.main.json")
     event = parse_event("push", payload)
@@ -134,7 +154,6 @@ def test_push() -> None:
 @pytest.mark.parametrize(
     ("event", "name"),
     [
-        ("pull_request", "pull_request.synchronize.json"),  # an action opsbot does not act on
         ("ping", "ping.json"),
         ("issues", "pull_request.opened.json"),  # unknown event name, whatever the body
     ],

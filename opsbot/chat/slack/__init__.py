@@ -18,7 +18,7 @@ Why the pieces are shaped this way:
   retry, or a race with the first) gets an ephemeral link to the existing thread instead. Slack
   redeliveries carry the same `trigger_id` and are acknowledged and dropped.
 * **Transitions go through the outbox.** `bot.on_transition` queues a thread reply and a root update
-  (`opsbot.intake.notifier`), which `OutboxWorker` posts through `SlackPoster`; nothing is posted
+  (`opsbot.notify.outbox`), which `OutboxWorker` posts through `SlackPoster`; nothing is posted
   from the dispatcher thread, so a Slack outage delays messages and loses none.
 * **One limiter for the Web API.** `RateLimiter` paces every call per method tier and
   chat.postMessage per channel, and a 429's `Retry-After` blocks that method for everyone.
@@ -37,7 +37,7 @@ apps.connections.open (Tier 1, only on (re)connect) and response_url posts (not 
 
 Known windows (documented, not hidden): a crash after Slack accepted a thread root and before the
 request row recorded its ts means the same command typed again posts a second root for the same
-PR; the outbox has the equivalent window for replies (see opsbot.intake.notifier). Retried
+PR; the outbox has the equivalent window for replies (see opsbot.notify.outbox). Retried
 deliveries are recognised by trigger_id in memory, per process: after a restart, or on another
 replica, a redelivery is caught by the core instead (same PR, "already open" answer).
 

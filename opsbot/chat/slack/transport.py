@@ -31,9 +31,10 @@ from opsbot.core.model import Actor, Request, Thread
 from opsbot.core.ports import Store
 from opsbot.core.results import Failure, Proposed, RequestUpdate, Result
 from opsbot.errors import PermanentError, TemporaryError
-from opsbot.intake.notifier import OutboxWorker, load_root, queue_request_event, save_root
 from opsbot.metrics import DEFAULT as DEFAULT_METRICS
 from opsbot.metrics import Metrics
+from opsbot.notify.messages import queue_request_event
+from opsbot.notify.outbox import OutboxWorker, load_root, save_root
 from opsbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ BUTTON_VERBS = {
     blocks.ACTION_CANCEL: "cancel",
 }
 
-#: The transition events fired by the `bot.handle` call running in this context (see `_handle`).
-_EVENTS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("opsbot_events", default=None)
 
 
 def permalink(team_domain: str, channel: str, ts: str) -> str:
@@ -289,26 +288,18 @@ class SlackTransport:
 
     # ------------------------------------------------------------------ running commands
 
-    async def _handle(self, text: str, actor: Actor, thread: Thread) -> tuple[Result, list[str]]:
-        """`bot.handle` on a worker thread, and which transitions it fired (to keep clicks quiet)."""
+    async def _handle(self, text: str, actor: Actor, thread: Thread) -> Result:
+        """`bot.handle` on a worker thread (with this context, for log fields)."""
         if self.groups is not None and self._groups:
             await self.groups.refresh(self._groups)
-        events: list[str] = []
-        token = _EVENTS.set(events)
-        try:
-            ctx = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            result: Result = await loop.run_in_executor(
-                self._work, lambda: ctx.run(self.bot.handle, text, actor, thread)
-            )
-        finally:
-            _EVENTS.reset(token)
-        return result, events
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        result: Result = await loop.run_in_executor(
+            self._work, lambda: ctx.run(self.bot.handle, text, actor, thread)
+        )
+        return result
 
     def _on_transition(self, request: Request, event: str, facts: dict[str, Any]) -> None:
-        events = _EVENTS.get()
-        if events is not None:
-            events.append(event)
         try:
             queue_request_event(self.store, request, event, facts)
         except Exception:  # the transition happened; a failed queue must not undo the answer
@@ -341,7 +332,7 @@ class SlackTransport:
         user = str(body.get("user_id", ""))
         response_url = str(body.get("response_url", ""))
         actor = Actor(user, str(body.get("user_name", "")), "chat")
-        result, _events = await self._handle(text, actor, Thread(channel))
+        result = await self._handle(text, actor, Thread(channel))
         domain = str(body.get("team_domain", ""))
         if isinstance(result, Failure):
             await self.answers.respond(response_url, self._failure(result), channel=channel, user=user)
@@ -367,30 +358,49 @@ class SlackTransport:
         async with self._lock(f"root:{request_id}"):
             current = await self._io_call(self.store.get_request, request_id) or result.request
             root = await self._io_call(load_root, self.store, request_id)
-            if root or current.thread_ts:
+            claimed = not root and not current.thread_ts and await self._io_call(
+                self.bot.requests.claim_thread, request_id, self.worker.owner
+            )
+            if not claimed:
+                # another command (maybe on another replica) posts or posted this request's root
+                if not root and not current.thread_ts:
+                    current = await self._wait_for_thread(request_id) or current
+                    root = await self._io_call(load_root, self.store, request_id)
                 where_channel = str(root["channel"]) if root else current.channel
                 where_ts = str(root["ts"]) if root else current.thread_ts
-                link = permalink(domain, where_channel, where_ts)
-                await self.answers.respond(response_url, blocks.notice(texts.already_open(pr, link)), channel=channel,
-                                   user=user)
+                link = permalink(domain, where_channel, where_ts) if where_ts else ""
+                await self.answers.respond(response_url, blocks.notice(texts.already_open(pr, link)),
+                                           channel=channel, user=user)
                 return
             rendered = blocks.request_root(current, result.change, result.diff)
             try:
                 ts = await self.poster.post(channel, rendered["text"], rendered["blocks"], retries=3)
             except PermanentError as exc:
-                await self._io_call(self.store.update_request, request_id, channel="")
+                await self._io_call(self.bot.requests.release_thread, request_id, self.worker.owner)
                 error = str(exc)
                 hint = texts.not_in_channel(pr) if error == "not_in_channel" else texts.cannot_post(error, pr)
                 await self.answers.respond(response_url, blocks.notice(hint), channel=channel, user=user)
                 return
             except TemporaryError:
-                await self._io_call(self.store.update_request, request_id, channel="")
+                await self._io_call(self.bot.requests.release_thread, request_id, self.worker.owner)
                 await self.answers.respond(response_url, blocks.notice(texts.post_later(pr)), channel=channel,
-                                   user=user)
+                                           user=user)
                 return
-            await self._io_call(self.store.update_request, request_id, channel=channel, thread_ts=ts)
+            await self._io_call(self.bot.requests.attach_thread, request_id, channel, ts)
             await self._io_call(save_root, self.store, request_id, channel, ts, rendered["blocks"])
         self.worker.wake()  # replies queued while the root was being posted can go now
+
+    async def _wait_for_thread(self, request_id: str) -> Request | None:
+        """The root another replica is posting: wait until its ts is recorded (bounded), for the link."""
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
+            current = await self._io_call(self.store.get_request, request_id)
+            if current is None or current.thread_ts or not current.channel or loop.time() >= deadline:
+                return current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------------ buttons
 
@@ -433,11 +443,11 @@ class SlackTransport:
             return
         # a double click waits for the first one, then finds the work done
         async with self._lock(f"click:{request_id}"):
-            result, events = await self._handle(f"{verb} {request_id}", Actor(user, name, "chat"),
-                                                Thread(channel, message_ts or None))
+            result = await self._handle(f"{verb} {request_id}", Actor(user, name, "chat"),
+                                        Thread(channel, message_ts or None))
         if isinstance(result, Failure):
             await self.answers.respond(response_url, self._failure(result), channel=channel, user=user)
-        elif not events:
+        elif not (isinstance(result, RequestUpdate) and result.events):
             # nothing moved (e.g. "you already approved"): only the clicker needs to know
             await self.answers.respond(response_url, blocks.result_message(result), channel=channel, user=user)
 

@@ -121,6 +121,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        3,
+        "one open request per intent, one thread root per request, approvals bound to head and effect",
+        (
+            # Rows from before this rule may hold duplicates (the bug the rule fixes): the newest
+            # open request of an intent stays, older ones are superseded with an audit line.
+            """
+            INSERT INTO transitions (request_id, from_state, to_state, actor, detail, at)
+            SELECT r.id, r.state, 'superseded', 'opsbot', 'a newer open request exists for this intent', r.updated_at
+            FROM requests r
+            WHERE r.state IN ('proposed', 'approved') AND EXISTS (
+                SELECT 1 FROM requests n
+                WHERE n.intent_key = r.intent_key AND n.state IN ('proposed', 'approved') AND n.id > r.id
+            )
+            """,
+            """
+            UPDATE requests SET state = 'superseded'
+            WHERE state IN ('proposed', 'approved') AND EXISTS (
+                SELECT 1 FROM requests n
+                WHERE n.intent_key = requests.intent_key AND n.state IN ('proposed', 'approved')
+                  AND n.id > requests.id
+            )
+            """,
+            "CREATE UNIQUE INDEX requests_one_open_intent ON requests (intent_key) "
+            "WHERE state IN ('proposed', 'approved')",
+            "ALTER TABLE requests ADD COLUMN thread_claim TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE approvals ADD COLUMN head_sha TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE approvals ADD COLUMN effect JSONB NOT NULL DEFAULT '[]'::jsonb",
+        ),
+    ),
+    Migration(
         4,
         "append-only audit log; freezes, locks and revert claims (policies)",
         (
