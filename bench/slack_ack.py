@@ -245,8 +245,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             # a channel of its own: back-to-back posts to one channel would time the bot's pacing to
             # Slack's per-channel limit (about 1 message/s), not the way to the PR link
             runner.run(burst(url, double, text, channel=f"C0PRLINK{i:03d}"))
-            runner.wait_for(lambda have=have, told=told: roots() > have or len(double.ephemeral) > told,
-                            timeout=120, what="the PR link")
+
+            def answered(have: int = have, told: int = told) -> bool:
+                return roots() > have or len(double.ephemeral) > told
+
+            runner.wait_for(answered, timeout=120, what="the PR link")
             elapsed = (time.perf_counter() - t) * 1000
             root = next((m for m in double.posted if not m.is_reply and m.channel == f"C0PRLINK{i:03d}"), None)
             link = "/pull/" if args.forge == "github" else "#pr-"  # the GitHub PR URL / the local forge's link
