@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_fleet import app_name, generate  # noqa: E402
+from generate_fleet import app_name, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slack_ack import (  # noqa: E402
+from slack_ack import (
     BOT_TOKEN,
     SIGNING_SECRET,
     ThreadedSlackDouble,
