@@ -73,6 +73,8 @@ class Console:
             worker.close()
 
     def _on_transition(self, request: Request, event: str, facts: dict[str, Any]) -> None:
+        if facts.get("posted"):  # its words are already queued (a deploy outcome): the outbox shows them
+            return
         if event == "policy":  # freezes, overrides, gate results, auto-revert: their own words
             text = re.sub(r"<@([^>|]+)>", r"@\1", str(facts.get("text", "")))
             self.emit(f"  ↳ thread {request.id}: 🛡️ {text}")

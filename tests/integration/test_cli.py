@@ -196,6 +196,9 @@ def test_testdrive_runs_the_whole_flow_with_no_credentials(tmp_path: Path) -> No
     sha = git(tmp_path / "td", "rev-parse", "--short=7", "main").strip()
     assert f"flux> POST /webhooks/flux (Kustomization flux-system/apps applied {sha}, signed) → HTTP 202" in out
     assert f"  ↳ thread R1: 🚀 Live in production — Flux kustomization apps applied {sha}" in out
+    # the deploy is told once in the thread, as in Slack (not also as a bare transition line)
+    (told,) = [line for line in out.splitlines() if line.startswith("  ↳ thread R1: 🚀")]
+    assert told.startswith(f"  ↳ thread R1: 🚀 Live in production — Flux kustomization apps applied {sha}, ")
     assert "#deploys: 🚀 production · frontend replicas 3 → 5 · PR #1 (" in out
     assert "<" not in out.split("flux> ", 1)[1]  # no Slack markup on the terminal
 
