@@ -462,14 +462,7 @@ class SqlStore(PolicySql, ABC):
         if env is not None:
             where.append("env = ?")
             params.append(env)
-        sql = "SELECT * FROM requests"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(max(0, int(limit)))
-        with self._tx(write=False) as tx:
-            rows = tx.all(sql, params)
-        return [request_from_row(r) for r in rows]
+        return [request_from_row(r) for r in self._newest("requests", where, params, limit)]
 
     def update_request(self, request_id: str, **fields: Any) -> Request:
         values = check_fields(fields)

@@ -84,6 +84,17 @@ class PolicySql:
     def _ts(self, value: datetime) -> Any:  # provided by SqlStore
         raise NotImplementedError
 
+    def _newest(self, table: str, where: list[str], params: list[Any], limit: int) -> list[dict[str, Any]]:
+        """`SELECT * FROM table [WHERE a AND b …] ORDER BY id DESC LIMIT n`: the shared tail of the
+        list queries (requests, audit), so the filters are the only thing each one writes."""
+        sql = f"SELECT * FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._tx(write=False) as tx:
+            rows: list[dict[str, Any]] = tx.all(sql, [*params, max(0, int(limit))])
+        return rows
+
     # audit -------------------------------------------------------------------------------------
     def _audit_in(self, tx: _Tx, entry: NewAudit, at: datetime | None = None) -> dict[str, Any]:
         """Append inside the caller's transaction, so a transition and its audit row commit together."""
@@ -130,14 +141,7 @@ class PolicySql:
         if since is not None:
             where.append("at >= ?")
             params.append(self._ts(since))
-        sql = "SELECT * FROM audit"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(max(0, int(limit)))
-        with self._tx(write=False) as tx:
-            rows = tx.all(sql, params)
-        return [audit_from_row(r) for r in reversed(rows)]
+        return [audit_from_row(r) for r in reversed(self._newest("audit", where, params, limit))]
 
     # freezes -----------------------------------------------------------------------------------
     def freeze_add(
