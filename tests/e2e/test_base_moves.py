@@ -88,6 +88,9 @@ def test_twelve_prs_on_three_files_merged_by_hand_all_land_and_deploy_once(
                     count = len(asked)
                     wait(lambda n=count: len(slack.messages(CHANNEL)) > n, f"the root of {command!r}", [bot])
                     asked.append((env, command))
+            # a root is recorded on its request just after Slack answers the post: wait for all twelve
+            wait(lambda: sum(1 for r in store.list_requests(limit=50) if r.thread_ts) == 12,
+                 "the twelve roots recorded", [bot])
             roots = slack.messages(CHANNEL)
             requests = {r.thread_ts: r for r in store.list_requests(limit=50)}
             assert len(roots) == 12 and len(requests) == 12 and len(github.open_pulls()) == 12
